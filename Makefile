@@ -1,0 +1,30 @@
+# Two commands do everything (README):
+#   make repro  - set up from a clean clone and run `dvc repro` on the embedded default profile
+#   make test   - set up and run the test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+export DVC_NO_ANALYTICS := true
+export RAY_USAGE_STATS_ENABLED := 0
+export MLFLOW_DISABLE_TELEMETRY := true
+
+.PHONY: setup repro test ui
+
+setup: $(VENV)/.installed
+
+# torch==2.13.0 is the CPU wheel this machine kind holds on disk; elsewhere any torch>=2.11 will do.
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0 || $(PY) -m pip install -q "torch>=2.11"
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+repro: setup
+	dvc repro
+
+test: setup
+	$(VENV)/bin/pytest -q
+
+ui: setup
+	facebench ui

@@ -1,0 +1,112 @@
+"""The `facebench` command: one verb per pipeline stage, each a thin call into the library."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from facebench.config import ConfigError, Paths, load_params, resolve_experiment
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Train and benchmark face-analysis papers on Ray, tracked in MLflow, driven by DVC.")
+
+ParamsOpt = typer.Option(Path("params.yaml"), "--params", help="params.yaml of the project")
+ProfileOpt = typer.Option(None, "--profile", help="override params.yaml's profile (smoke/default/paper)")
+
+
+def _setup(params_file: Path, profile: Optional[str]):
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    try:
+        params = load_params(params_file, profile)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    return params, Paths(root=params_file.resolve().parent)
+
+
+def _print(result: dict) -> None:
+    typer.echo(json.dumps(result, indent=2, sort_keys=True, default=str))
+
+
+@app.command()
+def synth(dataset: str, params_file: Path = ParamsOpt, profile: Optional[str] = ProfileOpt) -> None:
+    """Write a procedural dataset in its official on-disk format (data/raw/<dataset>)."""
+    from facebench.data.stages import synth_dataset
+
+    params, paths = _setup(params_file, profile)
+    _print(synth_dataset(params, dataset, paths))
+
+
+@app.command()
+def prepare(dataset: str, params_file: Path = ParamsOpt, profile: Optional[str] = ProfileOpt) -> None:
+    """Read a dataset in its official format and write Parquet splits (+ PDB, manifest)."""
+    from facebench.data.stages import prepare_dataset
+
+    params, paths = _setup(params_file, profile)
+    manifest = prepare_dataset(params, dataset, paths)
+    typer.echo(json.dumps({k: manifest.get(k) for k in ("dataset", "counts", "quarantined_count")}, indent=2,
+                          default=str))
+
+
+@app.command()
+def train(experiment: str, params_file: Path = ParamsOpt, profile: Optional[str] = ProfileOpt,
+          num_workers: Optional[int] = typer.Option(None, help="override the Ray Train worker count"),
+          use_gpu: Optional[bool] = typer.Option(None, "--gpu/--cpu", help="override the profile's device"),
+          epochs: Optional[int] = typer.Option(None, help="override the profile's epochs")) -> None:
+    """Train one experiment on Ray Train, tracked in MLflow."""
+    from facebench.train.experiment import train_experiment
+
+    params, paths = _setup(params_file, profile)
+    overrides = {k: v for k, v in {"num_workers": num_workers, "use_gpu": use_gpu, "epochs": epochs}.items()
+                 if v is not None}
+    try:
+        exp = resolve_experiment(params, experiment, **overrides)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    _print(train_experiment(exp, paths))
+
+
+@app.command()
+def tune(sweep: str, params_file: Path = ParamsOpt, profile: Optional[str] = ProfileOpt) -> None:
+    """Sweep a loss's hyperparameters on Ray Tune (ASHA); nested MLflow runs."""
+    from facebench.train.tune import run_sweep
+
+    params, paths = _setup(params_file, profile)
+    summary = run_sweep(params, sweep, paths)
+    _print({k: v for k, v in summary.items() if k != "trials"})
+
+
+@app.command()
+def report(params_file: Path = ParamsOpt, profile: Optional[str] = ProfileOpt,
+           out: Path = typer.Option(Path("reports"), help="output folder")) -> None:
+    """Regenerate the leaderboards from MLflow (reports/leaderboard.md and .html)."""
+    from facebench.report import build_report
+    from facebench.tracking import tracking_uri
+
+    params, paths = _setup(params_file, profile)
+    datasets = sorted({e.dataset for e in params.experiments.values()})
+    _print(build_report(tracking_uri(paths.root), paths.root / "data" / "prepared", out, params.profile, datasets))
+
+
+@app.command()
+def ui(port: int = typer.Option(5000), host: str = typer.Option("127.0.0.1", help="bind address")) -> None:
+    """Serve the MLflow dashboard for this project's store (127.0.0.1 unless told otherwise)."""
+    from facebench.tracking import tracking_uri
+
+    uri = tracking_uri(Path.cwd())
+    cmd = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port),
+           "--backend-store-uri", uri, "--artifacts-destination", (Path.cwd() / "mlartifacts").as_uri()]
+    typer.echo(f"MLflow dashboard on http://{host}:{port} (store {uri})")
+    raise typer.Exit(subprocess.call(cmd))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,227 @@
+"""Typed view of params.yaml: profiles, datasets, losses, experiments and sweeps.
+
+params.yaml is the single source of truth that DVC also reads (for its parameter dependencies), so
+this module only validates and resolves it; it never invents values. Errors name the file and the
+offending key so a typo in params.yaml is found at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class Strict(BaseModel):
+    """Base model that refuses unknown keys (a misspelt key is an error, not a silent default)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class SynthSettings(Strict):
+    w300_scale: float = Field(gt=0, description="fraction of the real 300-W per-folder counts")
+    aflw_faces: int = Field(gt=0, description="number of AFLW-Full faces")
+    image_size: int = Field(default=256, ge=64)
+
+
+class TrainSettings(Strict):
+    epochs: int = Field(gt=0)
+    batch_size: int = Field(gt=0, description="per worker")
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    momentum: float = Field(default=0.9, ge=0)
+    lr_schedule: Literal["constant", "cosine", "step"] = "cosine"
+    lr_steps: list[int] = Field(default_factory=list, description="epochs at which 'step' divides lr by 10")
+    num_workers: int = Field(default=1, gt=0, description="Ray Train workers (DDP ranks)")
+    cpus_per_worker: int | None = Field(default=None, description="None: share the machine's cores")
+    use_gpu: bool = False
+    amp: bool = Field(default=False, description="bf16 autocast on the GPU")
+    augment: bool = True
+    val_every: int = Field(default=1, gt=0)
+    seed: int = 0
+
+
+class TuneSettings(Strict):
+    epochs: int = Field(gt=0)
+    max_concurrent_trials: int = Field(default=2, gt=0)
+    grace_period: int = Field(default=1, gt=0)
+    reduction_factor: int = Field(default=2, gt=1)
+    num_workers: int = Field(default=1, gt=0)
+
+
+class Profile(Strict):
+    synth: SynthSettings
+    train: TrainSettings
+    tune: TuneSettings
+
+
+class DatasetConfig(Strict):
+    source: Literal["synth", "real"]
+    format: Literal["w300", "aflw_full"]
+    root: str = Field(description="dataset root in the official layout")
+    crop_size: int = Field(gt=0)
+    margin: float = Field(ge=0, description="context on each side, as a fraction of the box side")
+    normaliser: Literal["inter_ocular", "box_width", "box_sqrt_area"]
+    pdb_bins: int | None = Field(default=9, gt=1)
+    pdb_component: int | None = None
+    seed: int = 0
+
+
+class ExperimentConfig(Strict):
+    paper: Literal["wing"]
+    task: Literal["landmarks"]
+    dataset: str
+    model: Literal["cnn6"]
+    loss: str
+    pdb: bool = False
+    train: dict[str, Any] = Field(default_factory=dict, description="overrides of the profile's train settings")
+
+
+class SweepConfig(Strict):
+    experiment: str
+    metric: str = "val_nme"
+    mode: Literal["min", "max"] = "min"
+    grid: dict[str, list[float]] = Field(description="loss parameter -> values (grid search)")
+
+
+class Params(Strict):
+    profile: str
+    seed: int = 0
+    profiles: dict[str, Profile]
+    datasets: dict[str, DatasetConfig]
+    losses: dict[str, dict[str, float]]
+    experiments: dict[str, ExperimentConfig]
+    sweeps: dict[str, SweepConfig] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> "Params":
+        if self.profile not in self.profiles:
+            raise ValueError(f"profile {self.profile!r} is not one of {sorted(self.profiles)}")
+        for key, exp in self.experiments.items():
+            if exp.dataset not in self.datasets:
+                raise ValueError(f"experiments.{key}.dataset {exp.dataset!r} is not one of {sorted(self.datasets)}")
+            if exp.loss not in self.losses:
+                raise ValueError(f"experiments.{key}.loss {exp.loss!r} is not one of {sorted(self.losses)}")
+            bad = set(exp.train) - set(TrainSettings.model_fields)
+            if bad:
+                raise ValueError(f"experiments.{key}.train has unknown keys {sorted(bad)}")
+        for key, sweep in self.sweeps.items():
+            if sweep.experiment not in self.experiments:
+                raise ValueError(f"sweeps.{key}.experiment {sweep.experiment!r} is not an experiment")
+        return self
+
+    @property
+    def active(self) -> Profile:
+        return self.profiles[self.profile]
+
+
+class ConfigError(ValueError):
+    """params.yaml is missing, unparsable or inconsistent; the message names the file and key."""
+
+
+def load_params(path: str | Path = "params.yaml", profile: str | None = None) -> Params:
+    """Read and validate params.yaml; ``profile`` overrides the file's ``profile`` key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found (expected the project's params.yaml)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    if profile is not None:
+        raw["profile"] = profile
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"{path}: invalid parameters:"]
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            lines.append(f"  {where}: {err['msg']}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+class ResolvedExperiment(Strict):
+    """One experiment with everything it needs resolved: what a training job is given."""
+
+    key: str
+    profile: str
+    paper: str
+    task: str
+    dataset: str
+    dataset_config: DatasetConfig
+    model: str
+    loss: str
+    loss_params: dict[str, float]
+    pdb: bool
+    train: TrainSettings
+
+    def config_hash(self) -> str:
+        """Hash of everything that changes the result; names the Ray run so a changed config starts afresh."""
+        blob = json.dumps(self.model_dump(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:10]
+
+
+def resolve_experiment(params: Params, key: str, **train_overrides: Any) -> ResolvedExperiment:
+    if key not in params.experiments:
+        raise ConfigError(f"params.yaml: no experiment {key!r}; known: {sorted(params.experiments)}")
+    exp = params.experiments[key]
+    train = params.active.train.model_copy(update={**exp.train, **train_overrides})
+    train = TrainSettings.model_validate(train.model_dump())
+    return ResolvedExperiment(
+        key=key,
+        profile=params.profile,
+        paper=exp.paper,
+        task=exp.task,
+        dataset=exp.dataset,
+        dataset_config=params.datasets[exp.dataset],
+        model=exp.model,
+        loss=exp.loss,
+        loss_params=dict(params.losses[exp.loss]),
+        pdb=exp.pdb,
+        train=train,
+    )
+
+
+class Paths(Strict):
+    """Where each stage reads and writes, relative to the project root (the folder of params.yaml)."""
+
+    root: Path
+
+    def raw(self, dataset: str) -> Path:
+        return self.root / "data" / "raw" / dataset
+
+    def prepared(self, dataset: str) -> Path:
+        return self.root / "data" / "prepared" / dataset
+
+    def model_dir(self, experiment: str) -> Path:
+        return self.root / "models" / experiment
+
+    def metrics_file(self, experiment: str) -> Path:
+        return self.root / "metrics" / f"{experiment}.json"
+
+    def plots_dir(self, experiment: str) -> Path:
+        return self.root / "plots" / experiment
+
+    def sweep_file(self, sweep: str) -> Path:
+        return self.root / "metrics" / "sweeps" / f"{sweep}.json"
+
+    @property
+    def storage(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+
+def dataset_root(paths: Paths, name: str, cfg: DatasetConfig) -> Path:
+    """The dataset's root: relative roots are taken from the project root."""
+    root = Path(cfg.root)
+    return root if root.is_absolute() else paths.root / root

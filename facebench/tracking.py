@@ -1,0 +1,131 @@
+"""MLflow conventions: one experiment per paper, one run per training experiment, nested sweeps.
+
+- Experiment ``facebench/<paper>``; run name = experiment key; tags ``facebench.*`` (kind, experiment,
+  paper, task, dataset, model, loss, pdb, profile, code_version, config_hash).
+- The driver creates and finishes runs; under Ray only rank 0 logs per-epoch metrics into the run
+  the driver made (one writer at a time keeps a SQLite store healthy).
+- Default store: ``sqlite:///<project>/mlflow.db`` with artifacts in ``<project>/mlartifacts``;
+  ``MLFLOW_TRACKING_URI`` overrides it (an ``mlflow server`` at scale).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+import mlflow  # noqa: E402
+from mlflow.entities import Metric, Param, RunTag  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+
+def tracking_uri(root: Path) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
+
+
+def experiment_name(paper: str) -> str:
+    return f"facebench/{paper}"
+
+
+def get_or_create_experiment(client: MlflowClient, paper: str, root: Path) -> str:
+    name = experiment_name(paper)
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    artifacts = None
+    if client.tracking_uri.startswith("sqlite:"):
+        artifacts = (Path(root).resolve() / "mlartifacts" / paper).as_uri()
+    return client.create_experiment(name, artifact_location=artifacts)
+
+
+def code_version(root: Path) -> str:
+    """Git commit of the code (with -dirty when the tree has changes), or 'unknown'."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def start_run(client: MlflowClient, experiment_id: str, run_name: str, tags: dict[str, str],
+              resume_file: Path | None = None, parent_run_id: str | None = None) -> str:
+    """Create a run, or reopen the one recorded in ``resume_file`` (a restarted training job
+    continues its run rather than leaving a dangling one)."""
+    if resume_file is not None and resume_file.exists():
+        run_id = resume_file.read_text().strip()
+        try:
+            run = client.get_run(run_id)
+            if run.info.lifecycle_stage == "active":
+                client.update_run(run_id, status="RUNNING")
+                return run_id
+        except mlflow.exceptions.MlflowException:
+            pass
+    all_tags = dict(tags)
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    run = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
+    if resume_file is not None:
+        resume_file.parent.mkdir(parents=True, exist_ok=True)
+        resume_file.write_text(run.info.run_id)
+    return run.info.run_id
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
+    """Log (flattened) params, skipping ones already logged with the same value (resumed runs)."""
+    existing = client.get_run(run_id).data.params
+    items = [Param(k, str(v)) for k, v in sorted(flatten(params).items()) if existing.get(k) != str(v)]
+    for i in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[i:i + 100])
+
+
+def log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+    now = int(time.time() * 1000)
+    items = [Metric(k, float(v), now, step) for k, v in sorted(metrics.items())]
+    for i in range(0, len(items), 500):
+        client.log_batch(run_id, metrics=items[i:i + 500])
+
+
+def set_tags(client: MlflowClient, run_id: str, tags: dict[str, str]) -> None:
+    client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in sorted(tags.items())])
+
+
+def log_tables(client: MlflowClient, run_id: str, tables: dict[str, Any]) -> None:
+    """Log pandas tables as CSV artifacts at the given relative paths (e.g. 'ced/full.csv')."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for rel, df in tables.items():
+            path = Path(tmp) / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            df.to_csv(path, index=False)
+        client.log_artifacts(run_id, tmp)
+
+
+def log_torch_model(uri: str, run_id: str, model: Any) -> None:
+    """Log the model with MLflow's PyTorch flavour (explicit requirements: no environment probing)."""
+    import mlflow.pytorch
+
+    mlflow.set_tracking_uri(uri)
+    with mlflow.start_run(run_id=run_id):
+        mlflow.pytorch.log_model(model, name="model", pip_requirements=["torch"])
+
+
+def end_run(client: MlflowClient, run_id: str, status: str = "FINISHED") -> None:
+    client.set_terminated(run_id, status=status)

@@ -1,0 +1,232 @@
+"""Ray Train wiring shared by every paper: TorchTrainer, DDP, checkpoints, resume, rank-0 logging.
+
+The trainer knows nothing of any paper. It asks the task (facebench/tasks/<task>.py) for a model,
+a loss, a Ray Dataset of ready batches, a training step, a validation metric and a final
+evaluation. Everything else here is generic: optimiser and schedule, AMP, per-epoch
+``ray.train.report`` with a checkpoint, and resuming from the latest checkpoint when the same
+run (same ``RunConfig(storage_path, name)``) is started again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from facebench.config import ResolvedExperiment, TrainSettings
+
+CHECKPOINT_MODEL = "model.pt"
+CHECKPOINT_OPTIM = "optimizer.pt"
+CHECKPOINT_STATE = "state.json"
+CHECKPOINT_EVAL = "eval.json"
+_NOT_LOGGED = ("epoch", "world_size", "resumed_from")  # bookkeeping in reports, not MLflow metrics
+
+
+# --- local Ray ------------------------------------------------------------------------------------
+def ensure_ray(min_cpus: int = 4) -> None:
+    """Connect to RAY_ADDRESS if set, else start a local Ray sized for this machine.
+
+    Logical CPUs are set a little above the physical count so Ray Data's decode tasks are not
+    starved by the training workers' reservations on small machines.
+    """
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
+        return
+    cpus = max(min_cpus, (os.cpu_count() or 1) + 2)
+    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=True)
+    from ray.data import DataContext
+
+    DataContext.get_current().enable_progress_bars = False
+
+
+# --- optimisation ---------------------------------------------------------------------------------
+def make_optimizer(model: nn.Module, t: TrainSettings) -> torch.optim.Optimizer:
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    if t.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    return torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+
+
+def make_scheduler(opt: torch.optim.Optimizer, t: TrainSettings) -> torch.optim.lr_scheduler.LRScheduler:
+    """Per-epoch schedule: constant, cosine to 1% of lr, or /10 at each epoch in lr_steps."""
+    if t.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=t.epochs, eta_min=t.lr * 0.01)
+    if t.lr_schedule == "step":
+        return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=t.lr_steps, gamma=0.1)
+    return torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0, total_iters=0)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+# --- the per-worker loop --------------------------------------------------------------------------
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker. ``config`` holds plain data only (it crosses processes)."""
+    import ray.train
+    import ray.train.torch
+
+    from facebench.tasks import build_task
+
+    exp = ResolvedExperiment.model_validate(config["experiment"])
+    t = exp.train
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    if config.get("threads"):
+        torch.set_num_threads(int(config["threads"]))
+    torch.manual_seed(t.seed * 1000 + rank)
+
+    task = build_task(exp, Path(config["prepared_dir"]))
+    device = ray.train.torch.get_device()
+    model = task.build_model()
+    opt = make_optimizer(model, t)
+    sched = make_scheduler(opt, t)
+    start_epoch = 0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            model.load_state_dict(torch.load(Path(d) / CHECKPOINT_MODEL, weights_only=True, map_location="cpu"))
+            state = torch.load(Path(d) / CHECKPOINT_OPTIM, weights_only=True, map_location="cpu")
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            start_epoch = json.loads((Path(d) / CHECKPOINT_STATE).read_text())["epoch"]
+        if rank == 0:
+            print(f"[{exp.key}] resuming from checkpoint after epoch {start_epoch}", flush=True)
+    model = ray.train.torch.prepare_model(model)
+    loss_fn = task.build_loss().to(device)
+    shard = ray.train.get_dataset_shard("train")
+    logger = _RankZeroLogger(config.get("tracking_uri"), config.get("run_id")) if rank == 0 else None
+    amp = t.amp and device.type == "cuda"
+
+    for epoch in range(start_epoch, t.epochs):
+        model.train()
+        started, seen, loss_sum = time.perf_counter(), 0, 0.0
+        for batch in shard.iter_torch_batches(batch_size=t.batch_size, device=device, drop_last=True):
+            with torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext():
+                loss = task.training_step(model, loss_fn, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            n = next(iter(batch.values())).shape[0]
+            seen += n
+            loss_sum += float(loss.detach()) * n
+        sched.step()
+        elapsed = time.perf_counter() - started
+        done = epoch + 1
+        last = done == t.epochs
+        metrics: dict[str, float] = {
+            "epoch": done,
+            "train_loss": loss_sum / max(seen, 1),
+            "images_per_s": seen * world / max(elapsed, 1e-9),
+            "lr": opt.param_groups[0]["lr"],
+            "world_size": world,
+            "resumed_from": start_epoch,
+        }
+        with tempfile.TemporaryDirectory() as tmp:
+            ckpt = None
+            if rank == 0:
+                if done % t.val_every == 0 or last:
+                    metrics.update(task.validate(unwrap(model), device))
+                torch.save(unwrap(model).state_dict(), Path(tmp) / CHECKPOINT_MODEL)
+                torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()},
+                           Path(tmp) / CHECKPOINT_OPTIM)
+                (Path(tmp) / CHECKPOINT_STATE).write_text(json.dumps({"epoch": done}))
+                if last:
+                    evaluation = task.evaluate(unwrap(model), device)
+                    (Path(tmp) / CHECKPOINT_EVAL).write_text(json.dumps(evaluation))
+                ckpt = ray.train.Checkpoint.from_directory(tmp)
+                logger.log(metrics, step=done)
+                shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k not in _NOT_LOGGED)
+                print(f"[{exp.key}] epoch {done}/{t.epochs} {shown}", flush=True)
+            ray.train.report(metrics, checkpoint=ckpt)
+
+
+class _RankZeroLogger:
+    """Per-epoch metrics into the driver's MLflow run; a no-op when no run was given."""
+
+    def __init__(self, uri: str | None, run_id: str | None):
+        self.uri, self.run_id = uri, run_id
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        if not (self.uri and self.run_id):
+            return
+        from mlflow.tracking import MlflowClient
+
+        from facebench.tracking import log_metrics
+
+        logged = {k: v for k, v in metrics.items() if k not in _NOT_LOGGED}
+        log_metrics(MlflowClient(self.uri), self.run_id, logged, step)
+
+
+# --- the driver side ------------------------------------------------------------------------------
+@dataclass
+class TrainOutcome:
+    metrics: dict[str, float]  # the last report's metrics
+    evaluation: dict[str, Any]  # the task's final evaluation (from the last checkpoint)
+    checkpoint_dir: str
+    state_dict: dict[str, torch.Tensor]
+
+
+def make_trainer(exp: ResolvedExperiment, prepared_dir: Path, storage_path: Path, name: str, *,
+                 tracking_uri: str | None = None, run_id: str | None = None, callbacks: list | None = None):
+    """A TorchTrainer for one experiment. Same (storage_path, name) => resume from its checkpoints."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from facebench.tasks import build_task
+
+    t = exp.train
+    threads = t.cpus_per_worker or max(1, (os.cpu_count() or 1) // t.num_workers)
+    resources = {"CPU": threads}
+    if t.use_gpu:
+        resources["GPU"] = 1
+    task = build_task(exp, prepared_dir)
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "experiment": exp.model_dump(mode="json"),
+            "prepared_dir": str(Path(prepared_dir).resolve()),
+            "tracking_uri": tracking_uri,
+            "run_id": run_id,
+            "threads": threads,
+        },
+        scaling_config=ray.train.ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu,
+                                               resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=str(Path(storage_path).resolve()),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            callbacks=callbacks or [],
+        ),
+        datasets={"train": task.train_dataset()},
+    )
+
+
+def fit(exp: ResolvedExperiment, prepared_dir: Path, storage_path: Path, name: str, *,
+        tracking_uri: str | None = None, run_id: str | None = None) -> TrainOutcome:
+    """Train (or resume) one experiment on Ray and return its final checkpoint's contents."""
+    ensure_ray()
+    trainer = make_trainer(exp, prepared_dir, storage_path, name, tracking_uri=tracking_uri, run_id=run_id)
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"{exp.key}: training finished without a checkpoint")
+    with result.checkpoint.as_directory() as d:
+        d = Path(d)
+        evaluation = json.loads((d / CHECKPOINT_EVAL).read_text()) if (d / CHECKPOINT_EVAL).exists() else {}
+        state = torch.load(d / CHECKPOINT_MODEL, weights_only=True, map_location="cpu")
+    return TrainOutcome(metrics=dict(result.metrics or {}), evaluation=evaluation,
+                        checkpoint_dir=result.checkpoint.path, state_dict=state)

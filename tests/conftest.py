@@ -1,0 +1,58 @@
+"""Shared fixtures. Integration fixtures start the real things: a local Ray, an MLflow SQLite store."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DVC_NO_ANALYTICS", "true")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` skip cleanly where no CUDA device is present (CI has none)."""
+    try:
+        import torch
+
+        has_gpu = torch.cuda.is_available()
+    except ImportError:
+        has_gpu = False
+    if has_gpu:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """A real local Ray with room for two training workers plus Ray Data tasks."""
+    import ray
+
+    os.environ.pop("RAY_ADDRESS", None)
+    if not ray.is_initialized():
+        ray.init(num_cpus=4, include_dashboard=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def smoke_project(tmp_path_factory) -> Path:
+    """A project root with the repo's params.yaml (smoke profile) and a prepared synthetic AFLW set."""
+    from facebench.config import Paths, load_params
+    from facebench.data.stages import prepare_dataset, synth_dataset
+
+    root = tmp_path_factory.mktemp("project")
+    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    params = load_params(root / "params.yaml", profile="smoke")
+    paths = Paths(root=root)
+    synth_dataset(params, "aflw", paths)
+    prepare_dataset(params, "aflw", paths)
+    return root

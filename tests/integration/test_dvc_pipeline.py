@@ -1,0 +1,62 @@
+"""The smoke profile through a real `dvc repro` in a temporary git repository."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.integration
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{out[-6000:]}"
+    return out
+
+
+def _stages_run(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def test_smoke_dvc_repro_is_incremental(tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("dvc.yaml", "params.yaml", "pyproject.toml"):
+        shutil.copy(REPO / name, project / name)
+    shutil.copytree(REPO / "facebench", project / "facebench", ignore=shutil.ignore_patterns("__pycache__"))
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["profile"] = "smoke"
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING", "RAY_ADDRESS"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["DVC_NO_ANALYTICS"] = "true"
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    _run(["git", "init", "-q"], project, env)
+    _run(["dvc", "init", "-q"], project, env)
+
+    first = _run(["dvc", "repro"], project, env)
+    ran = _stages_run(first)
+    assert "report" in ran and "tune@wing_w_eps" in ran
+    assert {s for s in ran if s.startswith("train@")} == {f"train@{k}" for k in params["experiments"]}
+    board = (project / "reports" / "leaderboard.md").read_text()
+    for key in params["experiments"]:
+        assert params["experiments"][key]["loss"] in board
+    assert (project / "reports" / "leaderboard.html").exists()
+
+    second = _run(["dvc", "repro"], project, env)
+    assert _stages_run(second) == set()
+
+    params["losses"]["wing"]["w"] = 8.0
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    third = _run(["dvc", "repro"], project, env)
+    assert _stages_run(third) == {"train@w300_cnn6_wing", "train@aflw_cnn6_wing", "report"}

@@ -1,0 +1,55 @@
+"""Real Ray Train runs (2 workers, gloo), real MLflow SQLite store, resume from checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from facebench.config import Paths, load_params, resolve_experiment
+from facebench.tracking import tracking_uri
+from facebench.train.experiment import train_experiment
+from facebench.train.ray_trainer import fit
+
+pytestmark = pytest.mark.integration
+
+
+def test_two_workers_train_track_and_write_outputs(ray_local, smoke_project, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    params = load_params(smoke_project / "params.yaml", profile="smoke")
+    exp = resolve_experiment(params, "aflw_cnn6_wing", num_workers=2, cpus_per_worker=1, epochs=2)
+    paths = Paths(root=smoke_project)
+
+    summary = train_experiment(exp, paths)
+
+    client = MlflowClient(tracking_uri(smoke_project))
+    run = client.get_run(summary["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["facebench.loss"] == "wing"
+    assert run.data.tags["facebench.dataset"] == "aflw"
+    assert run.data.params["loss_params.w"] == "10.0"
+    assert run.data.params["train.num_workers"] == "2"
+    history = client.get_metric_history(run.info.run_id, "train_loss")
+    assert sorted(m.step for m in history) == [1, 2]
+    assert 0 < run.data.metrics["test_test_nme"] < 5
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"ced", "model"} <= artifacts
+    written = json.loads(paths.metrics_file("aflw_cnn6_wing").read_text())
+    assert written["mlflow_run_id"] == run.info.run_id
+    assert (paths.model_dir("aflw_cnn6_wing") / "model.pt").exists()
+    assert (paths.plots_dir("aflw_cnn6_wing") / "ced_test.csv").exists()
+
+
+def test_world_size_and_resume_from_checkpoint(ray_local, smoke_project, tmp_path):
+    params = load_params(smoke_project / "params.yaml", profile="smoke")
+    prepared = Paths(root=smoke_project).prepared("aflw")
+    one = resolve_experiment(params, "aflw_cnn6_l1", num_workers=2, cpus_per_worker=1, epochs=1)
+    first = fit(one, prepared, tmp_path, "resume-check")
+    assert first.metrics["epoch"] == 1 and first.metrics["world_size"] == 2
+
+    two = resolve_experiment(params, "aflw_cnn6_l1", num_workers=2, cpus_per_worker=1, epochs=2)
+    second = fit(two, prepared, tmp_path, "resume-check")
+    assert second.metrics["resumed_from"] == 1  # started from the first run's checkpoint
+    assert second.metrics["epoch"] == 2
+    assert set(second.evaluation) == {"test", "frontal"} or set(second.evaluation) == {"test"}
