@@ -97,6 +97,35 @@ def report(params_file: Path = ParamsOpt, profile: Optional[str] = ProfileOpt,
 
 
 @app.command()
+def submit(command: list[str] = typer.Argument(..., help="what to run on the cluster, e.g. facebench train x"),
+           address: str = typer.Option(None, envvar="RAY_JOB_ADDRESS",
+                                       help="Ray dashboard address, e.g. http://head:8265"),
+           wait: bool = typer.Option(True, help="follow the job until it ends")) -> None:
+    """Submit a command to a Ray cluster through the Ray Jobs API, shipping this project folder."""
+    import time
+
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    if not address:
+        typer.echo("error: give --address or set RAY_JOB_ADDRESS (the cluster's dashboard, port 8265)", err=True)
+        raise typer.Exit(2)
+    client = JobSubmissionClient(address)
+    env = {k: os.environ[k] for k in ("MLFLOW_TRACKING_URI",) if k in os.environ}
+    job_id = client.submit_job(
+        entrypoint=" ".join(command),
+        runtime_env={"working_dir": ".", "env_vars": env,
+                     "excludes": [".venv", ".git", "data", "runs", "models", "mlartifacts", "mlflow.db", ".dvc/cache"]})
+    typer.echo(f"submitted {job_id} to {address}")
+    while wait:
+        status = client.get_job_status(job_id)
+        if status in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+            typer.echo(client.get_job_logs(job_id))
+            typer.echo(f"{job_id}: {status}")
+            raise typer.Exit(0 if status == JobStatus.SUCCEEDED else 1)
+        time.sleep(5)
+
+
+@app.command()
 def ui(port: int = typer.Option(5000), host: str = typer.Option("127.0.0.1", help="bind address")) -> None:
     """Serve the MLflow dashboard for this project's store (127.0.0.1 unless told otherwise)."""
     from facebench.tracking import tracking_uri

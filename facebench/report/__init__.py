@@ -1,0 +1,98 @@
+"""Leaderboard reports regenerated from MLflow: reports/leaderboard.md, .html and figures/*.png.
+
+``build_report`` is what ``facebench report`` and the DVC ``report`` stage call. It reads only the
+tracking store and the prepared test splits (for the baseline); the same runs give byte-identical
+outputs, so DVC sees no change unless a result changed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from facebench.atomic import atomic_write_bytes, atomic_write_text
+from facebench.report import render
+from facebench.report.leaderboard import (
+    baseline_ced, baseline_errors, baseline_frame, collect_runs, collect_sweeps, load_ced, splits_of,
+)
+
+__all__ = ["build_report"]
+
+
+def _ced_figures(tracking_uri: str, runs: pd.DataFrame, baselines: pd.DataFrame,
+                 errors: dict[str, dict[str, dict[str, np.ndarray]]], datasets: list[str], with_profile: bool
+                 ) -> tuple[dict[str, bytes], dict[str, list[render.Image]], list[str]]:
+    """One CED figure per dataset/split: a curve per run (from its artifact) plus the baseline.
+
+    Returns the PNG bytes by file name, the figures per dataset, and the run:split curves missing.
+    """
+    pngs: dict[str, bytes] = {}
+    figures: dict[str, list[render.Image]] = {}
+    missing: list[str] = []
+    for dataset in sorted(datasets):
+        ours = runs[runs["dataset"] == dataset] if not runs.empty else runs
+        base = baselines[baselines["dataset"] == dataset] if not baselines.empty else baselines
+        for split in splits_of(dataset, [ours, base]):
+            curves = []
+            for _, run in ours.iterrows():
+                try:
+                    table = load_ced(tracking_uri, run["run_id"], split)
+                except FileNotFoundError:
+                    missing.append(f"{run['experiment']}:{split}")
+                    continue
+                curves.append((render.run_label(run, with_profile), table,
+                               render.curve_style(run["loss"], bool(run["pdb"]))))
+            if split in errors.get(dataset, {}):
+                curves.append(("mean shape (baseline)", baseline_ced(errors[dataset][split]["nme"]),
+                               render.BASELINE_STYLE))
+            if not curves:
+                continue
+            name = f"ced_{dataset}_{split}.png"
+            kind = render.OUR_LABEL[render.PRIMARY.get(dataset, "primary")]
+            title = f"{render.DATASET_LABEL.get(dataset, dataset)} {split}: CED, NME {kind}"
+            pngs[name] = render.ced_figure(title, curves)
+            figures.setdefault(dataset, []).append(render.Image(name, title))
+    return pngs, figures, missing
+
+
+def build_report(tracking_uri: str, prepared_root: Path, out_dir: Path, profile: str | None,
+                 datasets: list[str]) -> dict[str, Any]:
+    """Write the leaderboard for ``datasets`` from the newest finished runs of ``profile`` (None: all).
+
+    Every file is written whole (temporary file, then rename). Returns a summary: the files
+    written, the runs and sweeps shown, the baselines computed and any CED curve a run lacked.
+    """
+    out_dir = Path(out_dir)
+    runs = collect_runs(tracking_uri, profile)
+    if not runs.empty:
+        runs = runs[(runs["task"] == "landmarks") & runs["dataset"].isin(datasets)].reset_index(drop=True)
+    trials = collect_sweeps(tracking_uri, profile)
+    errors = baseline_errors(Path(prepared_root), datasets)
+    baselines = baseline_frame(errors)
+    pngs, figures, missing = _ced_figures(tracking_uri, runs, baselines, errors, datasets, profile is None)
+
+    doc = render.build_document(runs, baselines, trials, profile, datasets, figures)
+    markdown, page = render.to_markdown(doc), render.to_html(doc, pngs)
+    written = []
+    for name, data in sorted(pngs.items()):
+        atomic_write_bytes(out_dir / "figures" / name, data)
+        written.append(str(out_dir / "figures" / name))
+    atomic_write_text(out_dir / "leaderboard.md", markdown)
+    atomic_write_text(out_dir / "leaderboard.html", page)
+
+    def run_key(row: pd.Series) -> str:
+        return row["experiment"] if profile else f"{row['experiment']}@{row['profile']}"
+
+    return {
+        "markdown": str(out_dir / "leaderboard.md"),
+        "html": str(out_dir / "leaderboard.html"),
+        "figures": written,
+        "profile": profile,
+        "runs": {run_key(row): row["run_id"] for _, row in runs.iterrows()},
+        "sweeps": sorted(set(trials["sweep"])) if not trials.empty else [],
+        "baselines": [f"{d}/{s}" for d in sorted(errors) for s in errors[d]],
+        "missing_ced": missing,
+    }

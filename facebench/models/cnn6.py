@@ -1,0 +1,71 @@
+"""CNN-6, the plain landmark regression network of the Wing loss paper (Feng et al., CVPR 2018, Sec. 3).
+
+Input 64x64x3; five blocks of 3x3 convolution (32, 64, 128, 256, 512 channels) + ReLU + 2x2 max
+pooling halve the map 64 -> 2; a fully connected layer of 1024 units with ReLU; an output layer
+of 2L numbers. The outputs are landmark coordinates in pixels of the 64x64 input, as in the
+author's released model (FengZhenhua/Wing-Loss demo.m rescales the raw outputs by image size /
+input size; issue #6: "values between [1, 64]"), so the losses see pixel errors and Wing's
+w=10, eps=2 keep their meaning. The author's model orders outputs x-block then y-block and
+feeds [0, 1] images; ours are interleaved and [-1, 1], so its weights would not drop in as is.
+
+Our choices where the sources we could read are silent (the paper's own text was not reachable
+here; a third-party summary confirms 5 x conv/pool/ReLU + 2 FC, 64x64x3 in, 2L out): BatchNorm
+after each convolution (``batch_norm=True``; False gives the plain conv/ReLU/pool stack),
+optional dropout before the output layer, 'same' padding, the head initialised at the centre.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+INPUT_SIZE = 64
+CHANNELS = (32, 64, 128, 256, 512)
+FC_UNITS = 1024
+
+
+def conv_block(in_ch: int, out_ch: int, batch_norm: bool) -> nn.Sequential:
+    """3x3 conv ('same' padding) [+ BN] + ReLU + 2x2 max pool, which halves the map."""
+    layers: list[nn.Module] = [nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=not batch_norm)]
+    if batch_norm:
+        layers.append(nn.BatchNorm2d(out_ch))
+    layers += [nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+    return nn.Sequential(*layers)
+
+
+class CNN6(nn.Module):
+    """Images (N, 3, 64, 64), float32 scaled to [-1, 1] by the data pipeline
+    (facebench.data.transforms.LandmarkBatchTransform) -> coordinates (N, 2L) in input pixels,
+    interleaved x0, y0, x1, y1, ... with 0-based pixel centres (so the image centre is 31.5).
+    """
+
+    def __init__(self, num_landmarks: int, batch_norm: bool = True, dropout: float = 0.0):
+        super().__init__()
+        if num_landmarks < 1:
+            raise ValueError(f"num_landmarks must be positive, got {num_landmarks}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.num_landmarks = num_landmarks
+        chans = (3, *CHANNELS)
+        self.features = nn.Sequential(*[conv_block(a, b, batch_norm) for a, b in zip(chans[:-1], chans[1:])])
+        side = INPUT_SIZE // 2 ** len(CHANNELS)  # 2
+        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(CHANNELS[-1] * side * side, FC_UNITS), nn.ReLU(inplace=True))
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.head = nn.Linear(FC_UNITS, 2 * num_landmarks)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        # Start from "every landmark at the image centre": the first steps then see errors of
+        # a face's size (tens of pixels), not of the raw output scale.
+        nn.init.normal_(self.head.weight, std=1e-3)
+        nn.init.constant_(self.head.bias, (INPUT_SIZE - 1) / 2.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1:] != (3, INPUT_SIZE, INPUT_SIZE):
+            raise ValueError(f"CNN6 expects (N, 3, {INPUT_SIZE}, {INPUT_SIZE}) images, got {tuple(x.shape)}")
+        return self.head(self.drop(self.fc(self.features(x))))

@@ -1,0 +1,232 @@
+"""What the leaderboard is made of: the runs in MLflow, their CED curves, and the trivial baseline.
+
+The rules come from the MLflow conventions (facebench/tracking.py): only FINISHED runs count, and
+where several runs share (experiment key, profile) the newest by start time wins, so a re-run
+replaces its predecessor in the report without anyone deleting runs.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per CED file is noise
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+from mlflow.entities import ViewType  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+from facebench.metrics import landmarks as lm  # noqa: E402
+
+# Test splits per dataset key, in the order the papers list them; others found in metrics follow.
+SPLITS: dict[str, tuple[str, ...]] = {"w300": ("common", "challenging", "full"), "aflw": ("test", "frontal")}
+CED_MAX = 0.10  # CED range, as the training runs log it (tasks/landmarks.py)
+RUN_COLUMNS = ["experiment", "profile", "run_id", "run_name", "start_time", "paper", "task", "dataset", "model",
+               "loss", "pdb", "code_version"]
+TRIAL_COLUMNS = ["sweep", "profile", "parent_run_id", "base_experiment", "run_id", "val_nme", "stopped_early"]
+
+
+def _search(client: MlflowClient, filter_string: str) -> list:
+    """All matching runs of every facebench experiment, newest first (paged: a big store has many)."""
+    experiments = client.search_experiments(view_type=ViewType.ACTIVE_ONLY, filter_string="name LIKE 'facebench/%'")
+    ids = sorted(e.experiment_id for e in experiments)
+    if not ids:
+        return []
+    runs, token = [], None
+    while True:
+        page = client.search_runs(ids, filter_string=filter_string, run_view_type=ViewType.ACTIVE_ONLY,
+                                  max_results=1000, order_by=["attributes.start_time DESC"], page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            break
+    return runs
+
+
+def _filter(kind: str, profile: str | None) -> str:
+    parts = [f"tags.`facebench.kind` = '{kind}'", "attributes.status = 'FINISHED'"]
+    if profile:
+        parts.append(f"tags.`facebench.profile` = '{profile}'")
+    return " and ".join(parts)
+
+
+def _newest(runs: list, key) -> list:
+    """Keep the newest run per key (start time, then run id, so ties resolve the same way every time)."""
+    best: dict = {}
+    for run in runs:
+        k = key(run)
+        rank = (run.info.start_time or 0, run.info.run_id)
+        if k not in best or rank > best[k][0]:
+            best[k] = (rank, run)
+    return [run for _, run in best.values()]
+
+
+def _loss_rank(loss: str) -> tuple[int, str]:
+    order = ["l2", "l1", "smooth_l1", "wing"]
+    return (order.index(loss), loss) if loss in order else (len(order), loss)
+
+
+def collect_runs(tracking_uri: str, profile: str | None) -> pd.DataFrame:
+    """One row per experiment key (per (key, profile) when profile is None): its newest FINISHED run.
+
+    Columns: RUN_COLUMNS (tags without their ``facebench.`` prefix; pdb as bool), then
+    ``params.<name>`` and ``metrics.<name>`` (final values), like ``mlflow.search_runs``.
+    """
+    client = MlflowClient(tracking_uri)
+    runs = [r for r in _search(client, _filter("train", profile)) if r.data.tags.get("facebench.experiment")]
+    runs = _newest(runs, lambda r: (r.data.tags["facebench.experiment"], r.data.tags.get("facebench.profile", "")))
+    rows = []
+    for run in runs:
+        tags = run.data.tags
+        row = {
+            "experiment": tags["facebench.experiment"], "profile": tags.get("facebench.profile", ""),
+            "run_id": run.info.run_id, "run_name": run.info.run_name or "", "start_time": run.info.start_time,
+            "paper": tags.get("facebench.paper", ""), "task": tags.get("facebench.task", ""),
+            "dataset": tags.get("facebench.dataset", ""), "model": tags.get("facebench.model", ""),
+            "loss": tags.get("facebench.loss", ""), "pdb": tags.get("facebench.pdb", "false").lower() == "true",
+            "code_version": tags.get("facebench.code_version", ""),
+        }
+        row.update({f"params.{k}": v for k, v in run.data.params.items()})
+        row.update({f"metrics.{k}": float(v) for k, v in run.data.metrics.items()})
+        rows.append(row)
+    rows.sort(key=lambda r: (r["paper"], r["dataset"], r["model"], r["pdb"], _loss_rank(r["loss"]),
+                             r["experiment"], r["profile"]))
+    df = pd.DataFrame(rows, columns=None if rows else RUN_COLUMNS)
+    extra = sorted(c for c in df.columns if c not in RUN_COLUMNS)
+    return df[RUN_COLUMNS + extra]
+
+
+def collect_sweeps(tracking_uri: str, profile: str | None) -> pd.DataFrame:
+    """One row per FINISHED trial of the newest FINISHED parent of each sweep (per profile).
+
+    Hyperparameters are the trial's ``loss.*`` params, as columns ``loss.<name>`` (floats where
+    they parse); ``val_nme`` is the trial's final value; ``stopped_early`` marks ASHA's stops.
+    """
+    client = MlflowClient(tracking_uri)
+    parents = [r for r in _search(client, _filter("sweep", profile)) if r.data.tags.get("facebench.sweep")]
+    parents = _newest(parents, lambda r: (r.data.tags["facebench.sweep"], r.data.tags.get("facebench.profile", "")))
+    trials_by_parent: dict[str, list] = {}
+    for trial in _search(client, _filter("trial", None)):
+        trials_by_parent.setdefault(trial.data.tags.get("mlflow.parentRunId", ""), []).append(trial)
+    rows = []
+    for parent in parents:
+        ptags = parent.data.tags
+        for trial in trials_by_parent.get(parent.info.run_id, []):
+            row = {
+                "sweep": ptags["facebench.sweep"], "profile": ptags.get("facebench.profile", ""),
+                "parent_run_id": parent.info.run_id,
+                "base_experiment": parent.data.params.get("base_experiment", ptags.get("facebench.experiment", "")),
+                "run_id": trial.info.run_id, "val_nme": trial.data.metrics.get("val_nme", np.nan),
+                "stopped_early": trial.data.tags.get("facebench.stopped_early", "false").lower() == "true",
+            }
+            for k, v in trial.data.params.items():
+                if k.startswith("loss."):
+                    row[k] = _number(v)
+            row.update({f"metrics.{k}": float(v) for k, v in trial.data.metrics.items() if k.startswith("test_")})
+            rows.append(row)
+    df = pd.DataFrame(rows, columns=None if rows else TRIAL_COLUMNS)
+    if df.empty:
+        return df
+    hyper = sorted(c for c in df.columns if c.startswith("loss."))
+    rest = sorted(c for c in df.columns if c not in TRIAL_COLUMNS and c not in hyper)
+    df = df[TRIAL_COLUMNS + hyper + rest]
+    return df.sort_values(["sweep", "profile", *hyper, "run_id"], kind="mergesort").reset_index(drop=True)
+
+
+def _number(value: str) -> float | str:
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def load_ced(tracking_uri: str, run_id: str, split: str) -> pd.DataFrame:
+    """The run's CED curve on one split (artifact ``ced/<split>.csv``: threshold, fraction)."""
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"ced/{split}.csv",
+                                                       dst_path=tmp, tracking_uri=tracking_uri)
+        except (MlflowException, OSError) as e:
+            raise FileNotFoundError(f"run {run_id}: no CED artifact ced/{split}.csv ({e})") from e
+        df = pd.read_csv(path)
+    missing = {"threshold", "fraction"} - set(df.columns)
+    if missing:
+        raise ValueError(f"run {run_id}: ced/{split}.csv lacks columns {sorted(missing)}")
+    return df[["threshold", "fraction"]].sort_values("threshold", kind="mergesort").reset_index(drop=True)
+
+
+def _points(column: pd.Series) -> np.ndarray:
+    """A list<float> column of interleaved x, y values as (N, L, 2)."""
+    return np.stack([np.asarray(v, dtype=np.float64).reshape(-1, 2) for v in column])
+
+
+def _read(path: Path, columns: list[str]) -> pd.DataFrame:
+    return pq.read_table(path, columns=columns).to_pandas()
+
+
+def baseline_errors(prepared_root: Path, datasets: list[str]) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """Per-sample errors of the mean-shape baseline: dataset -> split -> {"nme", "nme_ip" (68 points)}.
+
+    The mean training shape (``train.parquet``, never the PDB copy) is placed in each test box.
+    Datasets or splits without prepared files are left out.
+    """
+    out: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    for dataset in sorted(datasets):
+        folder = Path(prepared_root) / dataset
+        if not (folder / "train.parquet").exists():
+            continue
+        train = _read(folder / "train.parquet", ["landmarks", "bbox"])
+        train_pts, train_box = _points(train["landmarks"]), np.stack([np.asarray(b, np.float64) for b in train["bbox"]])
+        for split in SPLITS.get(dataset, ()):
+            path = folder / f"{split}.parquet"
+            if not path.exists():
+                continue
+            test = _read(path, ["landmarks", "bbox", "norm"])
+            gt = _points(test["landmarks"])
+            pred = lm.mean_shape_baseline(train_pts, train_box, np.stack([np.asarray(b, np.float64)
+                                                                          for b in test["bbox"]]))
+            errors = {"nme": lm.nme_per_sample(pred, gt, test["norm"].to_numpy(np.float64))}
+            if gt.shape[1] == 68:
+                errors["nme_ip"] = lm.nme_per_sample(pred, gt, lm.inter_pupil(gt))
+            out.setdefault(dataset, {})[split] = errors
+    return out
+
+
+def baseline_frame(errors: dict[str, dict[str, dict[str, np.ndarray]]]) -> pd.DataFrame:
+    """One row per dataset with ``metrics.test_<split>_*`` columns named like a training run's."""
+    rows = []
+    for dataset, splits in sorted(errors.items()):
+        row: dict = {"dataset": dataset, "model": "mean_shape", "loss": "", "pdb": False}
+        for split, errs in splits.items():
+            for name, value in lm.summarise(errs["nme"]).items():
+                row[f"metrics.test_{split}_{name}"] = value
+            if "nme_ip" in errs:
+                row[f"metrics.test_{split}_nme_ip"] = float(np.mean(errs["nme_ip"]))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=None if rows else ["dataset", "model", "loss", "pdb"])
+
+
+def baseline_rows(prepared_root: Path, datasets: list[str]) -> pd.DataFrame:
+    """The mean-shape baseline of each dataset on each of its prepared test splits."""
+    return baseline_frame(baseline_errors(prepared_root, datasets))
+
+
+def baseline_ced(errors: np.ndarray) -> pd.DataFrame:
+    """The baseline's CED on the same grid as the training runs' curves."""
+    thresholds, fraction = lm.ced_curve(errors, max_threshold=CED_MAX, num=101)
+    return pd.DataFrame({"threshold": thresholds, "fraction": fraction})
+
+
+def splits_of(dataset: str, frames: list[pd.DataFrame]) -> list[str]:
+    """The dataset's splits that have results in ``frames``: known ones in paper order, then others by name."""
+    found = {c[len("metrics.test_"):-len("_nme")] for f in frames for c in f.columns
+             if c.startswith("metrics.test_") and c.endswith("_nme") and f[c].notna().any()}
+    known = [s for s in SPLITS.get(dataset, ()) if s in found]
+    return known + sorted(found - set(known))

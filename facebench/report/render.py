@@ -1,0 +1,445 @@
+"""Turn runs, baselines and sweeps into one document, then write it as Markdown and as HTML.
+
+One document model feeds both outputs, so the two never disagree. Inline markup is a tiny subset
+of Markdown (`code` and **bold**) that the HTML writer translates. Nothing here reads a clock or
+the environment: the same runs give the same bytes (figures included), which keeps the DVC
+``report`` stage reproducible and its output diffable.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import re
+from dataclasses import dataclass, field
+
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from facebench.report.leaderboard import splits_of
+from facebench.report.paper_numbers import PAPER_NUMBERS, PaperNumber, lookup
+
+DATASET_LABEL = {"w300": "300-W", "aflw": "AFLW-Full"}
+# Primary normaliser kind per dataset (the kind a paper figure must share to stand beside ours).
+PRIMARY = {"w300": "inter_ocular", "aflw": "face_size"}
+# How a column header names each kind (ours on AFLW: the box width, the author's "face size").
+OUR_LABEL = {"inter_ocular": "io (outer corners)", "inter_pupil": "ip (eye centres)", "face_size": "(box width)",
+             "primary": "(primary)"}
+PAPER_LABEL = {"inter_ocular": "io (outer corners)", "inter_pupil": "ip (eye centres)", "face_size": "(face size)"}
+KIND_NAME = {"inter_ocular": "io (outer corners)", "inter_pupil": "ip (eye centres)", "face_size": "face size"}
+NORMALISER_TEXT = {
+    "inter_ocular": "the inter-ocular distance (outer eye corners, points 37 and 46)",
+    "inter_pupil": "the inter-pupil distance (eye centres, means of the eye contours)",
+    "face_size": "the face-box width (the Wing author's AFLW-Full protocol)",
+}
+MODEL_LABEL = {"cnn6": "CNN-6", "cnn6/7": "CNN-6/7 (two-stage)", "mean_shape": "mean shape (baseline)"}
+LOSS_LABEL = {"l2": "L2", "l1": "L1", "smooth_l1": "smooth L1", "wing": "Wing"}
+DASH = "—"
+DAGGER = "†"
+
+
+# --- document model ----------------------------------------------------------------------------
+@dataclass
+class Heading:
+    level: int
+    text: str
+
+
+@dataclass
+class Para:
+    text: str
+
+
+@dataclass
+class Bullets:
+    items: list[str]
+
+
+@dataclass
+class Table:
+    headers: list[str]
+    rows: list[list[str]]
+    right: list[bool] = field(default_factory=list)  # right-align (numeric) per column
+
+
+@dataclass
+class Image:
+    name: str      # file name under figures/
+    caption: str
+
+
+Block = Heading | Para | Bullets | Table | Image
+
+
+# --- formatting ----------------------------------------------------------------------------------
+def pct(value: float | None) -> str:
+    """A fraction as a percentage with two decimals; missing is a dash, a diverged run 'inf'."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return DASH
+    if math.isinf(value):
+        return "inf"
+    return f"{100.0 * value:.2f}"
+
+
+def paper_cell(number: PaperNumber | None) -> str:
+    if number is None:
+        return DASH
+    return f"{number.nme_percent:.2f}" + ("" if number.verified else DAGGER)
+
+
+def short(run_id: str) -> str:
+    return f"`{run_id[:8]}`" if run_id else DASH
+
+
+def _metric(row: pd.Series, name: str) -> float | None:
+    value = row.get(f"metrics.{name}")
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return float(value)
+
+
+def label(mapping: dict[str, str], key: str) -> str:
+    return mapping.get(key, key) if key else DASH
+
+
+def run_label(row: pd.Series, with_profile: bool) -> str:
+    """A run as a legend names it: model, loss, PDB (and profile when several are shown)."""
+    text = f"{label(MODEL_LABEL, row['model'])} {label(LOSS_LABEL, row['loss'])}" + (" + PDB" if row["pdb"] else "")
+    return text + (f" [{row['profile']}]" if with_profile else "")
+
+
+def _row_head(row: pd.Series, baseline: bool, with_profile: bool) -> list[str]:
+    head = [label(MODEL_LABEL, row["model"]), label(LOSS_LABEL, row["loss"]),
+            DASH if baseline else ("yes" if row["pdb"] else "no")]
+    if with_profile:
+        head.append(DASH if baseline else f"`{row['profile']}`")
+    head.append("baseline" if baseline else short(row["run_id"]))
+    return head
+
+
+def _head_columns(with_profile: bool) -> list[str]:
+    return ["model", "loss", "PDB"] + (["profile"] if with_profile else []) + ["run"]
+
+
+def _kinds(dataset: str, frames: list[pd.DataFrame]) -> list[tuple[str, str]]:
+    """(metric suffix, normaliser kind) for each NME column this dataset has: primary, then inter-pupil."""
+    kinds = [("nme", PRIMARY.get(dataset, "primary"))]
+    if any(c.endswith("_nme_ip") and f[c].notna().any() for f in frames for c in f.columns):
+        kinds.append(("nme_ip", "inter_pupil"))
+    return kinds
+
+
+def _papered(dataset: str, kind: str) -> bool:
+    """Whether the paper publishes any figure of this kind on this dataset (else no paper column)."""
+    return any(n.dataset == dataset and n.normaliser == kind for n in PAPER_NUMBERS)
+
+
+# --- the dataset section ---------------------------------------------------------------------------
+def _rows(runs: pd.DataFrame, baseline: pd.DataFrame) -> list[tuple[pd.Series, bool]]:
+    return [(r, False) for _, r in runs.iterrows()] + [(r, True) for _, r in baseline.iterrows()]
+
+
+def nme_table(dataset: str, runs: pd.DataFrame, baseline: pd.DataFrame, with_profile: bool
+              ) -> tuple[Table, list[PaperNumber]]:
+    """Rows = (model, loss, PDB) and the baseline; per split our NME(s), each paper column beside its kind."""
+    splits = splits_of(dataset, [runs, baseline])
+    kinds = _kinds(dataset, [runs, baseline])
+    headers = _head_columns(with_profile)
+    for split in splits:
+        for _, kind in kinds:
+            headers.append(f"{split} NME {OUR_LABEL[kind]}")
+            if _papered(dataset, kind):
+                headers.append(f"{split} paper NME {PAPER_LABEL[kind]}")
+    rows, cited = [], []
+    for row, is_baseline in _rows(runs, baseline):
+        cells = _row_head(row, is_baseline, with_profile)
+        for split in splits:
+            for suffix, kind in kinds:
+                cells.append(pct(_metric(row, f"test_{split}_{suffix}")))
+                if _papered(dataset, kind):
+                    number = None if is_baseline else lookup(dataset, split, row["model"], row["loss"],
+                                                             bool(row["pdb"]), kind)
+                    cells.append(paper_cell(number))
+                    if number is not None and number not in cited:
+                        cited.append(number)
+        rows.append(cells)
+    n_head = len(_head_columns(with_profile))
+    return Table(headers, rows, [False] * n_head + [True] * (len(headers) - n_head)), cited
+
+
+def robustness_table(dataset: str, runs: pd.DataFrame, baseline: pd.DataFrame, with_profile: bool) -> Table:
+    """AUC and failure rate at 0.08 and 0.10 (primary normaliser), one row per (split, row)."""
+    splits = splits_of(dataset, [runs, baseline])
+    headers = ["split"] + _head_columns(with_profile) + ["AUC@0.08 (%)", "FR@0.08 (%)", "AUC@0.1 (%)",
+                                                          "FR@0.1 (%)"]
+    rows = []
+    for split in splits:
+        for row, is_baseline in _rows(runs, baseline):
+            if _metric(row, f"test_{split}_nme") is None:
+                continue
+            rows.append([split] + _row_head(row, is_baseline, with_profile)
+                        + [pct(_metric(row, f"test_{split}_{m}")) for m in ("auc08", "fr08", "auc10", "fr10")])
+    n_head = 1 + len(_head_columns(with_profile))
+    return Table(headers, rows, [False] * n_head + [True] * (len(headers) - n_head))
+
+
+def other_models_table(dataset: str) -> Table | None:
+    """The paper's figures for models we do not train here: shown apart, never beside a CNN-6 row."""
+    numbers = [n for n in PAPER_NUMBERS if n.dataset == dataset and n.model not in ("cnn6",)]
+    if not numbers:
+        return None
+    rows = [[label(MODEL_LABEL, n.model), label(LOSS_LABEL, n.loss), n.split, KIND_NAME[n.normaliser],
+             paper_cell(n), n.source] for n in numbers]
+    return Table(["model", "loss", "split", "normaliser", "paper NME (%)", "source"], rows,
+                 [False, False, False, False, True, False])
+
+
+def sources(cited: list[PaperNumber]) -> list[str]:
+    items = []
+    for n in cited:
+        what = f"{label(MODEL_LABEL, n.model)} + {label(LOSS_LABEL, n.loss)}" + (" + PDB" if n.pdb else "")
+        mark = "" if n.verified else f" {DAGGER} not verified against the paper"
+        note = f" ({n.note})" if n.note else ""
+        items.append(f"{what}, {n.split}: {paper_cell(n)} — {n.source}{note}.{mark}")
+    return items
+
+
+def dataset_section(dataset: str, runs: pd.DataFrame, baseline: pd.DataFrame, figures: list[Image],
+                    with_profile: bool) -> list[Block]:
+    kind = PRIMARY.get(dataset, "primary")
+    blocks: list[Block] = [Heading(2, f"{DATASET_LABEL.get(dataset, dataset)} (`{dataset}`)")]
+    text = (f"NME in % of {NORMALISER_TEXT.get(kind, 'the dataset normaliser')}, mean over test faces; "
+            "lower is better.")
+    if dataset == "w300":
+        text += (" 300-W is shown with both normalisers: **io** divides by the outer eye corners (300-W challenge,"
+                 " HRNet, MMPose, Adaptive Wing), **ip** by the eye centres (the Wing paper's 300-W figures)."
+                 " The two are not comparable; each paper column stands beside our column of its own kind.")
+    blocks.append(Para(text))
+    table, cited = nme_table(dataset, runs, baseline, with_profile)
+    blocks.append(table)
+    if cited:
+        blocks.append(Para("Paper figures in this table:"))
+        blocks.append(Bullets(sources(cited)))
+    others = other_models_table(dataset)
+    if others is not None:
+        blocks.append(Para("The paper's own systems on this dataset use other models; they are listed here, apart"
+                           " from the CNN-6 rows, with the normaliser each figure uses:"))
+        blocks.append(others)
+    blocks.append(Heading(3, "AUC and failure rate"))
+    blocks.append(Para("Primary normaliser. AUC@t: area under the CED up to t, divided by t (higher is better);"
+                       " FR@t: share of faces with NME above t (lower is better)."))
+    blocks.append(robustness_table(dataset, runs, baseline, with_profile))
+    if figures:
+        blocks.append(Heading(3, "Cumulative error distribution"))
+        blocks.extend(figures)
+    return blocks
+
+
+# --- sweeps and the run list ---------------------------------------------------------------------------
+def sweep_section(trials: pd.DataFrame) -> list[Block]:
+    blocks: list[Block] = [Heading(2, "Loss-parameter sweeps")]
+    if trials.empty:
+        return blocks + [Para("No finished sweep in the store for this profile.")]
+    blocks.append(Para("One table per sweep (its newest finished parent run): the trials' loss parameters and final"
+                       " validation NME (%, primary normaliser, first test split); the lowest is marked **best**."
+                       " Trials that ASHA stopped early trained for fewer epochs."))
+    for (sweep, profile), group in trials.groupby(["sweep", "profile"], sort=True):
+        hyper = [c for c in group.columns if c.startswith("loss.") and group[c].notna().any()]
+        parent = group["parent_run_id"].iloc[0]
+        blocks.append(Heading(3, f"`{sweep}`"))
+        blocks.append(Para(f"Base experiment `{group['base_experiment'].iloc[0]}`, profile `{profile}`,"
+                           f" parent run {short(parent)}."))
+        scored = group["val_nme"].astype(float)
+        best = scored.idxmin() if scored.notna().any() else None
+        rows = []
+        for index, trial in group.iterrows():
+            rows.append([_value(trial[c]) for c in hyper]
+                        + [pct(_nan_to_none(trial["val_nme"])), short(trial["run_id"]),
+                           "stopped early" if trial["stopped_early"] else DASH,
+                           "**best**" if index == best else ""])
+        headers = [c[len("loss."):] for c in hyper] + ["val NME (%)", "run", "ASHA", "best"]
+        blocks.append(Table(headers, rows, [True] * (len(hyper) + 1) + [False] * 3))
+    return blocks
+
+
+def _nan_to_none(value) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def _value(value) -> str:
+    if isinstance(value, float):
+        return DASH if math.isnan(value) else f"{value:g}"
+    return str(value)
+
+
+def runs_section(runs: pd.DataFrame) -> list[Block]:
+    """Where each row came from: run, code version, schedule and loss parameters."""
+    blocks: list[Block] = [Heading(2, "Runs")]
+    if runs.empty:
+        return blocks + [Para("No finished training run in the store for this profile.")]
+    rows = []
+    for _, run in runs.iterrows():
+        loss_params = []
+        for prefix in ("params.loss.", "params.loss_params."):
+            for col in sorted(c for c in runs.columns if c.startswith(prefix)):
+                name = col[len(prefix):]
+                if isinstance(run[col], str) and name != "weight" and not any(p.startswith(f"{name}=")
+                                                                              for p in loss_params):
+                    loss_params.append(f"{name}={run[col]}")
+        epochs = next((run[c] for c in ("params.train.epochs", "params.epochs")
+                       if isinstance(run.get(c), str)), DASH)
+        code = run["code_version"]
+        rows.append([f"`{run['experiment']}`", f"`{run['profile']}`", short(run["run_id"]),
+                     f"`{code[:12]}{'-dirty' if code.endswith('-dirty') else ''}`" if code else DASH,
+                     epochs, ", ".join(loss_params) or DASH])
+    return blocks + [Table(["experiment", "profile", "run", "code version", "epochs", "loss parameters"], rows,
+                           [False, False, False, False, True, False])]
+
+
+def header(profile: str | None) -> list[Block]:
+    shown = f"`{profile}`" if profile else "all (newest run per experiment and profile)"
+    blocks: list[Block] = [
+        Heading(1, "facebench leaderboard"),
+        Para(f"Paper: Wing loss (Feng et al., CVPR 2018), CNN-6 landmark regression. Profile: {shown}."),
+        Heading(2, "How to read this"),
+        Para("Each row is the newest finished MLflow run of one experiment (model, loss, pose-based data"
+             " balancing). NME is the mean point-to-point error divided by a per-face normaliser, in %:"
+             " **lower is better**. The baseline places the mean training shape in each test face's box and"
+             " learns nothing else; a model that does not beat it has not learned the task. A paper figure"
+             f" stands only beside our figure of the same kind (dataset, split, model, loss, PDB, normaliser);"
+             f" {DASH} means the paper gives none, {DAGGER} marks a figure not verified against the paper."),
+    ]
+    if profile != "paper":
+        who = f"Profile `{profile}`" if profile else "Rows from profiles other than `paper`"
+        blocks.append(Para(f"{who}: unless params.yaml points a dataset at the real data, the numbers come from"
+                           " procedurally generated (synthetic) faces and short schedules. They check the pipeline"
+                           " end to end; they are not comparable with the paper's figures."))
+    return blocks
+
+
+def build_document(runs: pd.DataFrame, baselines: pd.DataFrame, trials: pd.DataFrame, profile: str | None,
+                   datasets: list[str], figures: dict[str, list[Image]]) -> list[Block]:
+    doc = header(profile)
+    for dataset in sorted(datasets):
+        ours = runs[runs["dataset"] == dataset] if not runs.empty else runs
+        base = baselines[baselines["dataset"] == dataset] if not baselines.empty else baselines
+        if ours.empty and base.empty:
+            doc += [Heading(2, f"{DATASET_LABEL.get(dataset, dataset)} (`{dataset}`)"),
+                    Para("No finished run and no prepared data for this dataset.")]
+            continue
+        doc += dataset_section(dataset, ours, base, figures.get(dataset, []), with_profile=profile is None)
+    return doc + sweep_section(trials) + runs_section(runs)
+
+
+# --- figures ---------------------------------------------------------------------------------------------
+LOSS_COLOR = {"l2": "tab:blue", "l1": "tab:orange", "smooth_l1": "tab:green", "wing": "tab:red"}
+BASELINE_STYLE = ("0.45", "--")
+
+
+def curve_style(loss: str, pdb: bool) -> tuple[str, str]:
+    """(colour, line style): one colour per loss in every figure, PDB runs dash-dotted."""
+    return LOSS_COLOR.get(loss, "tab:purple"), "-." if pdb else "-"
+
+
+def ced_figure(title: str, curves: list[tuple[str, pd.DataFrame, tuple[str, str]]]) -> bytes:
+    """One CED plot as PNG bytes: (label, threshold/fraction table, (colour, line style)) per curve.
+
+    Drawn on a bare Agg canvas (no pyplot state); PNG metadata is cleared so the bytes depend only
+    on the data.
+    """
+    fig = Figure(figsize=(5.6, 3.8), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for text, curve, (color, linestyle) in curves:
+        ax.plot(100.0 * curve["threshold"].to_numpy(), curve["fraction"].to_numpy(), label=text,
+                color=color, linestyle=linestyle, linewidth=1.6)
+    ax.set_xlabel("NME (%)")
+    ax.set_ylabel("fraction of test faces")
+    ax.set_ylim(0.0, 1.0)
+    ax.set_xlim(left=0.0)
+    ax.grid(True, alpha=0.3)
+    ax.set_title(title, fontsize=10)
+    if curves:
+        ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
+
+
+# --- writers ---------------------------------------------------------------------------------------------
+def to_markdown(doc: list[Block]) -> str:
+    parts = []
+    for block in doc:
+        if isinstance(block, Heading):
+            parts.append("#" * block.level + " " + block.text)
+        elif isinstance(block, Para):
+            parts.append(block.text)
+        elif isinstance(block, Bullets):
+            parts.append("\n".join(f"- {item}" for item in block.items))
+        elif isinstance(block, Table):
+            right = block.right or [False] * len(block.headers)
+            lines = ["| " + " | ".join(block.headers) + " |",
+                     "| " + " | ".join("---:" if r else "---" for r in right) + " |"]
+            lines += ["| " + " | ".join(row) + " |" for row in block.rows]
+            parts.append("\n".join(lines))
+        elif isinstance(block, Image):
+            parts.append(f"![{block.caption}](figures/{block.name})")
+    return "\n\n".join(parts) + "\n"
+
+
+_CODE = re.compile(r"`([^`]+)`")
+_BOLD = re.compile(r"\*\*([^*]+)\*\*")
+
+
+def _inline(text: str) -> str:
+    return _BOLD.sub(r"<strong>\1</strong>", _CODE.sub(r"<code>\1</code>", html.escape(text, quote=False)))
+
+
+CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2rem auto; max-width: 75rem;
+       padding: 0 1rem; color: #1f2328; line-height: 1.45; }
+h1 { border-bottom: 1px solid #d0d7de; padding-bottom: .3rem; }
+h2 { border-bottom: 1px solid #d0d7de; padding-bottom: .2rem; margin-top: 2rem; }
+table { border-collapse: collapse; margin: .8rem 0; font-size: .85rem; display: block; overflow-x: auto; }
+th, td { border: 1px solid #d0d7de; padding: .25rem .5rem; }
+th { background: #f6f8fa; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+tr:nth-child(even) td { background: #fbfcfd; }
+code { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: .85em; background: #f2f4f6;
+       padding: 0 .2em; border-radius: 3px; }
+figure { display: inline-block; margin: .5rem 1rem .5rem 0; }
+figure img { max-width: 100%; border: 1px solid #d0d7de; }
+figcaption { font-size: .8rem; color: #57606a; }
+""".strip()
+
+
+def to_html(doc: list[Block], images: dict[str, bytes]) -> str:
+    """One self-contained page: inline CSS, figures as base64 data URIs, no scripts, no external links."""
+    out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+           "<title>facebench leaderboard</title>", f"<style>\n{CSS}\n</style>", "</head>", "<body>"]
+    for block in doc:
+        if isinstance(block, Heading):
+            out.append(f"<h{block.level}>{_inline(block.text)}</h{block.level}>")
+        elif isinstance(block, Para):
+            out.append(f"<p>{_inline(block.text)}</p>")
+        elif isinstance(block, Bullets):
+            out.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in block.items) + "</ul>")
+        elif isinstance(block, Table):
+            right = block.right or [False] * len(block.headers)
+            out.append("<table>")
+            out.append("<thead><tr>" + "".join(f"<th>{_inline(h)}</th>" for h in block.headers) + "</tr></thead>")
+            out.append("<tbody>")
+            for row in block.rows:
+                out.append("<tr>" + "".join(f'<td class="num">{_inline(c)}</td>' if r else f"<td>{_inline(c)}</td>"
+                                            for c, r in zip(row, right)) + "</tr>")
+            out.append("</tbody></table>")
+        elif isinstance(block, Image):
+            data = base64.b64encode(images[block.name]).decode("ascii")
+            out.append(f'<figure><img alt="{html.escape(block.caption)}" src="data:image/png;base64,{data}">'
+                       f"<figcaption>{_inline(block.caption)}</figcaption></figure>")
+    out += ["</body>", "</html>"]
+    return "\n".join(out) + "\n"

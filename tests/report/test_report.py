@@ -1,0 +1,265 @@
+"""The leaderboard against a real MLflow SQLite store: which runs count, what the tables say, and
+that regenerating from the same runs gives the same bytes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+from facebench import tracking  # noqa: E402
+from facebench.metrics import landmarks as lm  # noqa: E402
+from facebench.report import build_report  # noqa: E402
+from facebench.report.leaderboard import baseline_rows, collect_runs, collect_sweeps, load_ced  # noqa: E402
+from facebench.report.paper_numbers import lookup  # noqa: E402
+
+W300_SPLITS = ("common", "challenging", "full")
+AFLW_SPLITS = ("test", "frontal")
+
+
+def _metrics(splits: tuple[str, ...], nme: float, ip: bool) -> dict[str, float]:
+    out = {}
+    for i, split in enumerate(splits):
+        base = nme + 0.01 * i
+        out.update({f"test_{split}_nme": base, f"test_{split}_auc08": 0.40 - 0.01 * i,
+                    f"test_{split}_fr08": 0.05 + 0.01 * i, f"test_{split}_auc10": 0.50 - 0.01 * i,
+                    f"test_{split}_fr10": 0.02 + 0.01 * i})
+        if ip:
+            out[f"test_{split}_nme_ip"] = base * 0.7
+    return out
+
+
+def _ced(nme: float) -> pd.DataFrame:
+    thresholds = np.linspace(0.0, 0.1, 101)
+    return pd.DataFrame({"threshold": thresholds, "fraction": np.clip(thresholds / (2 * nme), 0.0, 1.0)})
+
+
+def _train_run(client: MlflowClient, exp_id: str, key: str, *, start: int, nme: float, status: str = "FINISHED",
+               profile: str = "smoke", pdb: bool = False, ced: bool = True) -> str:
+    dataset, model, loss = key.split("_", 2)
+    loss = loss.removesuffix("_pdb")
+    tags = {"facebench.kind": "train", "facebench.experiment": key, "facebench.paper": "wing",
+            "facebench.task": "landmarks", "facebench.dataset": dataset, "facebench.model": model,
+            "facebench.loss": loss, "facebench.pdb": str(pdb).lower(), "facebench.profile": profile,
+            "facebench.code_version": "0123456789abcdef0123"}
+    run_id = client.create_run(exp_id, run_name=key, tags=tags, start_time=start).info.run_id
+    params = {"epochs": 2, "lr": 0.001, "batch_size": 16}
+    if loss == "wing":
+        params.update({"loss.w": 10.0, "loss.eps": 2.0})
+    tracking.log_params(client, run_id, params)
+    for epoch in (1, 2):
+        tracking.log_metrics(client, run_id, {"train_loss": 1.0 / epoch, "val_nme": nme + 0.01 / epoch}, step=epoch)
+    splits = W300_SPLITS if dataset == "w300" else AFLW_SPLITS
+    tracking.log_metrics(client, run_id, _metrics(splits, nme, ip=dataset == "w300"), step=2)
+    if ced:
+        tracking.log_tables(client, run_id, {f"ced/{s}.csv": _ced(nme) for s in splits})
+    if status != "RUNNING":
+        client.set_terminated(run_id, status=status, end_time=start + 1000)
+    return run_id
+
+
+def _write_split(path: Path, points: np.ndarray, boxes: np.ndarray, norm: np.ndarray, split: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.table({
+        "landmarks": pa.array([p.reshape(-1).tolist() for p in points], type=pa.list_(pa.float32())),
+        "bbox": pa.array([b.tolist() for b in boxes], type=pa.list_(pa.float32())),
+        "norm": pa.array(norm, type=pa.float32()),
+        "split": pa.array([split] * len(points)),
+    })
+    pq.write_table(table, path)
+
+
+def _faces(rng: np.random.Generator, n: int, num_points: int) -> tuple[np.ndarray, np.ndarray]:
+    boxes = np.column_stack([rng.uniform(10, 20, n), rng.uniform(10, 20, n), np.full(n, 80.0), np.full(n, 80.0)])
+    unit = rng.uniform(0.1, 0.9, (num_points, 2))
+    points = boxes[:, None, :2] + (unit[None] + rng.normal(0, 0.03, (n, num_points, 2))) * boxes[:, None, 2:]
+    return points.astype(np.float32), boxes.astype(np.float32)
+
+
+@pytest.fixture()
+def prepared(tmp_path: Path) -> Path:
+    """Tiny prepared splits: 68-point 300-W (norm = outer eye corners) and 19-point AFLW (norm = box width)."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "prepared"
+    for dataset, splits, num_points in (("w300", ("train",) + W300_SPLITS, 68), ("aflw", ("train",) + AFLW_SPLITS, 19)):
+        for split in splits:
+            points, boxes = _faces(rng, 12, num_points)
+            norm = lm.inter_ocular(points) if num_points == 68 else boxes[:, 2]
+            _write_split(root / dataset / f"{split}.parquet", points, boxes, norm.astype(np.float32), split)
+    return root
+
+
+@pytest.fixture()
+def store(tmp_path: Path) -> dict:
+    """A real SQLite store holding runs that must count, and runs that must not."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp_id = tracking.get_or_create_experiment(client, "wing", tmp_path)
+    ids = {
+        "w300_l1_old": _train_run(client, exp_id, "w300_cnn6_l1", start=1_000, nme=0.2),
+        "w300_l1": _train_run(client, exp_id, "w300_cnn6_l1", start=2_000, nme=0.0512),
+        "w300_l1_default": _train_run(client, exp_id, "w300_cnn6_l1", start=3_000, nme=0.3, profile="default"),
+        "w300_wing": _train_run(client, exp_id, "w300_cnn6_wing", start=2_000, nme=0.0456),
+        "w300_wing_running": _train_run(client, exp_id, "w300_cnn6_wing", start=5_000, nme=0.4, status="RUNNING"),
+        "w300_wing_failed": _train_run(client, exp_id, "w300_cnn6_wing", start=6_000, nme=0.5, status="FAILED"),
+        "aflw_l1": _train_run(client, exp_id, "aflw_cnn6_l1", start=2_000, nme=0.0234),
+        "aflw_l1_pdb": _train_run(client, exp_id, "aflw_cnn6_l1_pdb", start=2_000, nme=0.0221, pdb=True),
+        "aflw_wing": _train_run(client, exp_id, "aflw_cnn6_wing", start=2_000, nme=0.0199, ced=False),
+    }
+    sweep_tags = {"facebench.kind": "sweep", "facebench.sweep": "wing_w_eps", "facebench.profile": "smoke",
+                  "facebench.experiment": "aflw_cnn6_wing", "facebench.paper": "wing"}
+    parent = client.create_run(exp_id, run_name="sweep:wing_w_eps", tags=sweep_tags, start_time=7_000).info.run_id
+    tracking.log_params(client, parent, {"base_experiment": "aflw_cnn6_wing", "metric": "val_nme"})
+    trials = {}
+    for w, eps, val, status, stopped in ((5.0, 1.0, 0.034, "FINISHED", False), (10.0, 2.0, 0.031, "FINISHED", False),
+                                         (15.0, 1.0, 0.045, "FINISHED", True), (15.0, 3.0, 0.001, "FAILED", False)):
+        tags = {"facebench.kind": "trial", "facebench.sweep": "wing_w_eps", "facebench.profile": "smoke",
+                "mlflow.parentRunId": parent}
+        if stopped:
+            tags["facebench.stopped_early"] = "true"
+        trial = client.create_run(exp_id, run_name=f"wing_w_eps[eps={eps:g},w={w:g}]", tags=tags,
+                                  start_time=7_100).info.run_id
+        tracking.log_params(client, trial, {"loss.w": w, "loss.eps": eps})
+        tracking.log_metrics(client, trial, {"val_nme": val + 0.01}, step=1)
+        tracking.log_metrics(client, trial, {"val_nme": val}, step=2)
+        client.set_terminated(trial, status=status)
+        trials[(w, eps)] = trial
+    client.set_terminated(parent, status="FINISHED")
+    ids["sweep_parent"] = parent
+    return {"uri": uri, "ids": ids, "trials": trials}
+
+
+def _row(*cells: str) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def test_collect_runs_keeps_the_newest_finished_run_per_experiment(store):
+    runs = collect_runs(store["uri"], "smoke")
+    ids = store["ids"]
+    assert sorted(runs["run_id"]) == sorted([ids["w300_l1"], ids["w300_wing"], ids["aflw_l1"], ids["aflw_l1_pdb"],
+                                             ids["aflw_wing"]])
+    assert runs.loc[runs["run_id"] == ids["w300_l1"], "metrics.test_common_nme"].item() == pytest.approx(0.0512)
+    assert runs.loc[runs["run_id"] == ids["aflw_l1_pdb"], "pdb"].item()
+    everything = collect_runs(store["uri"], None)
+    assert ids["w300_l1_default"] in set(everything["run_id"])  # one row per (experiment, profile)
+    assert ids["w300_l1"] in set(everything["run_id"])
+
+
+def test_collect_sweeps_and_load_ced(store):
+    trials = collect_sweeps(store["uri"], "smoke")
+    # Sorted by the hyperparameter names (eps, then w), as the sweep's own summary sorts them; FAILED out.
+    assert list(zip(trials["loss.eps"], trials["loss.w"])) == [(1.0, 5.0), (1.0, 15.0), (2.0, 10.0)]
+    assert trials["val_nme"].tolist() == pytest.approx([0.034, 0.045, 0.031])
+    assert trials["stopped_early"].tolist() == [False, True, False]
+    ced = load_ced(store["uri"], store["ids"]["aflw_l1"], "frontal")
+    pd.testing.assert_frame_equal(ced, _ced(0.0234))
+    with pytest.raises(FileNotFoundError):
+        load_ced(store["uri"], store["ids"]["aflw_wing"], "test")
+
+
+def test_baseline_rows(prepared):
+    rows = baseline_rows(prepared, ["w300", "aflw"])
+    assert rows["dataset"].tolist() == ["aflw", "w300"]
+    w300 = rows[rows["dataset"] == "w300"].iloc[0]
+    assert {f"metrics.test_{s}_nme_ip" for s in W300_SPLITS} <= set(rows.columns)
+    assert 0 < w300["metrics.test_common_nme"] < 1
+    assert np.isnan(rows[rows["dataset"] == "aflw"].iloc[0]["metrics.test_common_nme"])
+
+
+def _expected_baseline(prepared: Path, dataset: str, split: str, inter_pupil: bool = False) -> float:
+    def read(name):
+        t = pq.read_table(prepared / dataset / f"{name}.parquet").to_pandas()
+        pts = np.stack([np.asarray(v, np.float64).reshape(-1, 2) for v in t["landmarks"]])
+        return pts, np.stack([np.asarray(b, np.float64) for b in t["bbox"]]), t["norm"].to_numpy(np.float64)
+
+    train_pts, train_box, _ = read("train")
+    gt, box, norm = read(split)
+    pred = lm.mean_shape_baseline(train_pts, train_box, box)
+    return float(np.mean(lm.nme_per_sample(pred, gt, lm.inter_pupil(gt) if inter_pupil else norm)))
+
+
+def test_build_report(store, prepared, tmp_path):
+    out = tmp_path / "reports"
+    summary = build_report(store["uri"], prepared, out, "smoke", ["w300", "aflw"])
+    ids = store["ids"]
+    md = (out / "leaderboard.md").read_text()
+    page = (out / "leaderboard.html").read_text()
+
+    # 300-W: both normalisers per split; the paper's (inter-pupil, CNN-6/7) figure is never beside a CNN-6 row.
+    assert "common NME io (outer corners)" in md and "common NME ip (eye centres)" in md
+    assert _row("CNN-6", "L1", "no", f"`{ids['w300_l1'][:8]}`", "5.12", "3.58", "—", "6.12", "4.28", "—",
+                "7.12", "4.98", "—") in md
+    assert _row("CNN-6", "Wing", "no", f"`{ids['w300_wing'][:8]}`", "4.56", "3.19", "—") in md  # a row's prefix
+    assert "| CNN-6/7 (two-stage) | Wing | common | ip (eye centres) | 3.27 |" in md
+    # AFLW: our box-width NME beside the paper's face-size figure; PDB row; unverified figure daggered.
+    assert _row("CNN-6", "L1", "no", f"`{ids['aflw_l1'][:8]}`", "2.34", "2.00", "3.34", "—") in md
+    assert _row("CNN-6", "L1", "yes", f"`{ids['aflw_l1_pdb'][:8]}`", "2.21", "1.89", "3.21", "—") in md
+    assert _row("CNN-6", "Wing", "no", f"`{ids['aflw_wing'][:8]}`", "1.99", "1.88†", "2.99", "—") in md
+    assert "† not verified against the paper" in md
+    # Robustness table (AUC/FR in %).
+    assert _row("challenging", "CNN-6", "L1", "no", f"`{ids['w300_l1'][:8]}`", "39.00", "6.00", "49.00",
+                "3.00") in md
+    # The baseline, computed from the prepared splits with the shared metric functions.
+    w300_io = f"{100 * _expected_baseline(prepared, 'w300', 'common'):.2f}"
+    w300_ip = f"{100 * _expected_baseline(prepared, 'w300', 'common', inter_pupil=True):.2f}"
+    assert _row("mean shape (baseline)", "—", "—", "baseline", w300_io, w300_ip, "—") in md
+    aflw_test = f"{100 * _expected_baseline(prepared, 'aflw', 'test'):.2f}"
+    assert _row("mean shape (baseline)", "—", "—", "baseline", aflw_test, "—") in md
+    # Runs that must not count.
+    for ignored in ("w300_l1_old", "w300_l1_default", "w300_wing_running", "w300_wing_failed"):
+        assert ids[ignored][:8] not in md and ids[ignored][:8] not in page
+    # Sweeps: trials in (w, eps) order, best marked, FAILED trial left out.
+    trials = store["trials"]
+    assert _row("2", "10", "3.10", f"`{trials[(10.0, 2.0)][:8]}`", "—", "**best**") in md
+    assert _row("1", "15", "4.50", f"`{trials[(15.0, 1.0)][:8]}`", "stopped early", "") in md
+    assert trials[(15.0, 3.0)][:8] not in md
+    # Header and the reading guide; no date.
+    assert "Profile: `smoke`" in md and "lower is better" in md and "synthetic" in md
+    # Figures: one CED per dataset/split, on disk and embedded; a run without its CED is reported.
+    names = sorted(p.name for p in (out / "figures").glob("*.png"))
+    assert names == ["ced_aflw_frontal.png", "ced_aflw_test.png", "ced_w300_challenging.png",
+                     "ced_w300_common.png", "ced_w300_full.png"]
+    assert all((out / "figures" / n).read_bytes().startswith(b"\x89PNG") for n in names)
+    assert "](figures/ced_w300_common.png)" in md
+    assert page.count('src="data:image/png;base64,') == len(names)
+    assert summary["missing_ced"] == ["aflw_cnn6_wing:test", "aflw_cnn6_wing:frontal"]
+    # Self-contained HTML: nothing fetched from anywhere.
+    lowered = page.lower()
+    for needle in ("<script", "<link", 'src="http', "src='http", 'href="http', "url(http", "@import"):
+        assert needle not in lowered
+
+    # Regenerating from the same runs gives the same bytes, figures included.
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    build_report(store["uri"], prepared, out, "smoke", ["w300", "aflw"])
+    after = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    assert before == after
+
+
+def test_paper_numbers_match_only_the_same_kind():
+    assert lookup("aflw", "test", "cnn6", "l1", True, "face_size").nme_percent == 1.89
+    assert lookup("aflw", "test", "cnn6", "wing", False, "face_size").verified is False
+    assert lookup("w300", "full", "cnn6", "wing", False, "inter_pupil") is None  # the 4.04 is CNN-6/7
+    assert lookup("w300", "full", "cnn6/7", "wing", None, "inter_pupil").nme_percent == 4.04
+    assert lookup("w300", "full", "cnn6/7", "wing", None, "inter_ocular") is None
+
+
+def test_build_report_all_profiles_shows_each_profile(store, prepared, tmp_path):
+    out = tmp_path / "all"
+    summary = build_report(store["uri"], prepared, out, None, ["w300"])
+    md = (out / "leaderboard.md").read_text()
+    ids = store["ids"]
+    assert "| model | loss | PDB | profile | run |" in md
+    assert _row("CNN-6", "L1", "no", "`default`", f"`{ids['w300_l1_default'][:8]}`", "30.00") in md
+    assert _row("CNN-6", "L1", "no", "`smoke`", f"`{ids['w300_l1'][:8]}`", "5.12") in md
+    assert "## AFLW-Full" not in md and ids["w300_l1_old"][:8] not in md
+    assert summary["runs"] == {"w300_cnn6_l1@default": ids["w300_l1_default"], "w300_cnn6_l1@smoke": ids["w300_l1"],
+                               "w300_cnn6_wing@smoke": ids["w300_wing"]}
