@@ -44,7 +44,7 @@ def run_params(exp: ResolvedExperiment) -> dict[str, Any]:
         "model": exp.model,
         "loss": exp.loss,
         "pdb": exp.pdb,
-        "loss_params": exp.loss_params,
+        **{f"loss.{k}": v for k, v in exp.loss_params.items()},
         "train": exp.train.model_dump(mode="json"),
         "data": exp.dataset_config.model_dump(mode="json"),
     }

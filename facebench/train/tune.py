@@ -34,7 +34,7 @@ def _trial(config: dict[str, float], base: dict[str, Any], prepared_dir: str, st
     tags = {**run_tags(exp, Path(storage).parent, kind="trial"), "facebench.sweep": sweep,
             "facebench.trial_id": trial_id}
     run_id = tracking.start_run(client, experiment_id, f"{sweep}[{label}]", tags, parent_run_id=parent_run_id)
-    tracking.log_params(client, run_id, {**run_params(exp), **{f"loss.{k}": v for k, v in config.items()}})
+    tracking.log_params(client, run_id, run_params(exp))
     trainer = make_trainer(exp, Path(prepared_dir), Path(storage), f"{sweep}-{trial_id}",
                            tracking_uri=uri, run_id=run_id, callbacks=[TuneReportCallback()])
     trainer.fit()

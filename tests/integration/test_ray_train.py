@@ -28,7 +28,7 @@ def test_two_workers_train_track_and_write_outputs(ray_local, smoke_project, mon
     assert run.info.status == "FINISHED"
     assert run.data.tags["facebench.loss"] == "wing"
     assert run.data.tags["facebench.dataset"] == "aflw"
-    assert run.data.params["loss_params.w"] == "10.0"
+    assert run.data.params["loss.w"] == "10.0"
     assert run.data.params["train.num_workers"] == "2"
     history = client.get_metric_history(run.info.run_id, "train_loss")
     assert sorted(m.step for m in history) == [1, 2]
