@@ -118,13 +118,15 @@ def log_tables(client: MlflowClient, run_id: str, tables: dict[str, Any]) -> Non
         client.log_artifacts(run_id, tmp)
 
 
-def log_torch_model(uri: str, run_id: str, model: Any) -> None:
-    """Log the model with MLflow's PyTorch flavour (explicit requirements: no environment probing)."""
+def log_torch_model(uri: str, run_id: str, model: Any, example_input: Any) -> None:
+    """Log the model with MLflow's PyTorch flavour as an exported graph (``pt2``: no pickle), with
+    explicit requirements so MLflow does not probe the environment."""
     import mlflow.pytorch
 
     mlflow.set_tracking_uri(uri)
     with mlflow.start_run(run_id=run_id):
-        mlflow.pytorch.log_model(model, name="model", pip_requirements=["torch"])
+        mlflow.pytorch.log_model(model.eval(), name="model", input_example=example_input,
+                                 pip_requirements=["torch"])
 
 
 def end_run(client: MlflowClient, run_id: str, status: str = "FINISHED") -> None:

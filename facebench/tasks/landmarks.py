@@ -47,6 +47,10 @@ class LandmarkTask:
             return CNN6(num_landmarks=self.num_landmarks)
         raise ValueError(f"landmark task has no model {self.exp.model!r}")
 
+    def example_input(self) -> np.ndarray:
+        """One network input, for exporting the model (MLflow's pt2 format traces it)."""
+        return np.zeros((1, 3, self.input_size, self.input_size), dtype=np.float32)
+
     def build_loss(self) -> nn.Module:
         params = dict(self.exp.loss_params)
         weight = float(params.pop("weight", 1.0))

@@ -70,7 +70,7 @@ def train_experiment(exp: ResolvedExperiment, paths: Paths) -> dict[str, Any]:
         tracking.log_tables(client, run_id, curves)
         model = task.build_model()
         model.load_state_dict(outcome.state_dict)
-        tracking.log_torch_model(uri, run_id, model)
+        tracking.log_torch_model(uri, run_id, model, task.example_input())
         _write_outputs(exp, paths, run_id, final, curves, outcome.state_dict)
     except BaseException:
         tracking.end_run(client, run_id, status="FAILED")

@@ -34,19 +34,21 @@ def test_resize_matrix_maps_pixel_centres():
     np.testing.assert_allclose(apply_affine(np.array([[63.5, 63.5]]), m), [[31.5, 31.5]])
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_augmented_landmarks_follow_pixels_with_flip_permutation(seed):
-    points = [(40.0, 50.0), (88.0, 52.0), (64.0, 90.0)]  # left eye, right eye, mouth
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("flipped", [False, True])
+def test_augmented_landmarks_follow_pixels_with_flip_permutation(seed, flipped):
+    points = [(40.0, 50.0), (88.0, 52.0), (64.0, 90.0)]  # image-left eye, image-right eye, mouth
     flip = [1, 0, 2]  # mirroring swaps the two eyes
-    transform = LandmarkBatchTransform(64, flip, Augment(colour=0.0, blur_prob=0.0, flip_prob=0.5), seed=seed)
+    augment = Augment(colour=0.0, blur_prob=0.0, flip_prob=1.0 if flipped else 0.0)
+    transform = LandmarkBatchTransform(64, flip, augment, seed=seed)
     batch = {"image": np.array([_blob_image(128, points)], dtype=object),
              "landmarks": np.array([np.array(points, np.float32).reshape(-1)], dtype=object),
              "norm": np.array([10.0])}
     out = transform(batch)
     img = (out["image"][0] + 1.0) * 127.5  # (3, 64, 64)
     pts = out["landmarks"][0].reshape(-1, 2)
-    flipped = pts[0, 0] > pts[1, 0]  # after a flip, landmark 0 (the subject's eye) is on the right
-    for i in range(3):
+    assert pts[0, 0] < pts[1, 0]  # with the permutation, landmark 0 stays the image-left eye
+    for i in range(3):  # after a flip, landmark i sits on the mirrored blob of original point flip[i]
         channel = img[flip[i] if flipped else i]
         np.testing.assert_allclose(_centroid(channel), pts[i], atol=0.6)
     assert out["norm"][0] == pytest.approx(10.0 * 0.5, rel=0.06)  # scale jitter is at most 5%

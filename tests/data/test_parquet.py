@@ -1,0 +1,105 @@
+"""The sample schema, atomic and deterministic writes, metadata round trip."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from facebench.data.parquet import SAMPLE_SCHEMA, read_metadata, read_samples, write_samples
+
+META = {"dataset": "w300", "num_landmarks": 2, "flip_permutation": [1, 0],
+        "normaliser": "inter_ocular", "params_hash": "abc"}
+
+
+def rows(n: int = 2, start: int = 0) -> dict[str, list]:
+    return {
+        "sample_id": [f"w300/afw/{i}.jpg#0" for i in range(start, start + n)],
+        "image": [bytes([i, 1, 2]) for i in range(start, start + n)],
+        "height": [64] * n,
+        "width": [64] * n,
+        "landmarks": [[1.5, 2.5, 3.5, 4.5]] * n,
+        "visible": [[True, False]] * n,
+        "bbox": [[1.0, 2.0, 30.0, 40.0]] * n,
+        "norm": [12.5] * n,
+        "identity": [None] * n,
+        "source": [f"afw/{i}.jpg" for i in range(start, start + n)],
+        "split": ["train"] * n,
+        "pose": [0.25, None][:n] + [None] * max(0, n - 2),
+        "pdb_copy": [0] * n,
+    }
+
+
+def sha(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_schema_types():
+    t = {f.name: f.type for f in SAMPLE_SCHEMA}
+    assert t == {
+        "sample_id": pa.string(), "image": pa.binary(), "height": pa.int32(), "width": pa.int32(),
+        "landmarks": pa.list_(pa.float32()), "visible": pa.list_(pa.bool_()), "bbox": pa.list_(pa.float32()),
+        "norm": pa.float32(), "identity": pa.int32(), "source": pa.string(), "split": pa.string(),
+        "pose": pa.float32(), "pdb_copy": pa.int16()}
+
+
+def test_round_trip(tmp_path):
+    path = tmp_path / "train.parquet"
+    write_samples(path, rows(), META)
+    assert read_metadata(path) == META
+    assert pq.read_schema(path).remove_metadata() == SAMPLE_SCHEMA
+    df = read_samples(path)
+    assert df["sample_id"].tolist() == ["w300/afw/0.jpg#0", "w300/afw/1.jpg#0"]
+    assert df["image"].iloc[1] == bytes([1, 1, 2])
+    np.testing.assert_allclose(df["landmarks"].iloc[0], [1.5, 2.5, 3.5, 4.5])
+    assert df["visible"].iloc[0].tolist() == [True, False]
+    assert df["pose"].iloc[0] == pytest.approx(0.25) and np.isnan(df["pose"].iloc[1])
+    assert df["identity"].isna().all()
+    assert read_samples(path, columns=["norm"]).columns.tolist() == ["norm"]
+
+
+def test_chunks_and_tables_are_accepted(tmp_path):
+    path = tmp_path / "a.parquet"
+    write_samples(path, iter([rows(2), rows(3, start=2)]), META)
+    assert read_samples(path)["sample_id"].tolist() == [f"w300/afw/{i}.jpg#0" for i in range(5)]
+    table = pa.Table.from_pydict(rows(2))  # inferred types (int64, double) are cast to the schema
+    write_samples(tmp_path / "b.parquet", table, META)
+    assert pq.read_schema(tmp_path / "b.parquet").field("height").type == pa.int32()
+
+
+def test_same_samples_give_the_same_bytes(tmp_path):
+    a, b = tmp_path / "x" / "s.parquet", tmp_path / "y" / "s.parquet"
+    write_samples(a, rows(), META)
+    write_samples(b, rows(), dict(reversed(list(META.items()))))  # key order does not matter
+    assert sha(a) == sha(b)
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
+    path = tmp_path / "train.parquet"
+    write_samples(path, rows(), META)
+    before = sha(path)
+
+    def chunks():
+        yield rows(2)
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_samples(path, chunks(), META)
+    assert sha(path) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.parquet"]
+
+
+def test_missing_metadata_or_columns_raise(tmp_path):
+    with pytest.raises(ValueError, match="params_hash"):
+        write_samples(tmp_path / "a.parquet", rows(), {k: v for k, v in META.items() if k != "params_hash"})
+    bad = rows()
+    del bad["pose"]
+    with pytest.raises(ValueError, match="pose"):
+        write_samples(tmp_path / "a.parquet", bad, META)
+    assert not (tmp_path / "a.parquet").exists()
+    pq.write_table(pa.table({"x": [1]}), tmp_path / "plain.parquet")
+    with pytest.raises(ValueError, match="no facebench metadata"):
+        read_metadata(tmp_path / "plain.parquet")
