@@ -70,15 +70,16 @@ def parse_pairs(text: str, source: str = "pairs.txt") -> list[LfwPair]:
     for number, raw in enumerate(lines[1:], start=2):
         k = number - 2
         if k >= folds * 2 * n:
-            raise PairsFormatError(source, number, f"extra line beyond the {folds} x {2 * n} pairs the header announces")
+            raise PairsFormatError(source, number,
+                                   f"extra line beyond the {folds} x {2 * n} pairs the header announces")
         fold, matched = k // (2 * n), k % (2 * n) < n
         parts = raw.split()
         if matched:
             if len(parts) != 3:
                 raise PairsFormatError(source, number, f"expected a matched pair 'Name<TAB>n1<TAB>n2' (fold {fold + 1}: "
                                                        f"first {n} lines matched), got {len(parts)} fields: {raw!r}")
-            name = parts[0]
-            left, right = lfw_image(name, _index(parts[1], source, number)), lfw_image(name, _index(parts[2], source, number))
+            left = lfw_image(parts[0], _index(parts[1], source, number))
+            right = lfw_image(parts[0], _index(parts[2], source, number))
         else:
             if len(parts) != 4:
                 raise PairsFormatError(source, number, f"expected a mismatched pair 'Name1<TAB>n1<TAB>Name2<TAB>n2' "
