@@ -115,7 +115,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     for epoch in range(start_epoch, t.epochs):
         model.train()
         started, seen, loss_sum = time.perf_counter(), 0, 0.0
-        for batch in shard.iter_torch_batches(batch_size=t.batch_size, device=device, drop_last=True):
+        batches = shard.iter_torch_batches(batch_size=t.batch_size, device=device, drop_last=True,
+                                           local_shuffle_buffer_size=t.batch_size * 16)
+        for batch in batches:
             with torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext():
                 loss = task.training_step(model, loss_fn, batch)
             opt.zero_grad(set_to_none=True)
