@@ -31,9 +31,10 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_local():
-    """A real local Ray with room for two training workers plus Ray Data tasks."""
+    """A real local Ray with room for two training workers plus Ray Data tasks (one per test module,
+    so what one module's runs leave behind cannot starve the next)."""
     import ray
 
     os.environ.pop("RAY_ADDRESS", None)

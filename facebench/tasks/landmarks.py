@@ -48,8 +48,8 @@ class LandmarkTask:
         raise ValueError(f"landmark task has no model {self.exp.model!r}")
 
     def example_input(self) -> np.ndarray:
-        """One network input, for exporting the model (MLflow's pt2 format traces it)."""
-        return np.zeros((1, 3, self.input_size, self.input_size), dtype=np.float32)
+        """A network input batch, for exporting the model (MLflow's pt2 format traces it)."""
+        return np.zeros((2, 3, self.input_size, self.input_size), dtype=np.float32)  # 2: keeps batch dynamic
 
     def build_loss(self) -> nn.Module:
         params = dict(self.exp.loss_params)

@@ -66,11 +66,13 @@ def run_sweep(params: Params, sweep_key: str, paths: Paths) -> dict[str, Any]:
         storage=str(paths.storage.resolve()), uri=uri, experiment_id=experiment_id, parent_run_id=parent,
         sweep=sweep_key)
     tuner = ray.tune.Tuner(
-        ray.tune.with_resources(trainable, {"CPU": 0}),
+        ray.tune.with_resources(trainable, {"CPU": 0.1}),  # the trial only drives its TorchTrainer
         param_space={k: ray.tune.grid_search(list(v)) for k, v in sweep.grid.items()},
         tune_config=ray.tune.TuneConfig(
             metric=sweep.metric, mode=sweep.mode, max_concurrent_trials=settings.max_concurrent_trials,
-            scheduler=ASHAScheduler(max_t=settings.epochs, grace_period=settings.grace_period,
+            # max_t one past the last epoch: a trial that reaches the end finishes on its own, so its
+            # TorchTrainer releases its workers itself instead of being killed mid-teardown.
+            scheduler=ASHAScheduler(max_t=settings.epochs + 1, grace_period=settings.grace_period,
                                     reduction_factor=settings.reduction_factor)),
         run_config=ray.tune.RunConfig(name=f"sweep-{sweep_key}-{exp.config_hash()}",
                                       storage_path=str(paths.storage.resolve())),

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import mlflow.pytorch
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from facebench.config import Paths, load_params, resolve_experiment
+from facebench.models.cnn6 import CNN6
 from facebench.tracking import tracking_uri
 from facebench.train.experiment import train_experiment
 from facebench.train.ray_trainer import fit
@@ -34,7 +37,16 @@ def test_two_workers_train_track_and_write_outputs(ray_local, smoke_project, mon
     assert sorted(m.step for m in history) == [1, 2]
     assert 0 < run.data.metrics["test_test_nme"] < 5
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"ced", "model"} <= artifacts
+    assert "ced" in artifacts
+    models = client.search_logged_models([run.info.experiment_id],
+                                         filter_string=f"source_run_id = '{run.info.run_id}'")
+    assert len(models) == 1
+    logged = mlflow.pytorch.load_model(models[0].model_uri)  # the exported graph, no pickle
+    state = torch.load(paths.model_dir("aflw_cnn6_wing") / "model.pt", weights_only=True)
+    reference = CNN6(num_landmarks=19)
+    reference.load_state_dict(state)
+    x = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(logged(x), reference.eval()(x), atol=1e-4, rtol=1e-4)
     written = json.loads(paths.metrics_file("aflw_cnn6_wing").read_text())
     assert written["mlflow_run_id"] == run.info.run_id
     assert (paths.model_dir("aflw_cnn6_wing") / "model.pt").exists()
