@@ -126,6 +126,24 @@ def submit(command: list[str] = typer.Argument(..., help="what to run on the clu
 
 
 @app.command()
+def detect(images: list[Path] = typer.Argument(..., help="image files"),
+           weights: Optional[Path] = typer.Option(None, help="MTCNN weights folder (default: published)"),
+           device: str = typer.Option("cpu", help="cpu or cuda"),
+           min_face: Optional[int] = typer.Option(None, "--min-face", help="smallest face in pixels"),
+           preset: str = typer.Option("paper", help="paper (min face 20, 0.6/0.7/0.7) or wider"),
+           as_json: bool = typer.Option(True, "--json/--text", help="JSON (default) or one line per face")
+           ) -> None:
+    """Detect faces and five landmarks with the MTCNN cascade."""
+    from facebench.mtcnn.cli import detect_command
+
+    try:
+        typer.echo(detect_command(images, weights, device, min_face, preset, as_json))
+    except (FileNotFoundError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+
+
+@app.command()
 def ui(port: int = typer.Option(5000), host: str = typer.Option("127.0.0.1", help="bind address")) -> None:
     """Serve the MLflow dashboard for this project's store (127.0.0.1 unless told otherwise)."""
     from facebench.tracking import tracking_uri

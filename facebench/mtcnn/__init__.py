@@ -1,0 +1,27 @@
+"""MTCNN face detection and 5-point landmarks: box operations, the batched cascade, the detect command.
+
+The networks themselves live in ``facebench.models.mtcnn``; alignment to recognition templates in
+``facebench.data.align``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+WEIGHTS_ENV = "FACEBENCH_MTCNN_WEIGHTS"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def default_weights_dir() -> Path:
+    """$FACEBENCH_MTCNN_WEIGHTS, else the published weights shared next to the repository
+    (``<repo>/../shared/models/mtcnn-published``)."""
+    env = os.environ.get(WEIGHTS_ENV)
+    if env:
+        return Path(env).expanduser()
+    return (REPO_ROOT / ".." / "shared" / "models" / "mtcnn-published").resolve()
+
+
+from facebench.mtcnn.detect import PRESETS, Face, MTCNNDetector  # noqa: E402
+
+__all__ = ["Face", "MTCNNDetector", "PRESETS", "WEIGHTS_ENV", "default_weights_dir"]

@@ -1,0 +1,521 @@
+"""The MTCNN cascade (Zhang et al., SPL 2016), batched over images and kept on the device.
+
+The algorithm is the authors' (detect_face.m): an image pyramid with scales (12 / min_face) * factor^k
+down to 12 px; P-Net on every scale; per-scale NMS (0.5), NMS over scales (0.7), box regression, squaring;
+R-Net on 24x24 crops, threshold, NMS (0.7), regression, squaring; O-Net on 48x48 crops, threshold,
+landmarks, regression, NMS (0.7, 'min'). Crops sticking out of the image are padded with black.
+
+What is ours is how it runs, because per-scale network calls, per-box crop loops and host round trips are
+what make common implementations slow:
+
+- One canvas per image holds every pyramid level (shelf-packed, 2-px black gaps) and, when the pyramid
+  starts below scale 1, the full-resolution image. P-Net runs once on the packed levels for the whole
+  batch; a cell counts only if its 12x12 window lies inside one level, so the packing changes nothing.
+  Images of different sizes share the largest one's layout but are each resized to their own level
+  sizes, so a detection does not depend on what else is in the batch.
+- Per-scale NMS of P-Net boxes is done on the cell grid: boxes of one scale all have the same size, so
+  whether two overlap by more than the threshold depends only on their cell offset (IoU 0.5 -> the 8
+  neighbours). Greedy NMS then needs each candidate's neighbour table, not a K x K matrix.
+- All R-Net / O-Net crops of the batch come from one ``grid_sample`` over the canvases stacked as one tall
+  image. Each crop reads the pyramid level whose scale is the smallest at least crop size / box size, so
+  bilinear sampling never shrinks by more than 1 / factor (area-like quality, no aliasing from sampling a
+  200-px face at 24 points).
+- NMS over scales and after R-Net / O-Net is batched over images (``boxes.nms`` with groups). Host syncs
+  are the unavoidable data-dependent sizes (candidate counts) and the NMS convergence checks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from facebench.models.mtcnn import ONET_SIZE, PNET_SIZE, RNET_SIZE, load_published
+from facebench.mtcnn.boxes import calibrate, nms, square, take
+
+PNET_STRIDE = 2
+GAP = 2  # black pixels around every canvas region: bilinear reads at a region's edge see black
+PAD_VALUE = (0.0 - 127.5) / 128.0  # a black pixel, MTCNN's crop padding, after normalisation
+
+PAPER = {"min_face": 20, "scale_factor": 0.709, "thresholds": (0.6, 0.7, 0.7), "nms": (0.5, 0.7, 0.7)}
+# Denser pyramid, smaller faces and lower thresholds: the usual settings for WIDER FACE precision-recall.
+WIDER = {"min_face": 10, "scale_factor": 0.79, "thresholds": (0.5, 0.5, 0.3), "nms": (0.5, 0.7, 0.7)}
+PRESETS = {"paper": PAPER, "wider": WIDER}
+
+
+@dataclass
+class Face:
+    """One detection: box (x1, y1, x2, y2) in continuous pixels (the image is [0, W] x [0, H]; not clipped,
+    a face at the border may stick out), face score, landmarks (5, 2) as (x, y): left eye, right eye, nose,
+    left and right mouth corner (image-left first), placed as x1 + fraction * width like the authors'."""
+
+    box: np.ndarray
+    score: float
+    landmarks: np.ndarray
+
+    def to_dict(self) -> dict:
+        return {"box": [round(float(v), 2) for v in self.box], "score": round(float(self.score), 6),
+                "landmarks": [[round(float(x), 2), round(float(y), 2)] for x, y in self.landmarks]}
+
+
+@dataclass
+class _Layout:
+    """Where each pyramid level sits on the canvas, for one (H, W) batch size (the largest image's)."""
+
+    height: int
+    width: int
+    scales: list[float]  # nominal pyramid scales
+    levels: list[tuple[int, int, int, int]]  # (y, x, h, w) slot of each level
+    full: tuple[int, int] | None  # (y, x) of the full-resolution copy, when the pyramid starts below 1
+    canvas_h: int
+    canvas_w: int
+    pnet_h: int  # P-Net runs on canvas[:pnet_h, :pnet_w]
+    pnet_w: int
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class _Batch:
+    """One batch on the device: the canvas and, per image, its size and the true scale of every level
+    (each image is resized to its own ceil(h * s) x ceil(w * s), so results do not depend on what else is
+    in the batch)."""
+
+    canvas: torch.Tensor  # (N, Hc, Wc, 3)
+    img_h: torch.Tensor  # (N,)
+    img_w: torch.Tensor
+    level_h: torch.Tensor  # (N, L) pixel size of each level
+    level_w: torch.Tensor
+    src_sy: torch.Tensor  # (N, S) scale of each crop source (levels, then the full copy)
+    src_sx: torch.Tensor
+    src_ok: torch.Tensor  # (N, S) sources the image would have on its own
+    uniform: bool  # all images of the batch have the same size
+
+
+def _even(v: int) -> int:
+    return v + (v & 1)
+
+
+def pyramid_scales(height: int, width: int, min_face: float, factor: float) -> list[float]:
+    """The paper's scales: 12 / min_face, times factor until the shorter side drops under 12 px."""
+    scales, s = [], PNET_SIZE / min_face
+    while min(height, width) * s >= PNET_SIZE:
+        scales.append(s)
+        s *= factor
+    return scales
+
+
+def _skyline_pack(sizes: list[tuple[int, int]], limit: int) -> list[tuple[int, int]] | None:
+    """Bottom-left skyline packing of (h, w) rectangles (each with a GAP on its right and bottom, sizes
+    rounded up to even) into a strip ``limit`` wide; (y, x) per rectangle, or None if one does not fit."""
+    sky = [(0, limit, 0)]  # segments (x, width, top y)
+    places = []
+    for h, w in sizes:
+        rw, rh = _even(w + GAP), _even(h + GAP)
+        best: tuple[int, int] | None = None
+        for i, (x, _, _) in enumerate(sky):
+            if x + rw > limit:
+                break
+            y, j = 0, i
+            while j < len(sky) and sky[j][0] < x + rw:
+                y = max(y, sky[j][2])
+                j += 1
+            if best is None or y < best[0]:
+                best = (y, x)
+        if best is None:
+            return None
+        y, x = best
+        places.append(best)
+        new = []
+        for sx, sw, sy in sky:  # cut the covered span out of the skyline, then add the new top
+            if sx < x:
+                new.append((sx, min(sw, x - sx), sy))
+            if sx + sw > x + rw:
+                start = max(sx, x + rw)
+                new.append((start, sx + sw - start, sy))
+        new.append((x, rw, y + rh))
+        new.sort()
+        sky = []
+        for seg in new:  # merge neighbours at the same height
+            if sky and sky[-1][2] == seg[2] and sky[-1][0] + sky[-1][1] == seg[0]:
+                sky[-1] = (sky[-1][0], sky[-1][1] + seg[1], seg[2])
+            else:
+                sky.append(seg)
+    return places
+
+
+def _make_layout(height: int, width: int, min_face: float, factor: float) -> _Layout:
+    """Pack the pyramid levels into the smallest canvas found over a range of strip widths (skyline
+    packing, ~90% of the area used vs ~75% for simple shelves: P-Net's cost is this area). Offsets are
+    even so that P-Net's stride-2 cells line up with every level's own grid."""
+    scales = pyramid_scales(height, width, min_face, factor)
+    sizes = [(math.ceil(height * s), math.ceil(width * s)) for s in scales]
+    levels: list[tuple[int, int, int, int]] = []
+    pnet_h = pnet_w = 0
+    if sizes:
+        first = _even(sizes[0][1] + GAP)
+        best: tuple[int, list[tuple[int, int]], int, int] | None = None
+        for limit in range(first, 3 * first + 1, max(2, _even(first // 48))):
+            places = _skyline_pack(sizes, limit)
+            if places is None:
+                continue
+            ph = max(y + _even(h + GAP) for (y, _), (h, _) in zip(places, sizes))
+            pw = max(x + _even(w + GAP) for (_, x), (_, w) in zip(places, sizes))
+            if best is None or ph * pw < best[0]:
+                best = (ph * pw, places, ph, pw)
+        assert best is not None
+        _, places, ph, pw = best
+        levels = [(GAP + y, GAP + x, h, w) for (y, x), (h, w) in zip(places, sizes)]
+        pnet_h, pnet_w = GAP + ph, GAP + pw
+    full = None
+    canvas_h, canvas_w = pnet_h, pnet_w
+    if not scales or scales[0] < 1:  # pyramid starts below full resolution: keep a full copy to crop from
+        full = (_even(max(pnet_h, GAP)), GAP)
+        canvas_h = full[0] + height + GAP
+        canvas_w = max(pnet_w, width + 2 * GAP)
+    return _Layout(height, width, scales, levels, full, canvas_h, canvas_w, pnet_h, pnet_w)
+
+
+def _grid_offsets(threshold: float, mode: str) -> list[tuple[int, int]]:
+    """Cell offsets (dy, dx) at which two same-scale P-Net boxes (12 px, stride 2) overlap > threshold."""
+    out = []
+    cells = PNET_SIZE // PNET_STRIDE
+    for dy in range(-cells + 1, cells):
+        for dx in range(-cells + 1, cells):
+            if dy == dx == 0:
+                continue
+            inter = (PNET_SIZE - PNET_STRIDE * abs(dy)) * (PNET_SIZE - PNET_STRIDE * abs(dx))
+            area = PNET_SIZE * PNET_SIZE
+            overlap = inter / (2 * area - inter) if mode == "union" else inter / area
+            if overlap > threshold:
+                out.append((dy, dx))
+    return out
+
+
+class MTCNNDetector:
+    """Face detection + 5 landmarks with the three-stage cascade; ``detect`` takes a list of RGB uint8 images.
+
+    ``thresholds`` are the P-Net / R-Net / O-Net face-probability cut-offs, ``nms`` the overlap thresholds of
+    per-scale NMS (P-Net) and of the R-Net and O-Net stages (NMS over scales uses ``nms[1]``, as the
+    authors do with 0.7). ``weights_dir=None`` loads the published weights from the default location.
+    ``pnet_pixels`` / ``rnet_batch`` / ``onet_batch`` cap the work per network call (memory, not results).
+    ``resize`` builds the pyramid with antialiased bilinear (default; fast uint8 path on CPU) or with
+    area averaging (what most Python ports use; several times slower on CPU). Borderline detections
+    differ between the two (e.g. a 0.87 vs no false positive on the astronaut's collar), clear faces do not.
+    """
+
+    def __init__(self, weights_dir: str | Path | None = None, device: str | torch.device = "cpu",
+                 min_face: float = 20, scale_factor: float = 0.709,
+                 thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
+                 nms: tuple[float, float, float] = (0.5, 0.7, 0.7),
+                 resize: str = "antialias", pnet_pixels: int = 1 << 23, rnet_batch: int = 4096,
+                 onet_batch: int = 1024):
+        if min_face < 1 or not 0 < scale_factor < 1:
+            raise ValueError(f"need min_face >= 1 and 0 < scale_factor < 1, got {min_face}, {scale_factor}")
+        if weights_dir is None:
+            from facebench.mtcnn import default_weights_dir
+
+            weights_dir = default_weights_dir()
+        self.device = torch.device(device)
+        self.pnet, self.rnet, self.onet = load_published(weights_dir, self.device)
+        self.min_face = float(min_face)
+        self.scale_factor = float(scale_factor)
+        self.thresholds = tuple(float(t) for t in thresholds)
+        self.nms_thresholds = tuple(float(t) for t in nms)
+        if resize not in ("antialias", "area"):
+            raise ValueError(f"resize must be 'antialias' or 'area', got {resize!r}")
+        self.resize = resize
+        self.pnet_pixels, self.rnet_batch, self.onet_batch = pnet_pixels, rnet_batch, onet_batch
+        offsets = _grid_offsets(self.nms_thresholds[0], "union")
+        self._offsets = torch.tensor(offsets, dtype=torch.long, device=self.device).reshape(-1, 2)
+        # Greedy order is (score desc, raster index asc): a neighbour earlier in raster order wins ties.
+        self._offset_first = (self._offsets[:, 0] < 0) | ((self._offsets[:, 0] == 0) & (self._offsets[:, 1] < 0))
+        self._layouts: dict[tuple[int, int], _Layout] = {}
+        self._canvas_buffer: torch.Tensor | None = None  # one detect() at a time per detector
+
+    @classmethod
+    def preset(cls, name: str, weights_dir: str | Path | None = None, device: str | torch.device = "cpu",
+               **overrides) -> "MTCNNDetector":
+        """``'paper'`` (the authors' defaults) or ``'wider'`` (min face 10, factor 0.79, thresholds 0.5/0.5/0.3)."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown MTCNN preset {name!r}; choose from {sorted(PRESETS)}")
+        kwargs = {**PRESETS[name], **{k: v for k, v in overrides.items() if v is not None}}
+        return cls(weights_dir, device, **kwargs)
+
+    @classmethod
+    def wider(cls, weights_dir: str | Path | None = None, device: str | torch.device = "cpu",
+              **overrides) -> "MTCNNDetector":
+        """The WIDER FACE evaluation preset (see ``WIDER``)."""
+        return cls.preset("wider", weights_dir, device, **overrides)
+
+    # ------------------------------------------------------------------ public API
+
+    def detect(self, images: list[np.ndarray]) -> list[list[Face]]:
+        """Faces per image, highest score first."""
+        if not images:
+            return []
+        rows = self.detect_arrays(images)
+        out: list[list[Face]] = [[] for _ in images]
+        for r in rows:
+            out[int(r[0])].append(Face(r[1:5].copy(), float(r[5]), r[6:16].reshape(5, 2).copy()))
+        return out
+
+    def detect_arrays(self, images: list[np.ndarray]) -> np.ndarray:
+        """All detections as one (K, 16) float64 array: image index, x1, y1, x2, y2, score, 5 (x, y);
+        one device-to-host copy for the whole batch."""
+        if not images:
+            return np.zeros((0, 16))
+        batch, sizes = self._to_batch(images)
+        with torch.inference_mode():
+            det = self._cascade(batch, sizes)
+        return det.double().cpu().numpy()
+
+    # ------------------------------------------------------------------ input and canvas
+
+    def _to_batch(self, images: list[np.ndarray]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        """Stack (pad to the largest with black) as uint8 (N, H, W, 3) on the device."""
+        fixed = []
+        for im in images:
+            im = np.asarray(im)
+            if im.ndim == 2:
+                im = np.repeat(im[:, :, None], 3, axis=2)
+            if im.ndim != 3 or im.shape[2] not in (3, 4):
+                raise ValueError(f"expected an RGB image (H, W, 3), got shape {im.shape}")
+            if im.dtype != np.uint8:
+                raise ValueError(f"expected uint8 pixels, got {im.dtype}")
+            fixed.append(im[:, :, :3])
+        sizes = [(im.shape[0], im.shape[1]) for im in fixed]
+        hmax, wmax = max(h for h, _ in sizes), max(w for _, w in sizes)
+        if all(s == (hmax, wmax) for s in sizes):
+            host = np.stack(fixed)
+        else:
+            host = np.zeros((len(fixed), hmax, wmax, 3), np.uint8)
+            for i, im in enumerate(fixed):
+                host[i, :im.shape[0], :im.shape[1]] = im
+        t = torch.from_numpy(host)
+        if self.device.type == "cuda":
+            t = t.pin_memory().to(self.device, non_blocking=True)
+        return t, sizes
+
+    def _layout(self, height: int, width: int) -> _Layout:
+        key = (height, width)
+        lay = self._layouts.get(key)
+        if lay is not None:
+            return lay
+        lay = _make_layout(height, width, self.min_face, self.scale_factor)
+        # P-Net output map: which level each cell's full 12x12 window lies in (-1: none).
+        ho = math.ceil((lay.pnet_h - 4) / 2) - 3 if lay.pnet_h else 0
+        wo = math.ceil((lay.pnet_w - 4) / 2) - 3 if lay.pnet_w else 0
+        cell_level = np.full((max(ho, 0), max(wo, 0)), -1, np.int64)
+        for li, (y, x, h, w) in enumerate(lay.levels):
+            i0, i1 = y // PNET_STRIDE, (y + h - PNET_SIZE) // PNET_STRIDE + 1
+            j0, j1 = x // PNET_STRIDE, (x + w - PNET_SIZE) // PNET_STRIDE + 1
+            cell_level[i0:i1, j0:j1] = li
+        origins = [(y, x) for y, x, _, _ in lay.levels] + ([lay.full] if lay.full is not None else [])
+        oy, ox = (torch.tensor(v, dtype=torch.float32, device=self.device).reshape(-1) for v in zip(*origins))
+        lay.tensors = {"cell_level": torch.from_numpy(cell_level).to(self.device), "src_oy": oy, "src_ox": ox}
+        if len(self._layouts) > 16:
+            self._layouts.clear()
+        self._layouts[key] = lay
+        return lay
+
+    def _prepare(self, batch: torch.Tensor, sizes: list[tuple[int, int]], lay: _Layout) -> _Batch:
+        """Canvas and per-image level geometry. Levels are antialiased bilinear resizes (a proper low-pass
+        filter when shrinking) or area averages; on CPU the former runs in uint8, which has a fast
+        vectorised path. Channels-last storage (N, Hc, Wc, 3) makes the batch one tall image for
+        ``grid_sample`` (``_flat``) and is what the CPU convolutions run fastest on."""
+        n = batch.shape[0]
+        uniform = all(sz == (lay.height, lay.width) for sz in sizes)
+        shape = (n, lay.canvas_h, lay.canvas_w, 3)
+        canvas = self._canvas_buffer
+        if canvas is None or canvas.shape != shape:  # reuse: a fresh CPU buffer costs page faults each call
+            canvas = self._canvas_buffer = torch.empty(shape, device=self.device)
+        canvas.zero_()  # raw pixel values, black
+        src = batch.permute(0, 3, 1, 2)  # (N, 3, H, W) uint8, channels-last in memory
+        if self.device.type != "cpu" or self.resize == "area":
+            src = src.float()
+        if lay.full is not None:
+            y, x = lay.full
+            canvas[:, y:y + lay.height, x:x + lay.width] = batch
+        dims = np.array([[[math.ceil(h * s), math.ceil(w * s)] for s in lay.scales] for h, w in sizes])
+        for li, (y, x, _, _) in enumerate(lay.levels):
+            if uniform:
+                h, w = dims[0, li]
+                canvas[:, y:y + h, x:x + w] = self._resize(src, h, w)
+                continue
+            for i, (ih, iw) in enumerate(sizes):
+                h, w = dims[i, li]
+                canvas[i:i + 1, y:y + h, x:x + w] = self._resize(src[i:i + 1, :, :ih, :iw], h, w)
+        canvas.sub_(127.5).mul_(1.0 / 128.0)
+
+        hw = np.array(sizes, dtype=np.float64)
+        level_ok = np.minimum(dims[..., 0], dims[..., 1]) >= PNET_SIZE  # as pyramid_scales would stop
+        src_sy, src_sx, src_ok = dims[..., 0] / hw[:, :1], dims[..., 1] / hw[:, 1:], level_ok
+        if lay.full is not None:
+            ones = np.ones((n, 1))
+            src_sy, src_sx = np.concatenate([src_sy, ones], 1), np.concatenate([src_sx, ones], 1)
+            src_ok = np.concatenate([src_ok, ones > 0], 1)
+
+        def dev(a: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+            return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype).to(self.device)
+
+        return _Batch(canvas, dev(hw[:, 0]), dev(hw[:, 1]), dev(dims[..., 0], torch.long),
+                      dev(dims[..., 1], torch.long), dev(src_sy), dev(src_sx), dev(src_ok, torch.bool), uniform)
+
+    def _resize(self, src: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """(N, 3, H, W) -> (N, h, w, 3)."""
+        if self.resize == "area" and h <= src.shape[2] and w <= src.shape[3]:
+            out = F.interpolate(src, size=(int(h), int(w)), mode="area")
+        else:
+            out = F.interpolate(src, size=(int(h), int(w)), mode="bilinear", align_corners=False, antialias=True)
+        return out.permute(0, 2, 3, 1)
+
+    @staticmethod
+    def _flat(canvas: torch.Tensor) -> torch.Tensor:
+        """The canvases stacked vertically as one (1, 3, N*Hc, Wc) image (a view, no copy)."""
+        n, ch, cw, _ = canvas.shape
+        return canvas.view(1, n * ch, cw, 3).permute(0, 3, 1, 2)
+
+    # ------------------------------------------------------------------ stages
+
+    def _cascade(self, batch: torch.Tensor, sizes: list[tuple[int, int]]) -> torch.Tensor:
+        empty = torch.zeros(0, 16, device=self.device)
+        lay = self._layout(batch.shape[1], batch.shape[2])
+        if not lay.levels:
+            return empty
+        b = self._prepare(batch, sizes, lay)
+        boxes, idx = self._stage1(b, lay)
+        if len(boxes) == 0:
+            return empty
+        boxes, idx = self._stage2(b, lay, boxes, idx)
+        if len(boxes) == 0:
+            return empty
+        boxes, scores, landmarks, idx = self._stage3(b, lay, boxes, idx)
+        order = torch.argsort(idx, stable=True)  # nms gives score order; group by image keeping it
+        return take(torch.cat((idx[:, None].float(), boxes, scores[:, None], landmarks.flatten(1)), dim=1), order)
+
+    def _stage1(self, b: _Batch, lay: _Layout) -> tuple[torch.Tensor, torch.Tensor]:
+        x = b.canvas[:, :lay.pnet_h, :lay.pnet_w].permute(0, 3, 1, 2)
+        per_call = max(1, self.pnet_pixels // (lay.pnet_h * lay.pnet_w))  # bounds activation memory
+        outs = [self.pnet(c.contiguous(memory_format=torch.channels_last)) for c in x.split(per_call)]
+        prob = torch.cat([o[0] for o in outs])
+        reg = torch.cat([o[1] for o in outs])
+        cell_level = lay.tensors["cell_level"]
+        if cell_level.shape != prob.shape[1:]:
+            raise RuntimeError(f"P-Net map {tuple(prob.shape[1:])} != layout {tuple(cell_level.shape)}")
+        # Flat (image, row, col) indices: single-index gathers are much faster than 3-index ones on CPU.
+        cells = cell_level.numel()
+        wo = cell_level.shape[1]
+        flat = ((prob >= self.thresholds[0]) & (cell_level >= 0)).view(-1).nonzero().squeeze(1)
+        ni = torch.div(flat, cells, rounding_mode="floor")
+        cell = flat - ni * cells
+        lvl = take(cell_level.view(-1), cell)
+        ii = torch.div(cell, wo, rounding_mode="floor")
+        ly = ii * PNET_STRIDE - take(lay.tensors["src_oy"], lvl).long()
+        lx = (cell - ii * wo) * PNET_STRIDE - take(lay.tensors["src_ox"], lvl).long()
+        at = ni * b.src_sx.shape[1] + lvl  # (image, level) in the flattened per-image tables
+        if not b.uniform:  # window inside this image's own level (a smaller image fills part of a slot)
+            li = ni * b.level_h.shape[1] + lvl
+            fits = (ly + PNET_SIZE <= take(b.level_h.view(-1), li)) & (lx + PNET_SIZE <= take(b.level_w.view(-1), li))
+            sel = fits.nonzero().squeeze(1)  # one host sync
+            flat, ni, ly, lx, at = (take(v, sel) for v in (flat, ni, ly, lx, at))
+        if len(flat) == 0:
+            return torch.zeros(0, 4, device=self.device), ni
+        score = take(prob.reshape(-1), flat)
+        offsets = take(reg.permute(0, 2, 3, 1).reshape(-1, 4), flat)  # reshape is a view: reg is channels-last
+        sx, sy = take(b.src_sx.view(-1), at), take(b.src_sy.view(-1), at)
+        x1, y1 = lx / sx, ly / sy
+        boxes = torch.stack((x1, y1, x1 + PNET_SIZE / sx, y1 + PNET_SIZE / sy), dim=1)
+
+        keep = self._grid_nms(flat, score, prob.shape).nonzero().squeeze(1)
+        boxes, score, offsets, ni = (take(v, keep) for v in (boxes, score, offsets, ni))
+        k = nms(boxes, score, self.nms_thresholds[1], "union", groups=ni)
+        return square(calibrate(take(boxes, k), take(offsets, k))), take(ni, k)
+
+    def _grid_nms(self, flat: torch.Tensor, score: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        """Greedy per-scale NMS of P-Net candidates via their grid neighbours (see module docstring).
+
+        ``flat`` are the candidates' sorted flat indices into the (N, H', W') map; neighbours are found by
+        binary search in it. Cells of different levels are >= 7 cells apart on the packed map, so they are
+        never neighbours; the bounds check keeps a row's end from wrapping onto the next row or image.
+        """
+        _, ho, wo = shape
+        k = len(flat)
+        if len(self._offsets) == 0:  # threshold so high that no two same-scale boxes exceed it
+            return torch.ones(k, dtype=torch.bool, device=self.device)
+        dy, dx = self._offsets[:, 0], self._offsets[:, 1]
+        row = torch.div(flat, wo, rounding_mode="floor")
+        ii, jj = row % ho, flat % wo
+        inside = ((ii[:, None] + dy >= 0) & (ii[:, None] + dy < ho) & (jj[:, None] + dx >= 0)
+                  & (jj[:, None] + dx < wo))
+        target = flat[:, None] + dy * wo + dx
+        nb = torch.searchsorted(flat, target).clamp(max=k - 1)
+        found = inside & (take(flat, nb) == target)
+        nb_score = take(score, nb)
+        s = score[:, None]
+        wins = found & ((nb_score > s) | ((nb_score == s) & self._offset_first))
+        keep = torch.ones(k, dtype=torch.bool, device=self.device)
+        while True:
+            new = ~(take(keep, nb) & wins).any(1)
+            if torch.equal(new, keep):
+                return keep
+            keep = new
+
+    def _crops(self, b: _Batch, lay: _Layout, boxes: torch.Tensor, idx: torch.Tensor, size: int) -> torch.Tensor:
+        """(K, 3, size, size) crops of ``boxes`` from one grid_sample over the stacked canvases."""
+        n, ch, cw, _ = b.canvas.shape
+        k = len(boxes)
+        side = torch.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]).clamp(min=1e-3)
+        need = size / side
+        src_s = take(torch.minimum(b.src_sx, b.src_sy), idx)  # (K, S)
+        src_ok = take(b.src_ok, idx)
+        ok = (src_s >= need[:, None] * 0.999) & src_ok
+        src = torch.where(ok, src_s, torch.inf).argmin(1)
+        src = torch.where(ok.any(1), src, torch.where(src_ok, src_s, -1.0).argmax(1))
+        at = idx * b.src_sx.shape[1] + src
+        sx, sy = take(b.src_sx.view(-1), at), take(b.src_sy.view(-1), at)
+
+        steps = (torch.arange(size, device=self.device, dtype=torch.float32) + 0.5) / size
+        xs = boxes[:, 0:1] + steps[None] * (boxes[:, 2] - boxes[:, 0])[:, None]  # (K, size) image coords
+        ys = boxes[:, 1:2] + steps[None] * (boxes[:, 3] - boxes[:, 1])[:, None]
+        u = xs * sx[:, None] + take(lay.tensors["src_ox"], src)[:, None]
+        v = ys * sy[:, None] + take(lay.tensors["src_oy"], src)[:, None] + (idx * ch)[:, None].float()
+        gx = (2.0 / cw) * u - 1.0
+        gy = (2.0 / (n * ch)) * v - 1.0
+        grid = torch.stack((gx[:, None, :].expand(k, size, size), gy[:, :, None].expand(k, size, size)), dim=-1)
+        out = F.grid_sample(self._flat(b.canvas), grid.reshape(1, k * size, size, 2), mode="bilinear",
+                            padding_mode="border", align_corners=False)
+        out = out.view(3, k, size, size).transpose(0, 1)
+        inside_x = (xs >= 0) & (xs < take(b.img_w, idx)[:, None])
+        inside_y = (ys >= 0) & (ys < take(b.img_h, idx)[:, None])
+        inside = inside_y[:, None, :, None] & inside_x[:, None, None, :]
+        return torch.where(inside, out, PAD_VALUE).contiguous(memory_format=torch.channels_last)
+
+    def _stage2(self, b: _Batch, lay: _Layout, boxes: torch.Tensor,
+                idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        crops = self._crops(b, lay, boxes, idx, RNET_SIZE)
+        outs = [self.rnet(c) for c in crops.split(self.rnet_batch)]
+        prob = torch.cat([o[0] for o in outs])
+        reg = torch.cat([o[1] for o in outs])
+        keep = (prob > self.thresholds[1]).nonzero().squeeze(1)
+        boxes, prob, reg, idx = (take(v, keep) for v in (boxes, prob, reg, idx))
+        k = nms(boxes, prob, self.nms_thresholds[1], "union", groups=idx)
+        return square(calibrate(take(boxes, k), take(reg, k))), take(idx, k)
+
+    def _stage3(self, b: _Batch, lay: _Layout, boxes: torch.Tensor, idx: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        crops = self._crops(b, lay, boxes, idx, ONET_SIZE)
+        outs = [self.onet(c) for c in crops.split(self.onet_batch)]
+        prob = torch.cat([o[0] for o in outs])
+        reg = torch.cat([o[1] for o in outs])
+        lms = torch.cat([o[2] for o in outs])
+        keep = (prob > self.thresholds[2]).nonzero().squeeze(1)
+        boxes, prob, reg, lms, idx = (take(v, keep) for v in (boxes, prob, reg, lms, idx))
+        wh = (boxes[:, 2:] - boxes[:, :2])[:, None, :]
+        landmarks = boxes[:, None, :2] + lms * wh
+        boxes = calibrate(boxes, reg)
+        k = nms(boxes, prob, self.nms_thresholds[2], "min", groups=idx)
+        return take(boxes, k), take(prob, k), take(landmarks, k), take(idx, k)

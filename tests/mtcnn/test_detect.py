@@ -1,0 +1,188 @@
+"""The published MTCNN weights through our networks and batched cascade, on the one real test photograph."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from facebench.models.mtcnn import ONet, PNet, RNet, load_published
+from facebench.mtcnn import WEIGHTS_ENV, MTCNNDetector, default_weights_dir
+from facebench.mtcnn.boxes import nms
+from facebench.mtcnn.cli import detect_command
+from facebench.mtcnn.detect import _grid_offsets, _make_layout
+
+SHARED = Path(__file__).resolve().parents[3] / "shared"
+WEIGHTS = SHARED / "models" / "mtcnn-published"
+ASTRONAUT = SHARED / "images" / "astronaut.png"
+
+pytestmark = pytest.mark.skipif(not (WEIGHTS / "onet.pt").is_file() or not ASTRONAUT.is_file(),
+                                reason="published MTCNN weights / test image not available")
+
+# Face box found by inspection (x1, y1, x2, y2): hairline to chin, ear to ear. The antialiased and the
+# area pyramid give (175.6, 63.5, 264.1, 169.7) and (179.0, 61.3, 265.4, 173.9); a per-box loop reference
+# with OpenCV resizing (179.0, 61.7, 266.0, 172.8).
+ASTRONAUT_BOX = np.array([178.0, 62.0, 265.0, 172.0])
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(ASTRONAUT)), cv2.COLOR_BGR2RGB)
+
+
+@pytest.fixture(scope="module")
+def detector() -> MTCNNDetector:
+    return MTCNNDetector(WEIGHTS, "cpu")
+
+
+def crop(image: np.ndarray, box, size: int) -> torch.Tensor:
+    x1, y1, x2, y2 = box
+    c = cv2.resize(image[y1:y2, x1:x2], (size, size), interpolation=cv2.INTER_AREA)
+    return (torch.from_numpy(c).permute(2, 0, 1)[None].float() - 127.5) / 128
+
+
+def check_face(face, tol: float = 0.1) -> None:
+    size = ASTRONAUT_BOX[2:] - ASTRONAUT_BOX[:2]
+    assert np.all(np.abs(face.box[:2] - ASTRONAUT_BOX[:2]) <= tol * size), face.box
+    assert np.all(np.abs(face.box[2:] - ASTRONAUT_BOX[2:]) <= tol * size), face.box
+    (lex, ley), (rex, rey), (nx, ny), (mlx, mly), (mrx, mry) = face.landmarks
+    assert lex < nx < rex and mlx < mrx
+    assert max(ley, rey) < ny < min(mly, mry)
+    x1, y1, x2, y2 = face.box
+    assert np.all((face.landmarks[:, 0] > x1) & (face.landmarks[:, 0] < x2))
+    assert np.all((face.landmarks[:, 1] > y1) & (face.landmarks[:, 1] < y2))
+
+
+def test_published_state_dicts_load_into_our_modules():
+    for name, net in (("pnet", PNet()), ("rnet", RNet()), ("onet", ONet())):
+        net.load_state_dict(torch.load(WEIGHTS / f"{name}.pt", weights_only=True))  # strict: names and shapes
+
+
+def test_networks_separate_face_from_background(image):
+    pnet, rnet, onet = load_published(WEIGHTS)
+    face, background = (170, 60, 280, 170), (300, 300, 410, 410)
+    with torch.inference_mode():
+        p, reg = pnet(crop(image, face, 12))
+        assert p.shape == (1, 1, 1) and reg.shape == (1, 4, 1, 1)
+        assert p.item() > 0.99 and pnet(crop(image, background, 12))[0].item() < 0.1
+        # R-Net / O-Net also check the (W, H, C) flatten order of the fully connected layers
+        assert rnet(crop(image, face, 24))[0].item() > 0.99
+        assert rnet(crop(image, background, 24))[0].item() < 0.1
+        prob, reg, lm = onet(crop(image, face, 48))
+        assert prob.item() > 0.99 and reg.shape == (1, 4) and lm.shape == (1, 5, 2)
+        assert onet(crop(image, background, 48))[0].item() < 0.1
+        assert lm[0, 0, 0] < lm[0, 1, 0] and lm[0, 0, 1] < lm[0, 2, 1] < lm[0, 3, 1]  # x-then-y unpacked
+
+
+def test_astronaut_one_face(detector, image):
+    faces = detector.detect([image])[0]
+    confident = [f for f in faces if f.score > 0.9]
+    assert len(confident) == 1
+    check_face(confident[0])
+
+
+def test_wider_preset_finds_it_too(image):
+    faces = MTCNNDetector.wider(WEIGHTS).detect([image])[0]
+    assert faces[0].score > 0.9
+    check_face(faces[0])
+
+
+def test_area_pyramid_option(image):
+    faces = MTCNNDetector(WEIGHTS, resize="area").detect([image])[0]
+    assert len(faces) == 1 and faces[0].score > 0.9
+    check_face(faces[0])
+
+
+def test_batch_matches_single_and_handles_mixed_sizes(detector, image):
+    single = detector.detect([image])[0]
+    mirrored = np.ascontiguousarray(image[:, ::-1])
+    framed = np.zeros((480, 640, 3), np.uint8)
+    framed[:, 80:560] = cv2.resize(image, (480, 480), interpolation=cv2.INTER_AREA)
+    blank = np.full((200, 300, 3), 128, np.uint8)
+    out = detector.detect([image, mirrored, blank, framed])
+    assert len(out) == 4
+    # same image in a padded mixed-size batch: same detections
+    assert len(out[0]) == len(single)
+    assert np.allclose(out[0][0].box, single[0].box, atol=1.0)
+    assert abs(out[0][0].score - single[0].score) < 1e-3
+    # mirrored face: mirrored box, still found
+    top = max(out[1], key=lambda f: f.score)
+    assert top.score > 0.9
+    assert np.allclose([512 - top.box[2], 512 - top.box[0]], single[0].box[[0, 2]], atol=9)  # 10% of the box
+    assert out[2] == []
+    top = max(out[3], key=lambda f: f.score)
+    scaled = ASTRONAUT_BOX * 480 / 512 + np.array([80, 0, 80, 0])
+    assert np.all(np.abs(top.box - scaled) <= 0.1 * (scaled[2] - scaled[0]))
+
+
+def test_face_at_border_is_padded_not_lost(detector, image):
+    cut = np.ascontiguousarray(image[80:, 200:])  # left part of the face and forehead cut away
+    faces = [f for f in detector.detect([cut])[0] if f.score > 0.9]
+    assert len(faces) == 1
+    assert faces[0].box[0] < 5 and faces[0].box[1] < 5  # box reaches out of the image
+
+
+def test_grid_nms_equals_box_nms():
+    """P-Net's per-scale NMS on the cell grid == greedy IoU NMS on the cells' 12-px boxes (ties included)."""
+    assert sorted(_grid_offsets(0.5, "union")) == [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+                                                  if (dy, dx) != (0, 0)]
+    det = MTCNNDetector.__new__(MTCNNDetector)
+    det.device = torch.device("cpu")
+    assert _grid_offsets(0.75, "union") == []
+    for thr in (0.5, 0.3, 0.75):
+        offsets = _grid_offsets(thr, "union")
+        det._offsets = torch.tensor(offsets).reshape(-1, 2)
+        det._offset_first = (det._offsets[:, 0] < 0) | ((det._offsets[:, 0] == 0) & (det._offsets[:, 1] < 0))
+        gen = torch.Generator().manual_seed(1)
+        prob = torch.rand(2, 30, 40, generator=gen).mul(10).round().div(10)  # many ties
+        flat = (prob >= 0.6).view(-1).nonzero().squeeze(1)
+        ni, ii, jj = torch.unravel_index(flat, prob.shape)
+        score = prob.view(-1)[flat]
+        keep = det._grid_nms(flat, score, prob.shape)
+        boxes = torch.stack((jj * 2, ii * 2, jj * 2 + 12, ii * 2 + 12), 1).float()
+        want = torch.zeros(len(ni), dtype=torch.bool)
+        want[nms(boxes, score, thr, groups=ni)] = True
+        assert torch.equal(keep, want)
+
+
+def test_layout_levels_do_not_overlap():
+    lay = _make_layout(480, 640, 20, 0.709)
+    assert lay.full is not None and len(lay.levels) == 10
+    occupied = np.zeros((lay.canvas_h, lay.canvas_w), np.int32)
+    for y, x, h, w in lay.levels + [(lay.full[0], lay.full[1], 480, 640)]:
+        assert y % 2 == 0 and x % 2 == 0
+        occupied[y - 1:y + h + 1, x - 1:x + w + 1] += 1  # with a 1-px margin: a black gap around each
+    assert occupied.max() == 1
+    assert _make_layout(480, 640, 10, 0.79).full is None  # pyramid starts at 1.2: no full copy needed
+
+
+def test_detect_command_json(image):
+    out = json.loads(detect_command([ASTRONAUT], WEIGHTS, "cpu", None, "paper", True))
+    assert len(out) == 1 and out[0]["image"] == str(ASTRONAUT)
+    face = out[0]["faces"][0]
+    assert face["score"] > 0.9 and len(face["box"]) == 4 and np.array(face["landmarks"]).shape == (5, 2)
+    text = detect_command([ASTRONAUT], WEIGHTS, "cpu", 40, "wider", False)
+    assert "1 face(s)" in text
+
+
+def test_default_weights_dir(monkeypatch, tmp_path):
+    monkeypatch.delenv(WEIGHTS_ENV, raising=False)
+    assert default_weights_dir() == WEIGHTS.resolve()
+    monkeypatch.setenv(WEIGHTS_ENV, str(tmp_path))
+    assert default_weights_dir() == tmp_path
+    with pytest.raises(FileNotFoundError):
+        MTCNNDetector()
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu(detector, image):
+    gpu = MTCNNDetector(WEIGHTS, "cuda").detect([image, image])
+    cpu = detector.detect([image])[0]
+    for faces in gpu:
+        assert len(faces) == len(cpu)
+        assert np.allclose(faces[0].box, cpu[0].box, atol=2.0)
+        assert abs(faces[0].score - cpu[0].score) < 1e-2
