@@ -39,7 +39,8 @@ def ray_local():
 
     os.environ.pop("RAY_ADDRESS", None)
     if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=False)
+        # The dashboard serves the State API that Ray Train's placement-group cleaner relies on.
+        ray.init(num_cpus=4, include_dashboard=True, dashboard_host="127.0.0.1")
     yield ray
     ray.shutdown()
 

@@ -35,7 +35,10 @@ def ensure_ray(min_cpus: int = 4) -> None:
     """Connect to RAY_ADDRESS if set, else start a local Ray sized for this machine.
 
     Logical CPUs are set a little above the physical count so Ray Data's decode tasks are not
-    starved by the training workers' reservations on small machines.
+    starved by the training workers' reservations on small machines. The dashboard (bound to
+    127.0.0.1) is not optional: Ray Train's detached PlacementGroupCleaner asks the State API, which
+    the dashboard serves, whether a controller is still alive. Without it, a Tune trial stopped by
+    ASHA leaks its workers' placement group, and the next trials wait forever for those CPUs.
     """
     import ray
 
@@ -46,7 +49,7 @@ def ensure_ray(min_cpus: int = 4) -> None:
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
         return
     cpus = max(min_cpus, (os.cpu_count() or 1) + 2)
-    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=True)
+    ray.init(num_cpus=cpus, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
     from ray.data import DataContext
 
     DataContext.get_current().enable_progress_bars = False

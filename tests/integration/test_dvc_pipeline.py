@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,9 +17,16 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
 
 
-def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    out = proc.stdout + proc.stderr
+def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 600) -> str:
+    """Run ``cmd`` in its own session so that, if it hangs, it and the Ray it started die with it."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"{' '.join(cmd)} ran past {timeout:.0f} s:\n{out[-6000:]}")
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{out[-6000:]}"
     return out
 
@@ -35,6 +43,11 @@ def test_smoke_dvc_repro_is_incremental(tmp_path):
     shutil.copytree(REPO / "facebench", project / "facebench", ignore=shutil.ignore_patterns("__pycache__"))
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["profile"] = "smoke"
+    # Two experiments (one per dataset) and two trials keep the test short and still show what
+    # re-runs after a Wing parameter changes: the Wing stage and the report, not the L2 stage.
+    params["experiments"] = {k: v for k, v in params["experiments"].items()
+                             if k in {"w300_cnn6_l2", "aflw_cnn6_wing"}}
+    params["sweeps"]["wing_w_eps"]["grid"] = {"w": [5.0, 10.0], "eps": [2.0]}
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING", "RAY_ADDRESS"))}
@@ -59,4 +72,4 @@ def test_smoke_dvc_repro_is_incremental(tmp_path):
     params["losses"]["wing"]["w"] = 8.0
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     third = _run(["dvc", "repro"], project, env)
-    assert _stages_run(third) == {"train@w300_cnn6_wing", "train@aflw_cnn6_wing", "report"}
+    assert _stages_run(third) == {"train@aflw_cnn6_wing", "report"}

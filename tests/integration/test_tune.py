@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import yaml
@@ -45,3 +46,16 @@ def test_wing_sweep_nested_runs_and_best_config(ray_local, smoke_project, monkey
     assert {c.data.params["loss.w"] for c in children} == {"5.0", "10.0"}
     assert all(c.info.status == "FINISHED" for c in children)
     assert all("val_nme" in c.data.metrics for c in children)
+
+
+def _live_placement_groups(ray) -> list[str]:
+    return [pg_id for pg_id, pg in ray.util.placement_group_table().items() if pg["state"] != "REMOVED"]
+
+
+def test_a_finished_sweep_leaves_no_placement_group_behind(ray_local):
+    """Trials that ASHA stops are killed; their TorchTrainer's workers must still give their CPUs
+    back, or later trials (and stages) wait forever. Runs after the sweep above in this module."""
+    deadline = time.monotonic() + 60
+    while _live_placement_groups(ray_local) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert _live_placement_groups(ray_local) == []
