@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 repro: setup
-	dvc repro
+	pipelines/repro-local.sh
 
 test: setup
 	$(VENV)/bin/pytest -q

@@ -2,7 +2,7 @@
 using Multitask Cascaded Convolutional Networks", IEEE SPL 2016, Fig. 2).
 
 The layer shapes and module names follow the authors' released Caffe model as converted to PyTorch state
-dicts (``/work/shared/models/mtcnn-published``), so ``load_state_dict`` takes those files directly:
+dicts (``../shared/models/mtcnn-published``), so ``load_state_dict`` takes those files directly:
 
 - P-Net (fully convolutional, 12x12 window, stride 2): conv 3x3x10, PReLU, max-pool 2/2, conv 3x3x16, PReLU,
   conv 3x3x32, PReLU, then 1x1 heads: face classification (2) and box regression (4).
