@@ -5,6 +5,7 @@
 # is stopped when this script ends, however it ends. If it cannot start, each stage falls back to its own
 # local Ray (facebench.train.ray_trainer.ensure_ray).
 set -u
+export RAY_AUTH_MODE=token   # `ray start` turns token auth on; the stages then present ~/.ray/auth_token
 cpus=$(( $(nproc) + 2 ))   # a little above the cores, as ensure_ray does, so Ray Data is not starved
 port=$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 log=$(mktemp -t facebench-ray.XXXXXX)
