@@ -47,11 +47,13 @@ def ensure_ray(min_cpus: int = 4) -> None:
         return
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
-        return
-    cpus = max(min_cpus, (os.cpu_count() or 1) + 2)
-    ray.init(num_cpus=cpus, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
+    else:
+        cpus = max(min_cpus, (os.cpu_count() or 1) + 2)
+        ray.init(num_cpus=cpus, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
     from ray.data import DataContext
 
+    # Ray Data's progress bars, streamed back to the driver every epoch, cost a 2-core machine about
+    # 40% of its training throughput (60 vs 100 images/s); the epoch lines say what is needed.
     DataContext.get_current().enable_progress_bars = False
 
 
