@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 repro: setup
-	pipelines/repro-local.sh
+	dvc repro
 
 test: setup
 	$(VENV)/bin/pytest -q
