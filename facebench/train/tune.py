@@ -24,8 +24,10 @@ def _trial(config: dict[str, float], base: dict[str, Any], prepared_dir: str, st
            experiment_id: str, parent_run_id: str, sweep: str) -> None:
     """One Tune trial: a nested MLflow run and a TorchTrainer whose reports feed Tune."""
     import ray.tune
+    from ray.data import DataContext
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    DataContext.get_current().enable_progress_bars = False  # this trial's process is its own driver
     exp = ResolvedExperiment.model_validate(base)
     exp = exp.model_copy(update={"loss_params": {**exp.loss_params, **config}})
     trial_id = ray.tune.get_context().get_trial_id()
