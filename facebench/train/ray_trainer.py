@@ -52,8 +52,8 @@ def ensure_ray(min_cpus: int = 4) -> None:
         ray.init(num_cpus=cpus, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
     from ray.data import DataContext
 
-    # Ray Data's progress bars, streamed back to the driver every epoch, cost a 2-core machine about
-    # 40% of its training throughput (60 vs 100 images/s); the epoch lines say what is needed.
+    # Ray Data's progress bars are redrawn many times a second and streamed back to the driver: thousands
+    # of log lines per stage that a small machine pays for. The per-epoch lines say what is needed.
     DataContext.get_current().enable_progress_bars = False
 
 
