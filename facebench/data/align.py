@@ -56,12 +56,6 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.concatenate([scale * rot, t[:, None]], axis=1)
 
 
-def apply_transform(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Points (K, 2) mapped by a 2x3 affine matrix."""
-    points = np.asarray(points, dtype=np.float64)
-    return points @ matrix[:, :2].T + matrix[:, 2]
-
-
 def alignment_matrix(landmarks5: np.ndarray, template: str = "112x96") -> np.ndarray:
     """The 2x3 matrix taking image coordinates to the template crop's."""
     if template not in TEMPLATES:

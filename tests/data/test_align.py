@@ -11,9 +11,9 @@ from facebench.data.align import (
     TEMPLATES,
     align_face,
     alignment_matrix,
-    apply_transform,
     similarity_transform,
 )
+from facebench.data.transforms import apply_affine
 
 
 def similarity(scale: float, angle_deg: float, tx: float, ty: float) -> np.ndarray:
@@ -35,19 +35,19 @@ def test_recovers_known_similarity_exactly(scale, angle, tx, ty):
     rng = np.random.default_rng(3)
     src = rng.uniform(0, 200, (5, 2))
     want = similarity(scale, angle, tx, ty)
-    got = similarity_transform(src, apply_transform(want, src))
+    got = similarity_transform(src, apply_affine(src, want))
     assert np.allclose(got, want, atol=1e-9)
 
 
 def test_least_squares_with_noise_beats_perturbations():
     rng = np.random.default_rng(4)
     src = rng.uniform(0, 100, (5, 2))
-    dst = apply_transform(similarity(1.3, 10, 5, -7), src) + rng.normal(0, 1.0, (5, 2))
+    dst = apply_affine(src, similarity(1.3, 10, 5, -7)) + rng.normal(0, 1.0, (5, 2))
     m = similarity_transform(src, dst)
-    best = ((apply_transform(m, src) - dst) ** 2).sum()
+    best = ((apply_affine(src, m) - dst) ** 2).sum()
     for _ in range(20):  # any nearby similarity fits worse
         s, a, tx, ty = 1.3 + rng.normal(0, 0.02), 10 + rng.normal(0, 1), 5 + rng.normal(0, 0.5), -7 + rng.normal(0, .5)
-        assert ((apply_transform(similarity(s, a, tx, ty), src) - dst) ** 2).sum() >= best - 1e-9
+        assert ((apply_affine(src, similarity(s, a, tx, ty)) - dst) ** 2).sum() >= best - 1e-9
 
 
 def test_no_reflection_for_mirrored_points():
@@ -61,15 +61,15 @@ def test_landmarks_map_onto_template():
     m_true = similarity(2.0, 15.0, 130.0, 70.0)
     for name, (points, _) in TEMPLATES.items():
         # landmarks of a face in a big image = the template pushed through a known similarity
-        landmarks = apply_transform(m_true, points)
-        assert np.allclose(apply_transform(alignment_matrix(landmarks, name), landmarks), points, atol=1e-9)
+        landmarks = apply_affine(points, m_true)
+        assert np.allclose(apply_affine(landmarks, alignment_matrix(landmarks, name)), points, atol=1e-9)
 
 
 @pytest.mark.parametrize("template", ["112x96", "112x112"])
 def test_align_face_puts_landmark_pixels_on_template(template):
     points, (height, width) = TEMPLATES[template]
     m_true = similarity(2.2, -12.0, 140.0, 90.0)
-    landmarks = apply_transform(m_true, points)
+    landmarks = apply_affine(points, m_true)
     image = np.zeros((500, 500, 3), np.uint8)
     for x, y in landmarks:  # a bright blob at each landmark
         yy, xx = np.mgrid[0:500, 0:500]
