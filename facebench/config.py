@@ -42,6 +42,11 @@ class TrainSettings(Strict):
     use_gpu: bool = False
     amp: bool = Field(default=False, description="bf16 autocast on the GPU")
     augment: bool = True
+    cache_dataset: bool = Field(default=True, description="read the training split once and keep its raw crops in "
+                                "Ray's object store; off for sets larger than the object store")
+    shuffle_buffer_batches: int = Field(default=16, ge=0, description="rows shuffled locally before batching, "
+                                        "in batches (0: block order only)")
+    prefetch_batches: int = Field(default=2, ge=0, description="batches Ray Data prepares ahead of the step")
     val_every: int = Field(default=1, gt=0)
     seed: int = 0
 

@@ -14,17 +14,23 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 METADATA_KEY = b"facebench"
 REQUIRED_METADATA = ("dataset", "num_landmarks", "flip_permutation", "normaliser", "params_hash")
+# How the image column is stored (file metadata "image_encoding"). Raw RGB rows (H*W*3 bytes, zstd
+# compressed by Parquet) cost no decoding when training streams them; "encoded" is PNG or JPEG.
+RAW_RGB8 = "raw_rgb8"
+ENCODED = "encoded"
 ROW_GROUP_SIZE = 512  # small groups: Ray Data can split a file across readers, memory stays bounded
 
 SAMPLE_SCHEMA = pa.schema([
     pa.field("sample_id", pa.string(), nullable=False),
-    pa.field("image", pa.binary(), nullable=False),       # PNG-encoded crop
+    pa.field("image", pa.binary(), nullable=False),       # crop pixels: raw RGB8 or PNG/JPEG (metadata)
     pa.field("height", pa.int32(), nullable=False),
     pa.field("width", pa.int32(), nullable=False),
     pa.field("landmarks", pa.list_(pa.float32())),          # x0, y0, x1, y1, ... crop pixels
@@ -93,3 +99,26 @@ def read_metadata(path: Path) -> dict[str, Any]:
 def read_samples(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
     """A prepared split as a DataFrame (list columns hold numpy arrays)."""
     return pq.read_table(path, columns=columns).to_pandas()
+
+
+def decode_crops(images: Any, height: int, width: int, encoding: str, where: str = "") -> np.ndarray:
+    """An image column's values -> uint8 (N, H, W, 3) RGB. ``where`` names the file in errors."""
+    values = list(images)
+    if encoding == RAW_RGB8:
+        expected = height * width * 3
+        for i, v in enumerate(values):
+            if len(v) != expected:
+                raise ValueError(f"{where}: row {i} image has {len(v)} bytes; expected {expected} "
+                                 f"(raw RGB8 {height}x{width})")
+        joined = bytearray().join(values)  # one copy, and a writable one (torch.from_numpy wants that)
+        return np.frombuffer(joined, dtype=np.uint8).reshape(len(values), height, width, 3)
+    if encoding != ENCODED:
+        raise ValueError(f"{where}: image_encoding {encoding!r}; expected {RAW_RGB8!r} or {ENCODED!r}")
+    out = np.empty((len(values), height, width, 3), dtype=np.uint8)
+    for i, v in enumerate(values):
+        bgr = cv2.imdecode(np.frombuffer(v, dtype=np.uint8), cv2.IMREAD_COLOR)
+        if bgr is None or bgr.shape[:2] != (height, width):
+            got = "undecodable bytes" if bgr is None else f"shape {bgr.shape[:2]}"
+            raise ValueError(f"{where}: row {i} image is {got}; expected a {height}x{width} PNG or JPEG")
+        out[i] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return out

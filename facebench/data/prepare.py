@@ -28,11 +28,11 @@ import numpy as np
 
 from facebench.atomic import atomic_write_text, replace_dir
 from facebench.data.landmark_layouts import W300_OUTER_EYE_CORNERS
-from facebench.data.parquet import SAMPLE_SCHEMA, write_samples
+from facebench.data.parquet import RAW_RGB8, SAMPLE_SCHEMA, write_samples
 from facebench.data.pdb import PdbResult, pdb_resample
 from facebench.data.types import Quarantined, RawFace, ReadResult
 
-PREPARE_VERSION = 1  # bump when the output of the same params changes
+PREPARE_VERSION = 2  # bump when the output of the same params changes
 NORMALISERS = {
     "inter_ocular": "distance between 0-based landmarks 36 and 45 (300-W outer eye corners), crop pixels",
     "box_width": "width of the dataset's face box (AFLW-Full: right - left of AFLWinfo.bbox), crop pixels",
@@ -41,7 +41,6 @@ NORMALISERS = {
 # Derived test splits: name -> the reader splits it unites (written only when all are present).
 UNIONS = {"full": ("common", "challenging")}
 CHUNK_ROWS = 1024
-PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 3]
 
 
 def crop_matrix(bbox: np.ndarray, margin: float, crop_size: int) -> np.ndarray:
@@ -99,7 +98,7 @@ def normaliser_value(name: str, points: np.ndarray, bbox: np.ndarray) -> float:
 class _Crop:
     face: RawFace
     sample_id: str
-    png: bytes
+    pixels: bytes  # raw RGB8, crop_size x crop_size x 3
     landmarks: np.ndarray  # (L, 2) float32 crop pixels
     bbox: np.ndarray       # (4,) float32 crop pixels
     norm: float
@@ -126,10 +125,8 @@ def _prepare_face(face: RawFace, sample_id: str, crop_size: int, margin: float, 
     norm = normaliser_value(normaliser, crop_points, crop_box)
     if not (np.isfinite(norm) and norm > 0):
         return Quarantined(face.source, f"normaliser {normaliser} is {norm}; expected a positive distance")
-    ok, png = cv2.imencode(".png", crop, PNG_PARAMS)
-    if not ok:
-        return Quarantined(face.source, "the crop could not be PNG-encoded")
-    return _Crop(face, sample_id, png.tobytes(), crop_points.astype(np.float32), crop_box.astype(np.float32), norm)
+    pixels = np.ascontiguousarray(cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)).tobytes()
+    return _Crop(face, sample_id, pixels, crop_points.astype(np.float32), crop_box.astype(np.float32), norm)
 
 
 def prepare_landmark_dataset(name: str, reader_result: ReadResult, out_dir: Path, *, crop_size: int, margin: float,
@@ -182,7 +179,7 @@ def prepare_landmark_dataset(name: str, reader_result: ReadResult, out_dir: Path
 
     metadata = {"dataset": name, "num_landmarks": num_landmarks, "flip_permutation": list(flip_permutation),
                 "normaliser": normaliser, "normaliser_definition": NORMALISERS[normaliser],
-                "params_hash": params_hash, "crop_size": crop_size, "margin": margin}
+                "params_hash": params_hash, "crop_size": crop_size, "margin": margin, "image_encoding": RAW_RGB8}
     all_quarantined = ([{"stage": "read", "source": q.source, "reason": q.reason} for q in reader_result.quarantined]
                        + [{"stage": "prepare", "source": q.source, "reason": q.reason} for q in quarantined])
     manifest: dict[str, Any] = {
@@ -258,7 +255,7 @@ def _chunks(rows: list[_Row], split: str, crop_size: int) -> Iterator[dict[str, 
         part = rows[start:start + CHUNK_ROWS]
         yield {
             "sample_id": [c.sample_id if k == 0 else f"{c.sample_id}#pdb{k}" for c, _, k in part],
-            "image": [c.png for c, _, _ in part],
+            "image": [c.pixels for c, _, _ in part],
             "height": [crop_size] * len(part),
             "width": [crop_size] * len(part),
             "landmarks": [c.landmarks.reshape(-1) for c, _, _ in part],

@@ -35,7 +35,7 @@ def conv_block(in_ch: int, out_ch: int, batch_norm: bool) -> nn.Sequential:
 
 class CNN6(nn.Module):
     """Images (N, 3, 64, 64), float32 scaled to [-1, 1] by the data pipeline
-    (facebench.data.transforms.LandmarkBatchTransform) -> coordinates (N, 2L) in input pixels,
+    (facebench.data.transforms.LandmarkBatchTransform, on the training device) -> coordinates (N, 2L) in input pixels,
     interleaved x0, y0, x1, y1, ... with 0-based pixel centres (so the image centre is 31.5).
     """
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 from torch import nn
 
 from facebench.config import ResolvedExperiment
-from facebench.data.parquet import read_metadata, read_samples
-from facebench.data.transforms import Augment, LandmarkBatchTransform, apply_affine, resize_matrix
+from facebench.data.parquet import ENCODED, decode_crops, read_metadata, read_samples
+from facebench.data.transforms import Augment, LandmarkBatchTransform
 from facebench.losses.landmark import make_landmark_loss
 from facebench.metrics import landmarks as lm
 
@@ -35,6 +35,11 @@ class LandmarkTask:
         self.num_landmarks = int(self.metadata["num_landmarks"])
         self.flip_permutation = list(self.metadata["flip_permutation"])
         self.input_size = INPUT_SIZE[exp.model]
+        self.crop_size = int(self.metadata["crop_size"])
+        self.image_encoding = str(self.metadata.get("image_encoding", ENCODED))
+        self.train_transform = LandmarkBatchTransform(self.input_size, self.flip_permutation,
+                                                      Augment() if exp.train.augment else None)
+        self.test_transform = LandmarkBatchTransform(self.input_size, None, None)
         self.is_w300 = exp.dataset_config.format == "w300"
         self.test_splits = [s for s in TEST_SPLITS[exp.dataset_config.format]
                             if (self.prepared_dir / f"{s}.parquet").exists()]
@@ -58,19 +63,30 @@ class LandmarkTask:
         return _Scaled(loss, weight) if weight != 1.0 else loss
 
     def train_dataset(self):
-        """Ray Dataset of network-ready batches: decode and augmentation run in Ray Data tasks."""
+        """Ray Dataset of raw crops: Ray Data only reads and batches; warping happens on the device."""
         import ray.data
 
         name = "train_pdb.parquet" if self.exp.pdb else "train.parquet"
         path = self.prepared_dir / name
         if not path.exists():
             raise FileNotFoundError(f"{path}: prepared training split not found (run `facebench prepare`)")
-        augment = Augment() if self.exp.train.augment else None
-        transform = LandmarkBatchTransform(self.input_size, self.flip_permutation, augment)
+        to_arrays = RawCropArrays(self.crop_size, self.image_encoding, str(path))
         ds = ray.data.read_parquet(str(path.resolve()), columns=["image", "landmarks", "norm"])
-        # Block order is shuffled here and rows within a buffer by the trainer: a full all-to-all
-        # shuffle costs more than it buys for a few thousand crops.
-        return ds.randomize_block_order().map_batches(transform, batch_format="numpy", batch_size=64)
+        ds = ds.map_batches(to_arrays, batch_format="numpy", batch_size=256)
+        if self.exp.train.cache_dataset:
+            # Read Parquet once; later epochs stream from memory (measured: 200 -> 9,000 images/s on
+            # 2 cores). Small blocks keep the per-epoch block shuffle meaningful.
+            rows = pq.ParquetFile(path).metadata.num_rows
+            ds = ds.repartition(target_num_rows_per_block=128).materialize()
+            print(f"[{self.exp.key}] cached {rows} training crops ({ds.size_bytes() / 2**20:.0f} MiB) "
+                  f"in Ray's object store", flush=True)
+        # Block order is shuffled every epoch here and rows within a buffer by the trainer: a full
+        # all-to-all shuffle costs more than it buys for a few thousand crops.
+        return ds.randomize_block_order()
+
+    def augment_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Raw crops on the training device -> augmented network input (outside autocast, in float32)."""
+        return self.train_transform(batch["image"], batch["landmarks"], batch["norm"])
 
     def training_step(self, model: nn.Module, loss_fn: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         pred = model(batch["image"])
@@ -88,20 +104,20 @@ class LandmarkTask:
         """Per-sample errors on each test split, computed in the prepared crop's pixels."""
         model.eval()
         out: dict[str, dict[str, list[float]]] = {}
-        transform = LandmarkBatchTransform(self.input_size, None, None)
         for split in splits or self.test_splits:
-            df = read_samples(self.prepared_dir / f"{split}.parquet")
+            path = self.prepared_dir / f"{split}.parquet"
+            df = read_samples(path)
             preds = []
             for start in range(0, len(df), batch_size):
                 rows = df.iloc[start:start + batch_size]
-                batch = transform({"image": rows["image"].to_numpy(), "landmarks": rows["landmarks"].to_numpy(),
-                                   "norm": rows["norm"].to_numpy()})
-                x = torch.from_numpy(batch["image"]).to(device)
+                crops = torch.from_numpy(decode_crops(rows["image"], self.crop_size, self.crop_size,
+                                                      self.image_encoding, str(path))).to(device)
+                identity = torch.zeros(len(rows), 2 * self.num_landmarks, device=device)
+                x = self.test_transform(crops, identity, torch.ones(len(rows), device=device))["image"]
                 preds.append(model(x).float().cpu().numpy())
-            pred = np.concatenate(preds).reshape(len(df), -1, 2)
-            crop = int(df["height"].iloc[0])
-            back = cv2.invertAffineTransform(resize_matrix(crop, self.input_size))
-            pred = np.stack([apply_affine(p, back) for p in pred])
+            # input pixels -> crop pixels: the inverse of x -> (x + 0.5) * s / S - 0.5
+            ratio = self.crop_size / self.input_size
+            pred = (np.concatenate(preds).reshape(len(df), -1, 2) + 0.5) * ratio - 0.5
             gt = np.stack([np.asarray(v, dtype=np.float64).reshape(-1, 2) for v in df["landmarks"]])
             norm = df["norm"].to_numpy(dtype=np.float64)
             errors = {"nme": lm.nme_per_sample(pred, gt, norm).tolist(),
@@ -142,3 +158,18 @@ class _Scaled(nn.Module):
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return self.weight * self.loss(pred, target)
+
+
+class RawCropArrays:
+    """Ray Data batch function: Parquet rows -> fixed-shape arrays (uint8 crops, float32 points and norms).
+
+    The only work left off the device: a byte copy for raw crops (or a decode for PNG/JPEG ones).
+    """
+
+    def __init__(self, crop_size: int, encoding: str, where: str):
+        self.crop_size, self.encoding, self.where = crop_size, encoding, where
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        images = decode_crops(batch["image"], self.crop_size, self.crop_size, self.encoding, self.where)
+        landmarks = np.stack([np.asarray(v, dtype=np.float32) for v in batch["landmarks"]])
+        return {"image": images, "landmarks": landmarks, "norm": np.asarray(batch["norm"], dtype=np.float32)}

@@ -1,7 +1,8 @@
 """Ray Train wiring shared by every paper: TorchTrainer, DDP, checkpoints, resume, rank-0 logging.
 
 The trainer knows nothing of any paper. It asks the task (facebench/tasks/<task>.py) for a model,
-a loss, a Ray Dataset of ready batches, a training step, a validation metric and a final
+a loss, a Ray Dataset of raw batches, the augmentation that turns them into network input on the
+training device, a training step, a validation metric and a final
 evaluation. Everything else here is generic: optimiser and schedule, AMP, per-epoch
 ``ray.train.report`` with a checkpoint, and resuming from the latest checkpoint when the same
 run (same ``RunConfig(storage_path, name)``) is started again.
@@ -39,6 +40,8 @@ def ensure_ray(min_cpus: int = 4) -> None:
     127.0.0.1) is not optional: Ray Train's detached PlacementGroupCleaner asks the State API, which
     the dashboard serves, whether a controller is still alive. Without it, a Tune trial stopped by
     ASHA leaks its workers' placement group, and the next trials wait forever for those CPUs.
+    FACEBENCH_RAY_DASHBOARD=0 starts Ray without it, for a bare Ray install running single
+    trainings (benchmarks on a GPU box); never for sweeps.
     """
     import ray
 
@@ -49,7 +52,8 @@ def ensure_ray(min_cpus: int = 4) -> None:
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
     else:
         cpus = max(min_cpus, (os.cpu_count() or 1) + 2)
-        ray.init(num_cpus=cpus, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
+        dashboard = os.environ.get("FACEBENCH_RAY_DASHBOARD", "1") != "0"
+        ray.init(num_cpus=cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1", log_to_driver=True)
     from ray.data import DataContext
 
     # Ray Data's progress bars are redrawn many times a second and streamed back to the driver: thousands
@@ -121,8 +125,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         model.train()
         started, seen, loss_sum = time.perf_counter(), 0, 0.0
         batches = shard.iter_torch_batches(batch_size=t.batch_size, device=device, drop_last=True,
-                                           local_shuffle_buffer_size=t.batch_size * 16)
+                                           prefetch_batches=t.prefetch_batches,
+                                           local_shuffle_buffer_size=t.batch_size * t.shuffle_buffer_batches or None)
         for batch in batches:
+            batch = task.augment_batch(batch)  # on the device, in float32, outside autocast
             with torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext():
                 loss = task.training_step(model, loss_fn, batch)
             opt.zero_grad(set_to_none=True)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 
+import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from facebench.data.parquet import SAMPLE_SCHEMA, read_metadata, read_samples, write_samples
+from facebench.data.parquet import (ENCODED, RAW_RGB8, SAMPLE_SCHEMA, decode_crops, read_metadata, read_samples,
+                                    write_samples)
 
 META = {"dataset": "w300", "num_landmarks": 2, "flip_permutation": [1, 0],
         "normaliser": "inter_ocular", "params_hash": "abc"}
@@ -103,3 +105,18 @@ def test_missing_metadata_or_columns_raise(tmp_path):
     pq.write_table(pa.table({"x": [1]}), tmp_path / "plain.parquet")
     with pytest.raises(ValueError, match="no facebench metadata"):
         read_metadata(tmp_path / "plain.parquet")
+
+
+def test_decode_crops_reads_raw_and_encoded_images_and_names_bad_rows():
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (3, 4, 5, 3), dtype=np.uint8)
+    raw = [im.tobytes() for im in imgs]
+    np.testing.assert_array_equal(decode_crops(raw, 4, 5, RAW_RGB8), imgs)
+    png = [cv2.imencode(".png", im[..., ::-1])[1].tobytes() for im in imgs]  # PNG holds BGR order for cv2
+    np.testing.assert_array_equal(decode_crops(png, 4, 5, ENCODED), imgs)
+    with pytest.raises(ValueError, match=r"f\.parquet: row 1 image has 7 bytes; expected 60"):
+        decode_crops([raw[0], b"1234567"], 4, 5, RAW_RGB8, "f.parquet")
+    with pytest.raises(ValueError, match=r"f\.parquet: row 0 image is undecodable bytes"):
+        decode_crops([b"not a png"], 4, 5, ENCODED, "f.parquet")
+    with pytest.raises(ValueError, match="image_encoding 'bmp'"):
+        decode_crops(raw, 4, 5, "bmp", "f.parquet")

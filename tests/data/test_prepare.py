@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from facebench.data import prepare as prep
-from facebench.data.parquet import read_metadata, read_samples
+from facebench.data.parquet import RAW_RGB8, decode_crops, read_metadata, read_samples
 from facebench.data.prepare import apply, crop_face, crop_matrix, prepare_landmark_dataset
 from facebench.data.types import Quarantined, RawFace, ReadResult
 
@@ -114,7 +114,11 @@ def test_w300_splits_geometry_and_pdb(tmp_path):
                                atol=1e-5)
     assert train["norm"].iloc[0] == pytest.approx(np.hypot(30.0, 4.0) * s, rel=1e-6)
     assert (train["height"] == 64).all() and (train["width"] == 64).all()
-    assert cv2.imdecode(np.frombuffer(train["image"].iloc[0], np.uint8), cv2.IMREAD_COLOR).shape == (64, 64, 3)
+    # crops are stored as raw RGB8: exactly the BGR crop of the source image, channels reversed
+    assert read_metadata(out / "train.parquet")["image_encoding"] == RAW_RGB8
+    pixels = decode_crops(train["image"].iloc[:1], 64, 64, RAW_RGB8)[0]
+    bgr_crop, _ = crop_face(cv2.imread(str(raw.image_path)), raw.bbox, PARAMS["margin"], 64)
+    np.testing.assert_array_equal(pixels, bgr_crop[..., ::-1])
     assert train["pose"].notna().all() and (train["pdb_copy"] == 0).all()
 
     pdb = read_samples(out / "train_pdb.parquet")

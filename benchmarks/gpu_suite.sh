@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Every GPU check in one go, for a CUDA machine with facebench importable (PYTHONPATH or an install).
+# Each step has its own time limit and a failed step does not stop the next; results land in $OUT_DIR.
+#   OUT_DIR=/tmp/gpu benchmarks/gpu_suite.sh
+set -u
+OUT_DIR=${OUT_DIR:-/tmp/facebench-gpu}
+PY=${PY:-python3}
+mkdir -p "$OUT_DIR"
+export PYTHONUNBUFFERED=1 RAY_USAGE_STATS_ENABLED=0
+step() {  # step NAME SECONDS CMD...
+  local name=$1 limit=$2; shift 2
+  local t0=$(date +%s)
+  echo "=== $name (limit ${limit}s)"
+  timeout -k 10 "$limit" "$@" > "$OUT_DIR/$name.log" 2>&1
+  local rc=$?
+  echo "=== $name rc=$rc in $(( $(date +%s) - t0 ))s"; tail -n 25 "$OUT_DIR/$name.log"
+}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+$PY -c "import torch, ray; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'ray', ray.__version__)"
+# 1. AFLW-Full at the paper's size (24,386 faces), prepared as raw crops in Parquet
+step prepare 150 bash -c "$PY -m facebench.cli synth aflw --profile paper && $PY -m facebench.cli prepare aflw --profile paper"
+# 2. CNN-6 + Wing, paper schedule settings (batch 256, bf16): Ray Train (1 GPU worker, NCCL) vs a bare loop
+step train_throughput 200 $PY benchmarks/train_throughput.py --profile paper --experiment aflw_cnn6_wing --gpu \
+  --epochs 6 --shuffle-buffer-batches 16 0 --out "$OUT_DIR/train_throughput.json"
+# 3. MTCNN cascade frames/s at 640x480, min face 20, on the GPU and on this machine's CPU
+step mtcnn_fps 80 $PY benchmarks/mtcnn_fps.py --device cuda cpu --batch-sizes 1 8 32 --seconds 3 \
+  --out "$OUT_DIR/mtcnn_fps.json"
+# 4. AWing stacked hourglass (paper size): training images/s and peak GPU memory
+step heatmap_throughput 60 $PY benchmarks/heatmap_throughput.py --device cuda --batch-sizes 16 32 --seconds 4 \
+  --out "$OUT_DIR/heatmap_throughput.json"
+# 5. the tests that need a GPU (they skip elsewhere)
+step gpu_tests 90 $PY -m pytest -q -p no:cacheprovider tests/data/test_transforms.py tests/mtcnn
