@@ -46,6 +46,8 @@ class TrainSettings(Strict):
                                 "Ray's object store; off for sets larger than the object store")
     shuffle_buffer_batches: int = Field(default=16, ge=0, description="rows shuffled locally before batching, "
                                         "in batches (0: block order only)")
+    device_cache_gib: float = Field(default=4.0, ge=0, description="after the first epoch, train from the shard's "
+                                    "batches kept on the device when they fit in this many GiB (0: stream every epoch)")
     prefetch_batches: int = Field(default=2, ge=0, description="batches Ray Data prepares ahead of the step")
     val_every: int = Field(default=1, gt=0)
     seed: int = 0

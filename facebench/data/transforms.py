@@ -48,6 +48,14 @@ def transform_points(points: torch.Tensor, matrices: torch.Tensor) -> torch.Tens
     return points @ matrices[:, :, :2].transpose(1, 2) + matrices[:, None, :, 2]
 
 
+def invert_affine(m: torch.Tensor) -> torch.Tensor:
+    """Inverse of (N, 2, 3) affines, in closed form (torch.linalg.inv would wait for the GPU to check)."""
+    a, b, c, d = m[:, 0, 0], m[:, 0, 1], m[:, 1, 0], m[:, 1, 1]
+    det = a * d - b * c
+    inv = torch.stack([torch.stack([d, -b], -1), torch.stack([-c, a], -1)], 1) / det[:, None, None]
+    return torch.cat([inv, -(inv @ m[:, :, 2:])], dim=2)
+
+
 def warp_crops(images: torch.Tensor, matrices: torch.Tensor, out_size: int) -> torch.Tensor:
     """Warp uint8 crops (N, H, W, 3) by affines mapping crop pixels to output pixels -> float (N, 3, s, s) in 0..255.
 
@@ -56,7 +64,7 @@ def warp_crops(images: torch.Tensor, matrices: torch.Tensor, out_size: int) -> t
     """
     n, h, w, _ = images.shape
     x = images.permute(0, 3, 1, 2).float()
-    inverse = torch.linalg.inv(_homogeneous(matrices.to(torch.float32)))[:, :2]  # output -> crop pixels
+    inverse = invert_affine(matrices.to(torch.float32))  # output -> crop pixels
     centres = torch.arange(out_size, dtype=torch.float32, device=images.device)
     gy, gx = torch.meshgrid(centres, centres, indexing="ij")
     grid = torch.stack([gx, gy, torch.ones_like(gx)], dim=-1).reshape(1, -1, 3)  # (1, s*s, 3)
@@ -67,13 +75,14 @@ def warp_crops(images: torch.Tensor, matrices: torch.Tensor, out_size: int) -> t
                          align_corners=False)
 
 
-def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, radius: int | None = None) -> torch.Tensor:
     """Per-sample Gaussian blur of (N, C, H, W); sigma (N,), 0 leaves a sample unchanged.
 
     One grouped separable convolution for the whole batch; edges reflect like OpenCV's default.
     """
     n, c, h, w = x.shape
-    radius = max(1, int(math.ceil(3.0 * float(sigma.max())))) if bool((sigma > 0).any()) else 0
+    if radius is None:  # from the data: costs a device sync, so training passes the largest sigma's radius
+        radius = int(math.ceil(3.0 * float(sigma.max())))
     if radius == 0:
         return x
     offsets = torch.arange(-radius, radius + 1, dtype=torch.float32, device=x.device)
@@ -85,6 +94,10 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     y = F.conv2d(y, kernel[:, None, None, :], groups=n * c)
     y = F.conv2d(y, kernel[:, None, :, None], groups=n * c)
     return y.reshape(n, c, h, w)
+
+
+BLUR_SIGMA = (0.5, 1.5)
+BLUR_RADIUS = int(math.ceil(3 * BLUR_SIGMA[1]))
 
 
 @dataclass(frozen=True)
@@ -148,11 +161,12 @@ class LandmarkBatchTransform:
                 matrices = torch.where(flipped[:, None, None], compose(mirror, matrices), matrices)
         x = warp_crops(images, matrices, s)
         points = transform_points(points, matrices)
-        if self.flip is not None and bool(flipped.any()):
+        if self.flip is not None:  # no `if flipped.any()`: that would wait for the device every batch
             points = torch.where(flipped[:, None, None], points[:, self.flip], points)
         if a is not None:
             x = self._photometric(x)
-        scale = torch.sqrt(torch.abs(torch.linalg.det(matrices[:, :, :2])))
+        det = matrices[:, 0, 0] * matrices[:, 1, 1] - matrices[:, 0, 1] * matrices[:, 1, 0]
+        scale = torch.sqrt(torch.abs(det))
         return {"image": x / 127.5 - 1.0, "landmarks": points.reshape(n, -1),
                 "norm": norm.float() * scale}
 
@@ -166,5 +180,6 @@ class LandmarkBatchTransform:
         bias = a.colour * 64.0 * (2.0 * self._rand(n, 1, 1, 1, device=d) - 1.0)
         x = x * gain + bias
         blurred = self._rand(n, device=d) < a.blur_prob
-        sigma = torch.where(blurred, 0.5 + self._rand(n, device=d), torch.zeros(n, device=d))
-        return gaussian_blur(x, sigma).clamp(0.0, 255.0)
+        lo, hi = BLUR_SIGMA
+        sigma = torch.where(blurred, lo + (hi - lo) * self._rand(n, device=d), torch.zeros(n, device=d))
+        return gaussian_blur(x, sigma, radius=BLUR_RADIUS).clamp(0.0, 255.0)

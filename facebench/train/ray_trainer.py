@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from facebench.config import ResolvedExperiment, TrainSettings
+from facebench.train.device_cache import DeviceCache
 
 CHECKPOINT_MODEL = "model.pt"
 CHECKPOINT_OPTIM = "optimizer.pt"
@@ -120,14 +121,23 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     shard = ray.train.get_dataset_shard("train")
     logger = _RankZeroLogger(config.get("tracking_uri"), config.get("run_id")) if rank == 0 else None
     amp = t.amp and device.type == "cuda"
+    cache = DeviceCache(int(t.device_cache_gib * 2**30))
 
     for epoch in range(start_epoch, t.epochs):
         model.train()
-        started, seen, loss_sum = time.perf_counter(), 0, 0.0
-        batches = shard.iter_torch_batches(batch_size=t.batch_size, device=device, drop_last=True,
-                                           prefetch_batches=t.prefetch_batches,
-                                           local_shuffle_buffer_size=t.batch_size * t.shuffle_buffer_batches or None)
+        started, seen = time.perf_counter(), 0
+        loss_sum = torch.zeros((), device=device)  # summed on the device: float() per step would stall the GPU
+        if cache.ready:
+            batches = cache.batches(t.batch_size)
+        else:  # stream from Ray Data (recording the shard while the cache is on)
+            batches = shard.iter_torch_batches(batch_size=t.batch_size, device=device, drop_last=False,
+                                               prefetch_batches=t.prefetch_batches,
+                                               local_shuffle_buffer_size=t.batch_size * t.shuffle_buffer_batches or None)
+            if cache.max_bytes > 0:
+                batches = cache.record(batches)
         for batch in batches:
+            if next(iter(batch.values())).shape[0] < t.batch_size:
+                continue  # the last partial batch (kept in the cache, not trained on: equal steps on every rank)
             batch = task.augment_batch(batch)  # on the device, in float32, outside autocast
             with torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext():
                 loss = task.training_step(model, loss_fn, batch)
@@ -136,14 +146,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             opt.step()
             n = next(iter(batch.values())).shape[0]
             seen += n
-            loss_sum += float(loss.detach()) * n
+            loss_sum += loss.detach().float() * n
         sched.step()
+        if cache.note and rank == 0:
+            print(f"[{exp.key}] device cache: {cache.note}", flush=True)
+            cache.note = ""
         elapsed = time.perf_counter() - started
         done = epoch + 1
         last = done == t.epochs
         metrics: dict[str, float] = {
             "epoch": done,
-            "train_loss": loss_sum / max(seen, 1),
+            "train_loss": float(loss_sum) / max(seen, 1),
             "images_per_s": seen * world / max(elapsed, 1e-9),
             "lr": opt.param_groups[0]["lr"],
             "world_size": world,

@@ -125,3 +125,11 @@ def test_the_device_transform_on_cuda_matches_cpu():
                                                                          torch.ones(8, device="cuda"))
     assert out["image"].is_cuda and out["image"].shape == (8, 3, 64, 64)
     assert torch.isfinite(out["landmarks"]).all() and out["image"].abs().max() <= 1.0
+
+
+def test_invert_affine_is_the_matrix_inverse():
+    from facebench.data.transforms import compose, invert_affine
+
+    m = random_similarity(4, 64, Augment(), torch.device("cpu"), torch.Generator().manual_seed(1)).double()
+    identity = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]], dtype=torch.float64).expand(4, 2, 3)
+    torch.testing.assert_close(compose(invert_affine(m), m), identity)
