@@ -37,7 +37,7 @@ def bare_loop(task, exp, device: torch.device, epochs: int, augment: bool) -> fl
     bound). ``augment=True``: each batch goes through the task's device augmentation first, as in
     the pipeline, which separates the augmentation's cost from the pipeline's.
     """
-    path = task.prepared_dir / ("train_pdb.parquet" if exp.pdb else "train.parquet")
+    path = task.train_path
     df = read_samples(path)
     crops = torch.from_numpy(decode_crops(df["image"], task.crop_size, task.crop_size, task.image_encoding, str(path)))
     crops = crops.to(device)
@@ -112,7 +112,7 @@ def main() -> None:
         "experiment": exp.key, "model": exp.model, "batch_size": exp.train.batch_size, "epochs": args.epochs,
         "device": torch.cuda.get_device_name() if args.gpu else f"CPU ({platform.processor() or platform.machine()}, "
                                                                   f"{os.cpu_count()} cores)",
-        "train_images": int(len(read_samples(task.prepared_dir / "train.parquet", columns=["norm"]))),
+        "train_images": len(read_samples(task.train_path, columns=["norm"])),
         "bare_images_per_s": round(bare, 1),
         "bare_with_device_augmentation_images_per_s": round(bare_aug, 1),
         "pipeline_last_epoch": [{"shuffle_buffer_batches": b, "images_per_s": round(r, 1), "ratio": round(r / bare, 3),

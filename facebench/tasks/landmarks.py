@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 from torch import nn
 
@@ -62,12 +61,16 @@ class LandmarkTask:
         loss = make_landmark_loss(self.exp.loss, **params)
         return _Scaled(loss, weight) if weight != 1.0 else loss
 
+    @property
+    def train_path(self) -> Path:
+        """The training split: the PDB-resampled list when the experiment asks for PDB."""
+        return self.prepared_dir / ("train_pdb.parquet" if self.exp.pdb else "train.parquet")
+
     def train_dataset(self):
         """Ray Dataset of raw crops: Ray Data only reads and batches; warping happens on the device."""
         import ray.data
 
-        name = "train_pdb.parquet" if self.exp.pdb else "train.parquet"
-        path = self.prepared_dir / name
+        path = self.train_path
         if not path.exists():
             raise FileNotFoundError(f"{path}: prepared training split not found (run `facebench prepare`)")
         to_arrays = RawCropArrays(self.crop_size, self.image_encoding, str(path))
@@ -76,9 +79,8 @@ class LandmarkTask:
         if self.exp.train.cache_dataset:
             # Read Parquet once; later epochs stream from memory (measured: 200 -> 9,000 images/s on
             # 2 cores). Small blocks keep the per-epoch block shuffle meaningful.
-            rows = pq.ParquetFile(path).metadata.num_rows
             ds = ds.repartition(target_num_rows_per_block=128).materialize()
-            print(f"[{self.exp.key}] cached {rows} training crops ({ds.size_bytes() / 2**20:.0f} MiB) "
+            print(f"[{self.exp.key}] cached {ds.count()} training crops ({ds.size_bytes() / 2**20:.0f} MiB) "
                   f"in Ray's object store", flush=True)
         # Block order is shuffled every epoch here and rows within a buffer by the trainer: a full
         # all-to-all shuffle costs more than it buys for a few thousand crops.
@@ -112,8 +114,8 @@ class LandmarkTask:
                 rows = df.iloc[start:start + batch_size]
                 crops = torch.from_numpy(decode_crops(rows["image"], self.crop_size, self.crop_size,
                                                       self.image_encoding, str(path))).to(device)
-                identity = torch.zeros(len(rows), 2 * self.num_landmarks, device=device)
-                x = self.test_transform(crops, identity, torch.ones(len(rows), device=device))["image"]
+                no_points = torch.zeros(len(rows), 2 * self.num_landmarks, device=device)  # only the image is used
+                x = self.test_transform(crops, no_points, torch.ones(len(rows), device=device))["image"]
                 preds.append(model(x).float().cpu().numpy())
             # input pixels -> crop pixels: the inverse of x -> (x + 0.5) * s / S - 0.5
             ratio = self.crop_size / self.input_size

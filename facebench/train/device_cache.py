@@ -42,16 +42,15 @@ class DeviceCache:
             yield batch
         if self.parts:
             self.tensors = {k: torch.cat(v) for k, v in self.parts.items()}
-            rows = next(iter(self.tensors.values())).shape[0]
-            self.note = f"cached {rows} rows ({self.nbytes / 2**20:.0f} MiB) on {next(iter(self.tensors.values())).device}"
+            first = next(iter(self.tensors.values()))
+            self.note = f"cached {first.shape[0]} rows ({self.nbytes / 2**20:.0f} MiB) on {first.device}"
         self.parts = None
 
     def batches(self, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
         """Full batches of a fresh random permutation of the cached rows (the last partial batch is dropped)."""
         assert self.tensors is not None, "record a full epoch first"
-        rows = next(iter(self.tensors.values())).shape[0]
-        device = next(iter(self.tensors.values())).device
-        order = torch.randperm(rows, device=device)
-        for start in range(0, rows - batch_size + 1, batch_size):
+        first = next(iter(self.tensors.values()))
+        order = torch.randperm(first.shape[0], device=first.device)
+        for start in range(0, first.shape[0] - batch_size + 1, batch_size):
             idx = order[start:start + batch_size]
             yield {k: v[idx] for k, v in self.tensors.items()}
