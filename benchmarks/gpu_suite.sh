@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Every GPU check in one go, for a CUDA machine with facebench importable (PYTHONPATH or an install).
 # Each step has its own time limit and a failed step does not stop the next; results land in $OUT_DIR.
-#   OUT_DIR=/tmp/gpu benchmarks/gpu_suite.sh
+#   OUT_DIR=/tmp/gpu benchmarks/gpu_suite.sh                       # every step
+#   OUT_DIR=/tmp/gpu STEPS="prepare_w300 heatmap_train" benchmarks/gpu_suite.sh   # some of them
 set -u
 OUT_DIR=${OUT_DIR:-/tmp/facebench-gpu}
 PY=${PY:-python3}
 mkdir -p "$OUT_DIR"
 export PYTHONUNBUFFERED=1 RAY_USAGE_STATS_ENABLED=0
+STEPS=${STEPS:-all}
 step() {  # step NAME SECONDS CMD...
   local name=$1 limit=$2; shift 2
+  [[ "$STEPS" == all || " $STEPS " == *" $name "* ]] || return 0
   local t0=$(date +%s)
   echo "=== $name (limit ${limit}s)"
   timeout -k 10 "$limit" "$@" > "$OUT_DIR/$name.log" 2>&1
@@ -28,5 +31,13 @@ step mtcnn_fps 80 $PY benchmarks/mtcnn_fps.py --device cuda cpu --batch-sizes 1 
 # 4. AWing stacked hourglass (paper size): training images/s and peak GPU memory
 step heatmap_throughput 60 $PY benchmarks/heatmap_throughput.py --device cuda --batch-sizes 16 32 --seconds 4 \
   --out "$OUT_DIR/heatmap_throughput.json"
-# 5. the tests that need a GPU (they skip elsewhere)
-step gpu_tests 90 $PY -m pytest -q -p no:cacheprovider tests/data/test_transforms.py tests/mtcnn
+# 5. 300-W at the paper's size with 256-px crops (the AWing input), then the paper-profile hourglass (4 stacks,
+#    256 features, AWing + weighted loss map + boundary + CoordConv, RMSprop, batch 16, bf16) through Ray Train
+#    beside the bare loop, with peak GPU memory
+sed 's/crop_size: 128 /crop_size: 256 /' params.yaml > params_gpu.yaml
+step prepare_w300 150 bash -c "$PY -m facebench.cli synth w300 --params params_gpu.yaml --profile paper && \
+  $PY -m facebench.cli prepare w300 --params params_gpu.yaml --profile paper"
+step heatmap_train 330 $PY benchmarks/train_throughput.py --params params_gpu.yaml --profile paper \
+  --experiment w300_hg_awing --gpu --epochs 2 --out "$OUT_DIR/heatmap_train_throughput.json"
+# 6. the tests that need a GPU (they skip elsewhere)
+step gpu_tests 90 $PY -m pytest -q -p no:cacheprovider tests/data/test_transforms.py tests/data/test_heatmaps.py tests/tasks tests/mtcnn

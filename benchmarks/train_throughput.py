@@ -8,6 +8,9 @@ device (rotation, scale, shift, flip, colour, blur) before the step. The figure 
 ratio pipeline / bare on the same machine.
 
     python benchmarks/train_throughput.py --experiment aflw_cnn6_wing --epochs 3 [--gpu]
+    python benchmarks/train_throughput.py --experiment w300_hg_awing --epochs 3 [--gpu]   # heatmaps
+
+On CUDA the figures include the peak GPU memory of the bare loop and of the pipeline's worker.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import torch
 from facebench.config import Paths, load_params, resolve_experiment
 from facebench.data.parquet import decode_crops, read_samples
 from facebench.tasks import build_task
-from facebench.train.ray_trainer import fit
+from facebench.train.ray_trainer import fit, make_optimizer
 
 
 def bare_loop(task, exp, device: torch.device, epochs: int, augment: bool) -> float:
@@ -47,7 +50,7 @@ def bare_loop(task, exp, device: torch.device, epochs: int, augment: bool) -> fl
     x, y = resized["image"].contiguous(), resized["landmarks"].contiguous()
     model = task.build_model().to(device)
     loss_fn = task.build_loss().to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=exp.train.lr)
+    opt = make_optimizer(model, exp.train)
     bs = exp.train.batch_size
     amp = exp.train.amp and device.type == "cuda"
     best = 0.0
@@ -60,11 +63,10 @@ def bare_loop(task, exp, device: torch.device, epochs: int, augment: bool) -> fl
             idx = perm[i:i + bs]
             if augment:
                 batch = task.augment_batch({"image": crops[idx], "landmarks": landmarks[idx], "norm": norm[idx]})
-                xb, yb = batch["image"], batch["landmarks"]
-            else:
-                xb, yb = x[idx], y[idx]
+            else:  # heatmap tasks render their target maps here, as the pipeline does per batch
+                batch = task.add_targets({"image": x[idx], "landmarks": y[idx], "norm": norm[idx]})
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-                loss = loss_fn(model(xb).float(), yb)
+                loss = task.training_step(model, loss_fn, batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -75,6 +77,16 @@ def bare_loop(task, exp, device: torch.device, epochs: int, augment: bool) -> fl
         if epoch > 0 or epochs == 1:  # the first epoch warms up kernels and caches
             best = max(best, rate)
     return best
+
+
+def _peak_gib(device: torch.device) -> float | None:
+    """Peak GPU memory since the last call (GiB), or None on the CPU."""
+    if device.type != "cuda":
+        return None
+    peak = torch.cuda.max_memory_allocated(device) / 2**30
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    return round(peak, 2)
 
 
 def main() -> None:
@@ -100,14 +112,18 @@ def main() -> None:
     device = torch.device("cuda" if args.gpu else "cpu")
     torch.set_num_threads(os.cpu_count() or 1)
 
+    peak = {}
     bare = bare_loop(task, exp, device, args.epochs, augment=False)
+    peak["bare"] = _peak_gib(device)
     bare_aug = bare_loop(task, exp, device, args.epochs, augment=True)
-    pipeline = {}
+    peak["bare_with_device_augmentation"] = _peak_gib(device)
+    pipeline, pipeline_peak = {}, {}
     for buffer in args.shuffle_buffer_batches:
         variant = resolve_experiment(params, args.experiment, **overrides, shuffle_buffer_batches=buffer)
         with tempfile.TemporaryDirectory() as storage:
             outcome = fit(variant, paths.prepared(exp.dataset), Path(storage), "throughput-bench")
         pipeline[buffer] = outcome.metrics["images_per_s"]
+        pipeline_peak[buffer] = outcome.metrics.get("gpu_peak_memory_gib")
     result = {
         "experiment": exp.key, "model": exp.model, "batch_size": exp.train.batch_size, "epochs": args.epochs,
         "device": torch.cuda.get_device_name() if args.gpu else f"CPU ({platform.processor() or platform.machine()}, "
@@ -116,9 +132,12 @@ def main() -> None:
         "bare_images_per_s": round(bare, 1),
         "bare_with_device_augmentation_images_per_s": round(bare_aug, 1),
         "pipeline_last_epoch": [{"shuffle_buffer_batches": b, "images_per_s": round(r, 1), "ratio": round(r / bare, 3),
-                                 "ratio_to_bare_with_augmentation": round(r / bare_aug, 3)}
+                                 "ratio_to_bare_with_augmentation": round(r / bare_aug, 3),
+                                 **({"peak_gpu_memory_gib": round(pipeline_peak[b], 2)} if pipeline_peak[b] else {})}
                                 for b, r in pipeline.items()],
     }
+    if device.type == "cuda":
+        result["bare_peak_gpu_memory_gib"] = peak
     print(json.dumps(result, indent=2))
     if args.out:
         args.out.write_text(json.dumps(result, indent=2) + "\n")

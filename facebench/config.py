@@ -33,7 +33,7 @@ class TrainSettings(Strict):
     batch_size: int = Field(gt=0, description="per worker")
     lr: float = Field(gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
     momentum: float = Field(default=0.9, ge=0)
     lr_schedule: Literal["constant", "cosine", "step"] = "cosine"
     lr_steps: list[int] = Field(default_factory=list, description="epochs at which 'step' divides lr by 10")
@@ -61,10 +61,24 @@ class TuneSettings(Strict):
     num_workers: int = Field(default=1, gt=0)
 
 
+class HeatmapSettings(Strict):
+    """Network and target sizes of the heatmap task (Adaptive Wing: 256 in, 64x64 heatmaps, 4 stacks of
+    256 features, hourglass depth 4, Gaussian sigma 1 heatmap pixel). Profiles shrink them for CPUs."""
+
+    input_size: int = Field(default=256, gt=0, description="network input side; heatmaps are input_size / 4")
+    stacks: int = Field(default=4, gt=0)
+    features: int = Field(default=256, gt=0)
+    depth: int = Field(default=4, gt=0, description="hourglass levels (4: 64 -> 4 px at the bottom)")
+    sigma: float = Field(default=1.0, gt=0, description="Gaussian of the target heatmaps, in heatmap pixels")
+    train: dict[str, Any] = Field(default_factory=dict, description="overrides of the profile's train settings "
+                                  "for heatmap experiments (the AWing paper trains differently from the Wing paper)")
+
+
 class Profile(Strict):
     synth: SynthSettings
     train: TrainSettings
     tune: TuneSettings
+    heatmaps: HeatmapSettings | None = Field(default=None, description="needed when heatmap experiments exist")
 
 
 class DatasetConfig(Strict):
@@ -89,6 +103,21 @@ class ExperimentConfig(Strict):
     train: dict[str, Any] = Field(default_factory=dict, description="overrides of the profile's train settings")
 
 
+class HeatmapExperimentConfig(Strict):
+    """A heatmap-regression experiment (Adaptive Wing paper); the flags are the paper's ablation axes."""
+
+    paper: Literal["awing"]
+    task: Literal["heatmaps"]
+    dataset: str
+    model: Literal["hourglass"]
+    loss: str
+    pdb: bool = False
+    weight_map: bool = Field(default=True, description="weighted loss map (W=10 on the dilated foreground)")
+    boundary: bool = Field(default=True, description="boundary heatmap head (and boundary-aware CoordConv)")
+    coordconv: bool = Field(default=True, description="CoordConv coordinate channels")
+    train: dict[str, Any] = Field(default_factory=dict, description="overrides of the profile's train settings")
+
+
 class SweepConfig(Strict):
     experiment: str
     metric: str = "val_nme"
@@ -103,24 +132,50 @@ class Params(Strict):
     datasets: dict[str, DatasetConfig]
     losses: dict[str, dict[str, float]]
     experiments: dict[str, ExperimentConfig]
+    heatmap_experiments: dict[str, HeatmapExperimentConfig] = Field(default_factory=dict)
     sweeps: dict[str, SweepConfig] = Field(default_factory=dict)
+    heatmap_sweeps: dict[str, SweepConfig] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _cross_references(self) -> "Params":
         if self.profile not in self.profiles:
             raise ValueError(f"profile {self.profile!r} is not one of {sorted(self.profiles)}")
-        for key, exp in self.experiments.items():
-            if exp.dataset not in self.datasets:
-                raise ValueError(f"experiments.{key}.dataset {exp.dataset!r} is not one of {sorted(self.datasets)}")
-            if exp.loss not in self.losses:
-                raise ValueError(f"experiments.{key}.loss {exp.loss!r} is not one of {sorted(self.losses)}")
-            bad = set(exp.train) - set(TrainSettings.model_fields)
+        both = set(self.experiments) & set(self.heatmap_experiments)
+        if both:
+            raise ValueError(f"experiment keys {sorted(both)} are in both experiments and heatmap_experiments")
+        for name, profile in self.profiles.items():
+            if self.heatmap_experiments and profile.heatmaps is None:
+                raise ValueError(f"profiles.{name}.heatmaps is missing (heatmap_experiments need it)")
+            bad = set(profile.heatmaps.train if profile.heatmaps else {}) - set(TrainSettings.model_fields)
             if bad:
-                raise ValueError(f"experiments.{key}.train has unknown keys {sorted(bad)}")
-        for key, sweep in self.sweeps.items():
-            if sweep.experiment not in self.experiments:
-                raise ValueError(f"sweeps.{key}.experiment {sweep.experiment!r} is not an experiment")
+                raise ValueError(f"profiles.{name}.heatmaps.train has unknown keys {sorted(bad)}")
+        for section, experiments in (("experiments", self.experiments), ("heatmap_experiments", self.heatmap_experiments)):
+            for key, exp in experiments.items():
+                if exp.dataset not in self.datasets:
+                    raise ValueError(f"{section}.{key}.dataset {exp.dataset!r} is not one of {sorted(self.datasets)}")
+                if exp.loss not in self.losses:
+                    raise ValueError(f"{section}.{key}.loss {exp.loss!r} is not one of {sorted(self.losses)}")
+                bad = set(exp.train) - set(TrainSettings.model_fields)
+                if bad:
+                    raise ValueError(f"{section}.{key}.train has unknown keys {sorted(bad)}")
+        for section, sweeps, experiments in (("sweeps", self.sweeps, self.experiments),
+                                             ("heatmap_sweeps", self.heatmap_sweeps, self.heatmap_experiments)):
+            for key, sweep in sweeps.items():
+                if sweep.experiment not in experiments:
+                    raise ValueError(f"{section}.{key}.experiment {sweep.experiment!r} is not one of {sorted(experiments)}")
+        both = set(self.sweeps) & set(self.heatmap_sweeps)
+        if both:
+            raise ValueError(f"sweep keys {sorted(both)} are in both sweeps and heatmap_sweeps")
         return self
+
+    @property
+    def all_experiments(self) -> dict[str, "ExperimentConfig | HeatmapExperimentConfig"]:
+        """Both experiment tables (DVC keeps them apart so each stage tracks only its own parameters)."""
+        return {**self.experiments, **self.heatmap_experiments}
+
+    @property
+    def all_sweeps(self) -> dict[str, SweepConfig]:
+        return {**self.sweeps, **self.heatmap_sweeps}
 
     @property
     def active(self) -> Profile:
@@ -154,6 +209,19 @@ def load_params(path: str | Path = "params.yaml", profile: str | None = None) ->
         raise ConfigError("\n".join(lines)) from None
 
 
+class ResolvedHeatmap(Strict):
+    """The profile's heatmap sizes with the experiment's ablation flags."""
+
+    input_size: int
+    stacks: int
+    features: int
+    depth: int
+    sigma: float
+    weight_map: bool
+    boundary: bool
+    coordconv: bool
+
+
 class ResolvedExperiment(Strict):
     """One experiment with everything it needs resolved: what a training job is given."""
 
@@ -168,18 +236,26 @@ class ResolvedExperiment(Strict):
     loss_params: dict[str, float]
     pdb: bool
     train: TrainSettings
+    heatmap: ResolvedHeatmap | None = None
 
     def config_hash(self) -> str:
         """Hash of everything that changes the result; names the Ray run so a changed config starts afresh."""
-        blob = json.dumps(self.model_dump(), sort_keys=True).encode()
+        blob = json.dumps(self.model_dump(exclude_none=True), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:10]
 
 
 def resolve_experiment(params: Params, key: str, **train_overrides: Any) -> ResolvedExperiment:
-    if key not in params.experiments:
-        raise ConfigError(f"params.yaml: no experiment {key!r}; known: {sorted(params.experiments)}")
-    exp = params.experiments[key]
-    train = params.active.train.model_copy(update={**exp.train, **train_overrides})
+    known = params.all_experiments
+    if key not in known:
+        raise ConfigError(f"params.yaml: no experiment {key!r}; known: {sorted(known)}")
+    exp = known[key]
+    heatmap, task_train = None, {}
+    if isinstance(exp, HeatmapExperimentConfig):
+        settings = params.active.heatmaps.model_dump()
+        task_train = settings.pop("train")
+        heatmap = ResolvedHeatmap(**settings, weight_map=exp.weight_map, boundary=exp.boundary,
+                                  coordconv=exp.coordconv)
+    train = params.active.train.model_copy(update={**task_train, **exp.train, **train_overrides})
     train = TrainSettings.model_validate(train.model_dump())
     return ResolvedExperiment(
         key=key,
@@ -193,6 +269,7 @@ def resolve_experiment(params: Params, key: str, **train_overrides: Any) -> Reso
         loss_params=dict(params.losses[exp.loss]),
         pdb=exp.pdb,
         train=train,
+        heatmap=heatmap,
     )
 
 

@@ -120,12 +120,20 @@ def log_tables(client: MlflowClient, run_id: str, tables: dict[str, Any]) -> Non
 
 def log_torch_model(uri: str, run_id: str, model: Any, example_input: Any) -> None:
     """Log the model with MLflow's PyTorch flavour as an exported graph (``pt2``: no pickle), with
-    explicit requirements so MLflow does not probe the environment."""
+    explicit requirements so MLflow does not probe the environment.
+
+    The signature names the input tensor (batch dimension free) and leaves the output open: MLflow
+    cannot infer one for models that return a dict of per-stack lists (the hourglass)."""
     import mlflow.pytorch
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
 
     mlflow.set_tracking_uri(uri)
+    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(example_input.dtype),
+                                                         (-1, *example_input.shape[1:]))]))
     with mlflow.start_run(run_id=run_id):
-        mlflow.pytorch.log_model(model.eval(), name="model", input_example=example_input,
+        mlflow.pytorch.log_model(model.eval(), name="model", input_example=example_input, signature=signature,
                                  pip_requirements=["torch"])
 
 

@@ -31,6 +31,7 @@ paper's text was not reachable here), and where we differ:
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -133,13 +134,20 @@ def render_gaussian_heatmaps(points: torch.Tensor | np.ndarray, size: int | tupl
 
 
 def _segment_distance(px: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Euclidean distance from pixel centres px (P, 2) to segments a-b (S, 2) -> (P, S)."""
-    ab = b - a
-    ap = px[:, None, :] - a[None, :, :]
-    denom = (ab * ab).sum(-1).clamp_min(1e-12)
-    t = ((ap * ab[None]).sum(-1) / denom).clamp(0.0, 1.0)
-    closest = a[None] + t[..., None] * ab[None]
-    return (px[:, None, :] - closest).norm(dim=-1)
+    """Euclidean distance from pixel centres px (P, 2) to segments a-b (N, S, 2) -> (N, P, S)."""
+    ab = b - a                                               # (N, S, 2)
+    ap = px[None, :, None, :] - a[:, None, :, :]             # (N, P, S, 2)
+    denom = (ab * ab).sum(-1).clamp_min(1e-12)[:, None, :]   # (N, 1, S)
+    t = ((ap * ab[:, None]).sum(-1) / denom).clamp(0.0, 1.0)  # (N, P, S)
+    return (ap - t[..., None] * ab[:, None]).norm(dim=-1)
+
+
+@functools.lru_cache(maxsize=32)
+def _segment_ends(chains: tuple[tuple[int, ...], ...], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Start and end landmark indices of every curve segment, made once per device (no copy per batch)."""
+    starts = [i for chain in chains for i in chain[:-1]]
+    ends = [i for chain in chains for i in chain[1:]]
+    return torch.tensor(starts, device=device), torch.tensor(ends, device=device)
 
 
 def render_boundary_heatmap(points: torch.Tensor | np.ndarray,
@@ -160,28 +168,21 @@ def render_boundary_heatmap(points: torch.Tensor | np.ndarray,
     vis = _visible(visible, pts)
     n, num_landmarks, _ = pts.shape
     curves = curves_for(num_landmarks) if curves is None else curves
-    starts, ends = [], []
     for name, chain in curves.items():
         if max(chain) >= num_landmarks or min(chain) < 0:
             raise ValueError(f"curve {name!r} {tuple(chain)} indexes outside the {num_landmarks} landmarks")
-        starts += list(chain[:-1])
-        ends += list(chain[1:])
-    if not starts:
+    if not any(len(chain) > 1 for chain in curves.values()):
         return pts.new_zeros((n, 1, h, w))
-    s_idx = torch.tensor(starts, device=pts.device)
-    e_idx = torch.tensor(ends, device=pts.device)
+    s_idx, e_idx = _segment_ends(tuple(tuple(c) for c in curves.values()), pts.device)
     yy, xx = torch.meshgrid(torch.arange(h, dtype=pts.dtype, device=pts.device),
                             torch.arange(w, dtype=pts.dtype, device=pts.device), indexing="ij")
     centres = torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=-1)
-    out = pts.new_zeros((n, 1, h, w))
-    for k in range(n):
-        keep = vis[k, s_idx] & vis[k, e_idx]
-        if not keep.any():
-            continue
-        d = _segment_distance(centres, pts[k, s_idx[keep]], pts[k, e_idx[keep]]).amin(dim=1)
-        g = torch.where(d < 3 * sigma, torch.exp(-(d * d) / (2 * sigma**2)), torch.zeros_like(d))
-        out[k, 0] = g.view(h, w)
-    return out
+    # All faces at once, no host round trip: a left-out segment is infinitely far away.
+    keep = vis[:, s_idx] & vis[:, e_idx]                                              # (N, S)
+    d = _segment_distance(centres, pts[:, s_idx], pts[:, e_idx])                      # (N, P, S)
+    d = torch.where(keep[:, None, :], d, torch.full_like(d, float("inf"))).amin(dim=2)  # (N, P)
+    g = torch.where(d < 3 * sigma, torch.exp(-(d * d) / (2 * sigma**2)), torch.zeros_like(d))
+    return g.view(n, 1, h, w)
 
 
 def decode_heatmaps(heatmaps: torch.Tensor, refine: str = "quarter") -> torch.Tensor:

@@ -21,6 +21,8 @@ from facebench.report.leaderboard import (
 
 __all__ = ["build_report"]
 
+LANDMARK_TASKS = ("landmarks", "heatmaps")  # coordinate and heatmap regression share the landmark tables
+
 
 def _ced_figures(tracking_uri: str, runs: pd.DataFrame, baselines: pd.DataFrame,
                  errors: dict[str, dict[str, dict[str, np.ndarray]]], datasets: list[str], with_profile: bool
@@ -44,7 +46,7 @@ def _ced_figures(tracking_uri: str, runs: pd.DataFrame, baselines: pd.DataFrame,
                     missing.append(f"{run['experiment']}:{split}")
                     continue
                 curves.append((render.run_label(run, with_profile), table,
-                               render.curve_style(run["loss"], bool(run["pdb"]))))
+                               render.curve_style(run["loss"], bool(run["pdb"]), bool(run.get("variant", "")))))
             if split in errors.get(dataset, {}):
                 curves.append(("mean shape (baseline)", baseline_ced(errors[dataset][split]["nme"]),
                                render.BASELINE_STYLE))
@@ -68,7 +70,7 @@ def build_report(tracking_uri: str, prepared_root: Path, out_dir: Path, profile:
     out_dir = Path(out_dir)
     runs = collect_runs(tracking_uri, profile)
     if not runs.empty:
-        runs = runs[(runs["task"] == "landmarks") & runs["dataset"].isin(datasets)].reset_index(drop=True)
+        runs = runs[runs["task"].isin(LANDMARK_TASKS) & runs["dataset"].isin(datasets)].reset_index(drop=True)
     trials = collect_sweeps(tracking_uri, profile)
     errors = baseline_errors(Path(prepared_root), datasets)
     baselines = baseline_frame(errors)

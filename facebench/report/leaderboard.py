@@ -26,7 +26,8 @@ from facebench.metrics import landmarks as lm  # noqa: E402
 SPLITS: dict[str, tuple[str, ...]] = {"w300": ("common", "challenging", "full"), "aflw": ("test", "frontal")}
 CED_MAX = 0.10  # CED range, as the training runs log it (tasks/landmarks.py)
 RUN_COLUMNS = ["experiment", "profile", "run_id", "run_name", "start_time", "paper", "task", "dataset", "model",
-               "loss", "pdb", "code_version"]
+               "loss", "pdb", "variant", "code_version"]
+PAPER_ORDER = {"wing": 0, "awing": 1}  # coordinate regression first, then heatmap regression
 TRIAL_COLUMNS = ["sweep", "profile", "parent_run_id", "base_experiment", "run_id", "val_nme", "stopped_early"]
 
 
@@ -66,7 +67,7 @@ def _newest(runs: list, key) -> list:
 
 
 def _loss_rank(loss: str) -> tuple[int, str]:
-    order = ["l2", "l1", "smooth_l1", "wing"]
+    order = ["l2", "l1", "smooth_l1", "wing", "hm_mse", "hm_l1", "hm_wing", "awing"]
     return (order.index(loss), loss) if loss in order else (len(order), loss)
 
 
@@ -88,13 +89,14 @@ def collect_runs(tracking_uri: str, profile: str | None) -> pd.DataFrame:
             "paper": tags.get("facebench.paper", ""), "task": tags.get("facebench.task", ""),
             "dataset": tags.get("facebench.dataset", ""), "model": tags.get("facebench.model", ""),
             "loss": tags.get("facebench.loss", ""), "pdb": tags.get("facebench.pdb", "false").lower() == "true",
+            "variant": tags.get("facebench.variant", ""),
             "code_version": tags.get("facebench.code_version", ""),
         }
         row.update({f"params.{k}": v for k, v in run.data.params.items()})
         row.update({f"metrics.{k}": float(v) for k, v in run.data.metrics.items()})
         rows.append(row)
-    rows.sort(key=lambda r: (r["paper"], r["dataset"], r["model"], r["pdb"], _loss_rank(r["loss"]),
-                             r["experiment"], r["profile"]))
+    rows.sort(key=lambda r: (r["dataset"], PAPER_ORDER.get(r["paper"], len(PAPER_ORDER)), r["paper"], r["model"],
+                             r["pdb"], r["variant"], _loss_rank(r["loss"]), r["experiment"], r["profile"]))
     df = pd.DataFrame(rows, columns=None if rows else RUN_COLUMNS)
     extra = sorted(c for c in df.columns if c not in RUN_COLUMNS)
     return df[RUN_COLUMNS + extra]

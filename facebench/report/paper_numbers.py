@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 WING_PAPER = "Feng et al., Wing loss, CVPR 2018"
+AWING_PAPER = "Wang, Bo and Fuxin, Adaptive Wing loss, ICCV 2019"
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ _LOSS_TABLE = f"{WING_PAPER}, loss-function comparison table (CNN-6 on AFLW-Full
 _ISSUE_3 = "author's reply in FengZhenhua/Wing-Loss GitHub issue #3 (2018-09-06)"
 _PWC = "'Results from the Paper' on the paper's Papers with Code page"
 _TWO_STAGE = "two-stage CNN-6/7 with Wing loss: the paper's full system, not a CNN-6 row"
+_AWING_300W = (f"{AWING_PAPER}, 300-W results of the full model (4-stack hourglass, AWing, weighted loss map,"
+               " boundary, CoordConv); read from a third-party benchmark listing of the paper's results")
 
 PAPER_NUMBERS: tuple[PaperNumber, ...] = (
     # CNN-6 on AFLW-Full, one row per loss (the comparison this project reproduces).
@@ -59,6 +62,13 @@ PAPER_NUMBERS: tuple[PaperNumber, ...] = (
                 f"{WING_PAPER}, 300-W results; listed in the {_PWC}", verified=True, note=_TWO_STAGE),
     PaperNumber("wing", "w300", "full", "cnn6/7", "wing", None, "inter_pupil", 4.04,
                 f"{WING_PAPER}, 300-W results; listed in the {_PWC}", verified=True, note=_TWO_STAGE),
+    # Adaptive Wing on 300-W, normalised by the outer eye corners (the paper's 300-W protocol).
+    PaperNumber("awing", "w300", "common", "hourglass", "awing", False, "inter_ocular", 2.72, _AWING_300W,
+                verified=False),
+    PaperNumber("awing", "w300", "challenging", "hourglass", "awing", False, "inter_ocular", 4.52, _AWING_300W,
+                verified=False),
+    PaperNumber("awing", "w300", "full", "hourglass", "awing", False, "inter_ocular", 3.07, _AWING_300W,
+                verified=False),
 )
 
 

@@ -35,8 +35,11 @@ NORMALISER_TEXT = {
     "inter_pupil": "the inter-pupil distance (eye centres, means of the eye contours)",
     "face_size": "the face-box width (the Wing author's AFLW-Full protocol)",
 }
-MODEL_LABEL = {"cnn6": "CNN-6", "cnn6/7": "CNN-6/7 (two-stage)", "mean_shape": "mean shape (baseline)"}
-LOSS_LABEL = {"l2": "L2", "l1": "L1", "smooth_l1": "smooth L1", "wing": "Wing"}
+MODEL_LABEL = {"cnn6": "CNN-6", "cnn6/7": "CNN-6/7 (two-stage)", "hourglass": "Hourglass",
+               "mean_shape": "mean shape (baseline)"}
+LOSS_LABEL = {"l2": "L2", "l1": "L1", "smooth_l1": "smooth L1", "wing": "Wing",
+              "hm_mse": "MSE (heatmap)", "hm_l1": "L1 (heatmap)", "hm_wing": "Wing (heatmap)", "awing": "AWing"}
+TRAINED_MODELS = ("cnn6", "hourglass")  # paper figures for other models go to a table of their own
 DASH = "—"
 DAGGER = "†"
 
@@ -105,14 +108,21 @@ def label(mapping: dict[str, str], key: str) -> str:
     return mapping.get(key, key) if key else DASH
 
 
+def model_label(row: pd.Series) -> str:
+    """The model as a row names it, with what an ablation turned off (e.g. "Hourglass, no weight map")."""
+    variant = row.get("variant", "") if hasattr(row, "get") else ""
+    text = label(MODEL_LABEL, row["model"])
+    return f"{text}, {variant}" if isinstance(variant, str) and variant else text
+
+
 def run_label(row: pd.Series, with_profile: bool) -> str:
     """A run as a legend names it: model, loss, PDB (and profile when several are shown)."""
-    text = f"{label(MODEL_LABEL, row['model'])} {label(LOSS_LABEL, row['loss'])}" + (" + PDB" if row["pdb"] else "")
+    text = f"{model_label(row)} {label(LOSS_LABEL, row['loss'])}" + (" + PDB" if row["pdb"] else "")
     return text + (f" [{row['profile']}]" if with_profile else "")
 
 
 def _row_head(row: pd.Series, baseline: bool, with_profile: bool) -> list[str]:
-    head = [label(MODEL_LABEL, row["model"]), label(LOSS_LABEL, row["loss"]),
+    head = [model_label(row), label(LOSS_LABEL, row["loss"]),
             DASH if baseline else ("yes" if row["pdb"] else "no")]
     if with_profile:
         head.append(DASH if baseline else f"`{row['profile']}`")
@@ -160,8 +170,9 @@ def nme_table(dataset: str, runs: pd.DataFrame, baseline: pd.DataFrame, with_pro
             for suffix, kind in kinds:
                 cells.append(pct(_metric(row, f"test_{split}_{suffix}")))
                 if _papered(dataset, kind):
-                    number = None if is_baseline else lookup(dataset, split, row["model"], row["loss"],
-                                                             bool(row["pdb"]), kind)
+                    ablated = bool(row.get("variant", ""))  # the papers' figures are for the full model
+                    number = None if is_baseline or ablated else lookup(dataset, split, row["model"], row["loss"],
+                                                                        bool(row["pdb"]), kind)
                     cells.append(paper_cell(number))
                     if number is not None and number not in cited:
                         cited.append(number)
@@ -188,7 +199,7 @@ def robustness_table(dataset: str, runs: pd.DataFrame, baseline: pd.DataFrame, w
 
 def other_models_table(dataset: str) -> Table | None:
     """The paper's figures for models we do not train here: shown apart, never beside a CNN-6 row."""
-    numbers = [n for n in PAPER_NUMBERS if n.dataset == dataset and n.model not in ("cnn6",)]
+    numbers = [n for n in PAPER_NUMBERS if n.dataset == dataset and n.model not in TRAINED_MODELS]
     if not numbers:
         return None
     rows = [[label(MODEL_LABEL, n.model), label(LOSS_LABEL, n.loss), n.split, KIND_NAME[n.normaliser],
@@ -225,8 +236,8 @@ def dataset_section(dataset: str, runs: pd.DataFrame, baseline: pd.DataFrame, fi
         blocks.append(Bullets(sources(cited)))
     others = other_models_table(dataset)
     if others is not None:
-        blocks.append(Para("The paper's own systems on this dataset use other models; they are listed here, apart"
-                           " from the CNN-6 rows, with the normaliser each figure uses:"))
+        blocks.append(Para("The papers' own systems on this dataset use models we do not train here; they are listed"
+                           " apart from our rows, with the normaliser each figure uses:"))
         blocks.append(others)
     blocks.append(Heading(3, "AUC and failure rate"))
     blocks.append(Para("Primary normaliser. AUC@t: area under the CED up to t, divided by t (higher is better);"
@@ -303,7 +314,9 @@ def header(profile: str | None) -> list[Block]:
     shown = f"`{profile}`" if profile else "all (newest run per experiment and profile)"
     blocks: list[Block] = [
         Heading(1, "facebench leaderboard"),
-        Para(f"Paper: Wing loss (Feng et al., CVPR 2018), CNN-6 landmark regression. Profile: {shown}."),
+        Para("Papers: Wing loss (Feng et al., CVPR 2018), CNN-6 coordinate regression; Adaptive Wing loss"
+             " (Wang et al., ICCV 2019), stacked-hourglass heatmap regression with CoordConv, the boundary map and"
+             f" the weighted loss map. Profile: {shown}."),
         Heading(2, "How to read this"),
         Para("Each row is the newest finished MLflow run of one experiment (model, loss, pose-based data"
              " balancing). NME is the mean point-to-point error divided by a per-face normaliser, in %:"
@@ -335,13 +348,14 @@ def build_document(runs: pd.DataFrame, baselines: pd.DataFrame, trials: pd.DataF
 
 
 # --- figures ---------------------------------------------------------------------------------------------
-LOSS_COLOR = {"l2": "tab:blue", "l1": "tab:orange", "smooth_l1": "tab:green", "wing": "tab:red"}
+LOSS_COLOR = {"l2": "tab:blue", "l1": "tab:orange", "smooth_l1": "tab:green", "wing": "tab:red",
+              "hm_mse": "tab:cyan", "hm_l1": "tab:olive", "hm_wing": "tab:pink", "awing": "tab:brown"}
 BASELINE_STYLE = ("0.45", "--")
 
 
-def curve_style(loss: str, pdb: bool) -> tuple[str, str]:
-    """(colour, line style): one colour per loss in every figure, PDB runs dash-dotted."""
-    return LOSS_COLOR.get(loss, "tab:purple"), "-." if pdb else "-"
+def curve_style(loss: str, pdb: bool, ablated: bool = False) -> tuple[str, str]:
+    """(colour, line style): one colour per loss in every figure, PDB runs dash-dotted, ablations dotted."""
+    return LOSS_COLOR.get(loss, "tab:purple"), ":" if ablated else ("-." if pdb else "-")
 
 
 def ced_figure(title: str, curves: list[tuple[str, pd.DataFrame, tuple[str, str]]]) -> bytes:

@@ -16,4 +16,8 @@ def build_task(exp: ResolvedExperiment, prepared_dir: Path):
         from facebench.tasks.landmarks import LandmarkTask
 
         return LandmarkTask(exp, prepared_dir)
-    raise ValueError(f"unknown task {exp.task!r} (known: landmarks)")
+    if exp.task == "heatmaps":
+        from facebench.tasks.heatmaps import HeatmapTask
+
+        return HeatmapTask(exp, prepared_dir)
+    raise ValueError(f"unknown task {exp.task!r} (known: landmarks, heatmaps)")

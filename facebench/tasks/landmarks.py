@@ -27,13 +27,13 @@ TEST_SPLITS = {"w300": ["full", "common", "challenging"], "aflw_full": ["test", 
 
 
 class LandmarkTask:
-    def __init__(self, exp: ResolvedExperiment, prepared_dir: Path):
+    def __init__(self, exp: ResolvedExperiment, prepared_dir: Path, input_size: int | None = None):
         self.exp = exp
         self.prepared_dir = Path(prepared_dir)
         self.metadata = read_metadata(self.prepared_dir / "train.parquet")
         self.num_landmarks = int(self.metadata["num_landmarks"])
         self.flip_permutation = list(self.metadata["flip_permutation"])
-        self.input_size = INPUT_SIZE[exp.model]
+        self.input_size = input_size or INPUT_SIZE[exp.model]
         self.crop_size = int(self.metadata["crop_size"])
         self.image_encoding = str(self.metadata.get("image_encoding", ENCODED))
         self.train_transform = LandmarkBatchTransform(self.input_size, self.flip_permutation,
@@ -51,6 +51,10 @@ class LandmarkTask:
             return CNN6(num_landmarks=self.num_landmarks)
         raise ValueError(f"landmark task has no model {self.exp.model!r}")
 
+    def inference_model(self, model: nn.Module) -> nn.Module:
+        """What MLflow logs: images -> (N, 2L) coordinates in input pixels (here, the network itself)."""
+        return model
+
     def example_input(self) -> np.ndarray:
         """A network input batch, for exporting the model (MLflow's pt2 format traces it)."""
         return np.zeros((2, 3, self.input_size, self.input_size), dtype=np.float32)  # 2: keeps batch dynamic
@@ -59,7 +63,7 @@ class LandmarkTask:
         params = dict(self.exp.loss_params)
         weight = float(params.pop("weight", 1.0))
         loss = make_landmark_loss(self.exp.loss, **params)
-        return _Scaled(loss, weight) if weight != 1.0 else loss
+        return ScaledLoss(loss, weight) if weight != 1.0 else loss
 
     @property
     def train_path(self) -> Path:
@@ -90,9 +94,17 @@ class LandmarkTask:
         """Raw crops on the training device -> augmented network input (outside autocast, in float32)."""
         return self.train_transform(batch["image"], batch["landmarks"], batch["norm"])
 
+    def add_targets(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Network input -> what ``training_step`` needs: the coordinates already are the target."""
+        return batch
+
     def training_step(self, model: nn.Module, loss_fn: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         pred = model(batch["image"])
         return loss_fn(pred.float(), batch["landmarks"])
+
+    def predict(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """Network input -> (N, 2L) landmark coordinates in input pixels."""
+        return model(images).float()
 
     def validate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
         """The per-epoch validation metric (mean NME on the first test split), for logs and Tune."""
@@ -116,7 +128,7 @@ class LandmarkTask:
                                                       self.image_encoding, str(path))).to(device)
                 no_points = torch.zeros(len(rows), 2 * self.num_landmarks, device=device)  # only the image is used
                 x = self.test_transform(crops, no_points, torch.ones(len(rows), device=device))["image"]
-                preds.append(model(x).float().cpu().numpy())
+                preds.append(self.predict(model, x).cpu().numpy())
             # input pixels -> crop pixels: the inverse of x -> (x + 0.5) * s / S - 0.5
             ratio = self.crop_size / self.input_size
             pred = (np.concatenate(preds).reshape(len(df), -1, 2) + 0.5) * ratio - 0.5
@@ -153,7 +165,9 @@ class LandmarkTask:
         return tables
 
 
-class _Scaled(nn.Module):
+class ScaledLoss(nn.Module):
+    """A loss times params.yaml's ``weight``."""
+
     def __init__(self, loss: nn.Module, weight: float):
         super().__init__()
         self.loss, self.weight = loss, weight

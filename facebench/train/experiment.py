@@ -32,13 +32,24 @@ def run_tags(exp: ResolvedExperiment, root: Path, kind: str = "train") -> dict[s
         "facebench.model": exp.model,
         "facebench.loss": exp.loss,
         "facebench.pdb": str(exp.pdb).lower(),
+        "facebench.variant": variant(exp),
         "facebench.profile": exp.profile,
         "facebench.config_hash": exp.config_hash(),
         "facebench.code_version": tracking.code_version(root),
     }
 
 
+def variant(exp: ResolvedExperiment) -> str:
+    """What an ablation turned off (heatmap experiments), e.g. "no weight map"; "" for the full model."""
+    if exp.heatmap is None:
+        return ""
+    off = [name for name, on in (("weight map", exp.heatmap.weight_map), ("boundary", exp.heatmap.boundary),
+                                 ("CoordConv", exp.heatmap.coordconv)) if not on]
+    return ", ".join(f"no {name}" for name in off)
+
+
 def run_params(exp: ResolvedExperiment) -> dict[str, Any]:
+    extra = {"heatmap": exp.heatmap.model_dump(mode="json")} if exp.heatmap is not None else {}
     return {
         "dataset": exp.dataset,
         "model": exp.model,
@@ -47,6 +58,7 @@ def run_params(exp: ResolvedExperiment) -> dict[str, Any]:
         **{f"loss.{k}": v for k, v in exp.loss_params.items()},
         "train": exp.train.model_dump(mode="json"),
         "data": exp.dataset_config.model_dump(mode="json"),
+        **extra,
     }
 
 
@@ -70,7 +82,7 @@ def train_experiment(exp: ResolvedExperiment, paths: Paths) -> dict[str, Any]:
         tracking.log_tables(client, run_id, curves)
         model = task.build_model()
         model.load_state_dict(outcome.state_dict)
-        tracking.log_torch_model(uri, run_id, model, task.example_input())
+        tracking.log_torch_model(uri, run_id, task.inference_model(model), task.example_input())
         _write_outputs(exp, paths, run_id, final, curves, outcome.state_dict)
     except BaseException:
         tracking.end_run(client, run_id, status="FAILED")

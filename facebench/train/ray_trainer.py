@@ -66,6 +66,8 @@ def ensure_ray(min_cpus: int = 4) -> None:
 def make_optimizer(model: nn.Module, t: TrainSettings) -> torch.optim.Optimizer:
     if t.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
+    if t.optimizer == "rmsprop":  # the Adaptive Wing paper's optimiser
+        return torch.optim.RMSprop(model.parameters(), lr=t.lr, momentum=0.0, weight_decay=t.weight_decay)
     if t.optimizer == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     return torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
@@ -162,6 +164,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             "world_size": world,
             "resumed_from": start_epoch,
         }
+        if device.type == "cuda":
+            metrics["gpu_peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:

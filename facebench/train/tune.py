@@ -48,9 +48,10 @@ def run_sweep(params: Params, sweep_key: str, paths: Paths) -> dict[str, Any]:
     import ray.tune
     from ray.tune.schedulers import ASHAScheduler
 
-    if sweep_key not in params.sweeps:
-        raise KeyError(f"params.yaml: no sweep {sweep_key!r}; known: {sorted(params.sweeps)}")
-    sweep = params.sweeps[sweep_key]
+    sweeps = params.all_sweeps
+    if sweep_key not in sweeps:
+        raise KeyError(f"params.yaml: no sweep {sweep_key!r}; known: {sorted(sweeps)}")
+    sweep = sweeps[sweep_key]
     settings = params.active.tune
     exp = resolve_experiment(params, sweep.experiment, epochs=settings.epochs, num_workers=settings.num_workers,
                              cpus_per_worker=1, val_every=1)

@@ -15,11 +15,27 @@ REPO = Path(__file__).resolve().parents[2]
 def test_repo_params_load_for_every_profile():
     for profile in ("smoke", "default", "paper"):
         params = load_params(REPO / "params.yaml", profile=profile)
-        for key in params.experiments:
+        for key in params.all_experiments:
             exp = resolve_experiment(params, key)
             assert exp.profile == profile
+            assert (exp.heatmap is not None) == (key in params.heatmap_experiments)
     wing = resolve_experiment(load_params(REPO / "params.yaml"), "aflw_cnn6_wing")
     assert wing.loss_params["w"] == 10.0 and wing.loss_params["eps"] == 2.0  # the paper's defaults
+
+
+def test_paper_profile_heatmaps_are_the_adaptive_wing_setup():
+    params = load_params(REPO / "params.yaml", profile="paper")
+    exp = resolve_experiment(params, "w300_hg_awing")
+    hm = exp.heatmap
+    assert (hm.input_size, hm.stacks, hm.features, hm.depth, hm.sigma) == (256, 4, 256, 4, 1.0)
+    assert hm.weight_map and hm.boundary and hm.coordconv
+    assert exp.train.optimizer == "rmsprop" and exp.train.lr == 1e-4
+    assert exp.loss_params == {"weight": 1.0, "alpha": 2.1, "omega": 14.0, "epsilon": 1.0, "theta": 0.5}
+    # The heatmap overrides do not leak into the Wing rows of the same profile.
+    wing = resolve_experiment(params, "aflw_cnn6_wing")
+    assert wing.heatmap is None and wing.train.optimizer == "adam" and wing.train.batch_size == 256
+    ablation = resolve_experiment(params, "w300_hg_awing_no_map")
+    assert not ablation.heatmap.weight_map and ablation.config_hash() != exp.config_hash()
 
 
 def _write(tmp_path: Path, mutate) -> Path:
@@ -36,6 +52,11 @@ def _write(tmp_path: Path, mutate) -> Path:
     (lambda r: r["experiments"]["aflw_cnn6_l1"].update(dataset="wflw"), "experiments.aflw_cnn6_l1.dataset"),
     (lambda r: r["profiles"]["smoke"]["train"].update(epoch=3), "profiles.smoke.train.epoch"),
     (lambda r: r["profiles"]["smoke"]["train"].update(lr=-1), "profiles.smoke.train.lr"),
+    (lambda r: r["heatmap_experiments"]["w300_hg_awing"].update(loss="l3"), "heatmap_experiments.w300_hg_awing.loss"),
+    (lambda r: r["heatmap_experiments"]["w300_hg_awing"].update(boundry=False), "w300_hg_awing.boundry"),
+    (lambda r: r["profiles"]["smoke"].pop("heatmaps"), "profiles.smoke.heatmaps is missing"),
+    (lambda r: r["heatmap_sweeps"]["awing_alpha_omega"].update(experiment="aflw_cnn6_wing"),
+     "heatmap_sweeps.awing_alpha_omega.experiment"),
 ])
 def test_mistakes_name_the_file_and_key(tmp_path, mutate, fragment):
     path = _write(tmp_path, mutate)

@@ -65,3 +65,38 @@ def test_world_size_and_resume_from_checkpoint(ray_local, smoke_project, tmp_pat
     assert second.metrics["resumed_from"] == 1  # started from the first run's checkpoint
     assert second.metrics["epoch"] == 2
     assert set(second.evaluation) == {"test", "frontal"} or set(second.evaluation) == {"test"}
+
+
+def test_heatmap_experiment_trains_on_two_workers_and_logs_a_point_model(ray_local, smoke_project, monkeypatch):
+    """The Adaptive Wing task through the same trainer: hourglass + AWing + weight map, 2 DDP workers."""
+    from facebench.config import HeatmapExperimentConfig
+    from facebench.models.hourglass import AWingHourglass
+    from facebench.tasks.heatmaps import PointsFromHeatmaps
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    params = load_params(smoke_project / "params.yaml", profile="smoke")
+    params.heatmap_experiments["aflw_hg_awing_no_map"] = HeatmapExperimentConfig(
+        paper="awing", task="heatmaps", dataset="aflw", model="hourglass", loss="awing", weight_map=False)
+    exp = resolve_experiment(params, "aflw_hg_awing_no_map", num_workers=2, cpus_per_worker=1, epochs=1)
+    paths = Paths(root=smoke_project)
+
+    summary = train_experiment(exp, paths)
+
+    client = MlflowClient(tracking_uri(smoke_project))
+    run = client.get_run(summary["run_id"])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["facebench.task"] == "heatmaps"
+    assert run.data.tags["facebench.variant"] == "no weight map"
+    assert run.data.params["heatmap.weight_map"] == "False"
+    assert run.data.params["train.num_workers"] == "2"
+    assert 0 < run.data.metrics["test_test_nme"] < 5
+    models = client.search_logged_models([run.info.experiment_id],
+                                         filter_string=f"source_run_id = '{run.info.run_id}'")
+    logged = mlflow.pytorch.load_model(models[0].model_uri)  # images -> points, exported graph
+    s = exp.heatmap
+    reference = AWingHourglass(19, num_stacks=s.stacks, features=s.features, input_size=s.input_size, depth=s.depth)
+    reference.load_state_dict(torch.load(paths.model_dir(exp.key) / "model.pt", weights_only=True))
+    x = torch.randn(2, 3, s.input_size, s.input_size)
+    expected = PointsFromHeatmaps(reference.eval())(x)
+    assert expected.shape == (2, 38)
+    torch.testing.assert_close(logged(x), expected, atol=1e-3, rtol=0)

@@ -194,11 +194,12 @@ def test_build_report(store, prepared, tmp_path):
     md = (out / "leaderboard.md").read_text()
     page = (out / "leaderboard.html").read_text()
 
-    # 300-W: both normalisers per split; the paper's (inter-pupil, CNN-6/7) figure is never beside a CNN-6 row.
+    # 300-W: both normalisers per split, each with a paper column (AWing publishes io, Wing ip); the paper's
+    # figures (CNN-6/7, hourglass) are never beside a CNN-6 row.
     assert "common NME io (outer corners)" in md and "common NME ip (eye centres)" in md
-    assert _row("CNN-6", "L1", "no", f"`{ids['w300_l1'][:8]}`", "5.12", "3.58", "—", "6.12", "4.28", "—",
-                "7.12", "4.98", "—") in md
-    assert _row("CNN-6", "Wing", "no", f"`{ids['w300_wing'][:8]}`", "4.56", "3.19", "—") in md  # a row's prefix
+    assert _row("CNN-6", "L1", "no", f"`{ids['w300_l1'][:8]}`", "5.12", "—", "3.58", "—", "6.12", "—", "4.28", "—",
+                "7.12", "—", "4.98", "—") in md
+    assert _row("CNN-6", "Wing", "no", f"`{ids['w300_wing'][:8]}`", "4.56", "—", "3.19", "—") in md  # a row's prefix
     assert "| CNN-6/7 (two-stage) | Wing | common | ip (eye centres) | 3.27 |" in md
     # AFLW: our box-width NME beside the paper's face-size figure; PDB row; unverified figure daggered.
     assert _row("CNN-6", "L1", "no", f"`{ids['aflw_l1'][:8]}`", "2.34", "2.00", "3.34", "—") in md
@@ -211,7 +212,7 @@ def test_build_report(store, prepared, tmp_path):
     # The baseline, computed from the prepared splits with the shared metric functions.
     w300_io = f"{100 * _expected_baseline(prepared, 'w300', 'common'):.2f}"
     w300_ip = f"{100 * _expected_baseline(prepared, 'w300', 'common', inter_pupil=True):.2f}"
-    assert _row("mean shape (baseline)", "—", "—", "baseline", w300_io, w300_ip, "—") in md
+    assert _row("mean shape (baseline)", "—", "—", "baseline", w300_io, "—", w300_ip, "—") in md
     aflw_test = f"{100 * _expected_baseline(prepared, 'aflw', 'test'):.2f}"
     assert _row("mean shape (baseline)", "—", "—", "baseline", aflw_test, "—") in md
     # Runs that must not count.
@@ -263,3 +264,37 @@ def test_build_report_all_profiles_shows_each_profile(store, prepared, tmp_path)
     assert "## AFLW-Full" not in md and ids["w300_l1_old"][:8] not in md
     assert summary["runs"] == {"w300_cnn6_l1@default": ids["w300_l1_default"], "w300_cnn6_l1@smoke": ids["w300_l1"],
                                "w300_cnn6_wing@smoke": ids["w300_wing"]}
+
+
+def test_heatmap_rows_stand_beside_the_regression_rows(prepared, tmp_path):
+    """Adaptive Wing runs (task heatmaps) join the 300-W table; the paper's AWing figure stands only beside
+    the full model's row, not beside an ablation."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    ids = {}
+    for key, variant, nme in (("w300_hg_awing", "", 0.041), ("w300_hg_awing_no_map", "no weight map", 0.047)):
+        exp_id = tracking.get_or_create_experiment(client, "awing", tmp_path)
+        tags = {"facebench.kind": "train", "facebench.experiment": key, "facebench.paper": "awing",
+                "facebench.task": "heatmaps", "facebench.dataset": "w300", "facebench.model": "hourglass",
+                "facebench.loss": "awing", "facebench.pdb": "false", "facebench.variant": variant,
+                "facebench.profile": "smoke", "facebench.code_version": "0123456789abcdef0123"}
+        run_id = client.create_run(exp_id, run_name=key, tags=tags, start_time=1_000).info.run_id
+        tracking.log_metrics(client, run_id, _metrics(W300_SPLITS, nme, ip=True), step=2)
+        tracking.log_tables(client, run_id, {f"ced/{s}.csv": _ced(nme) for s in W300_SPLITS})
+        client.set_terminated(run_id, status="FINISHED", end_time=3_000)
+        ids[key] = run_id
+    wing_exp = tracking.get_or_create_experiment(client, "wing", tmp_path)
+    ids["cnn6"] = _train_run(client, wing_exp, "w300_cnn6_wing", start=1_000, nme=0.0456)
+
+    out = tmp_path / "reports"
+    summary = build_report(uri, prepared, out, "smoke", ["w300"])
+    md = (out / "leaderboard.md").read_text()
+    assert set(summary["runs"].values()) == set(ids.values())
+    # Columns per split: io, paper io (AWing publishes io on 300-W), ip, paper ip.
+    assert _row("Hourglass", "AWing", "no", f"`{ids['w300_hg_awing'][:8]}`", "4.10", "2.72†", "2.87", "—",
+                "5.10", "4.52†", "3.57", "—", "6.10", "3.07†", "4.27", "—") in md
+    assert _row("Hourglass, no weight map", "AWing", "no", f"`{ids['w300_hg_awing_no_map'][:8]}`", "4.70", "—",
+                "3.29", "—", "5.70", "—", "3.99", "—", "6.70", "—", "4.69", "—") in md
+    # The coordinate-regression row comes first, then the heatmap rows.
+    assert md.index("| CNN-6 | Wing |") < md.index("| Hourglass | AWing |") < md.index("| Hourglass, no weight map |")
+    assert "Adaptive Wing loss" in md
