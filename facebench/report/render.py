@@ -197,6 +197,24 @@ def robustness_table(dataset: str, runs: pd.DataFrame, baseline: pd.DataFrame, w
     return Table(headers, rows, [False] * n_head + [True] * (len(headers) - n_head))
 
 
+ABLATION_PARTS = ("weight map", "boundary", "CoordConv")  # as facebench/train/experiment.py:variant names them
+
+
+def ablation_table(dataset: str, runs: pd.DataFrame) -> Table | None:
+    """The Adaptive Wing ablation: AWing hourglass rows, which parts were on, NME per split (primary)."""
+    rows_in = runs[(runs["model"] == "hourglass") & (runs["loss"] == "awing")] if not runs.empty else runs
+    if rows_in.empty or not rows_in["variant"].astype(bool).any():
+        return None
+    splits = splits_of(dataset, [rows_in])
+    headers = ["weighted loss map", "boundary", "CoordConv", "run"] + [f"{s} NME (%)" for s in splits]
+    rows = []
+    for _, row in rows_in.iterrows():
+        off = str(row.get("variant", "") or "")
+        rows.append(["no" if f"no {part}" in off else "yes" for part in ABLATION_PARTS] + [short(row["run_id"])]
+                    + [pct(_metric(row, f"test_{s}_nme")) for s in splits])
+    return Table(headers, rows, [False] * 4 + [True] * len(splits))
+
+
 def other_models_table(dataset: str) -> Table | None:
     """The paper's figures for models we do not train here: shown apart, never beside a CNN-6 row."""
     numbers = [n for n in PAPER_NUMBERS if n.dataset == dataset and n.model not in TRAINED_MODELS]
@@ -234,6 +252,12 @@ def dataset_section(dataset: str, runs: pd.DataFrame, baseline: pd.DataFrame, fi
     if cited:
         blocks.append(Para("Paper figures in this table:"))
         blocks.append(Bullets(sources(cited)))
+    ablation = ablation_table(dataset, runs)
+    if ablation is not None:
+        blocks.append(Heading(3, "Adaptive Wing ablation"))
+        blocks.append(Para("The stacked hourglass with AWing, each row turning one of the paper's parts off (primary"
+                           " normaliser). The paper's own ablation is on its full-size network and the real data."))
+        blocks.append(ablation)
     others = other_models_table(dataset)
     if others is not None:
         blocks.append(Para("The papers' own systems on this dataset use models we do not train here; they are listed"

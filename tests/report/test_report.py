@@ -298,3 +298,6 @@ def test_heatmap_rows_stand_beside_the_regression_rows(prepared, tmp_path):
     # The coordinate-regression row comes first, then the heatmap rows.
     assert md.index("| CNN-6 | Wing |") < md.index("| Hourglass | AWing |") < md.index("| Hourglass, no weight map |")
     assert "Adaptive Wing loss" in md
+    # The ablation table: which parts each AWing row had, NME per split.
+    assert _row("yes", "yes", "yes", f"`{ids['w300_hg_awing'][:8]}`", "4.10", "5.10", "6.10") in md
+    assert _row("no", "yes", "yes", f"`{ids['w300_hg_awing_no_map'][:8]}`", "4.70", "5.70", "6.70") in md
