@@ -25,9 +25,10 @@ step prepare 150 bash -c "$PY -m facebench.cli synth aflw --profile paper && $PY
 # 2. CNN-6 + Wing, paper schedule settings (batch 256, bf16): Ray Train (1 GPU worker, NCCL) vs a bare loop
 step train_throughput 200 $PY benchmarks/train_throughput.py --profile paper --experiment aflw_cnn6_wing --gpu \
   --epochs 6 --shuffle-buffer-batches 16 0 --out "$OUT_DIR/train_throughput.json"
-# 3. MTCNN cascade frames/s at 640x480, min face 20, on the GPU and on this machine's CPU
-step mtcnn_fps 80 $PY benchmarks/mtcnn_fps.py --device cuda cpu --batch-sizes 1 8 32 --seconds 3 \
-  --out "$OUT_DIR/mtcnn_fps.json"
+# 3. inference speed (`facebench bench`): MTCNN frames/s at 640x480, min face 20, CNN-6 and the paper-size
+#    hourglass images/s, batch 1 and batched, on the GPU and on this machine's CPU
+step bench 120 $PY -m facebench.cli bench --device cuda --device cpu --batch-size 1 --batch-size 8 \
+  --batch-size 32 --seconds 2 --out "$OUT_DIR/bench.json"
 # 4. AWing stacked hourglass (paper size): training images/s and peak GPU memory
 step heatmap_throughput 60 $PY benchmarks/heatmap_throughput.py --device cuda --batch-sizes 16 32 --seconds 4 \
   --out "$OUT_DIR/heatmap_throughput.json"

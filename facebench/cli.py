@@ -144,6 +144,39 @@ def detect(images: list[Path] = typer.Argument(..., help="image files"),
 
 
 @app.command()
+def bench(models: Optional[list[str]] = typer.Argument(None, help="cnn6, hourglass, mtcnn (default: all)"),
+          device: Optional[list[str]] = typer.Option(None, help="cpu, cuda (repeatable; default: cpu, and cuda "
+                                                     "when present)"),
+          batch_size: list[int] = typer.Option([1, 32], "--batch-size", help="repeatable"),
+          seconds: float = typer.Option(3.0, help="timed seconds per setting"),
+          min_face: float = typer.Option(20, "--min-face", help="MTCNN smallest face (frames are 640x480)"),
+          weights: Optional[Path] = typer.Option(None, help="MTCNN weights folder (default: published)"),
+          out: Optional[Path] = typer.Option(None, help="also write the JSON report here")) -> None:
+    """Inference speed: images/s of CNN-6 and the AWing hourglass (paper size), frames/s of MTCNN."""
+    import torch
+
+    from facebench.bench import MODELS, run_bench
+
+    devices = device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+
+    def show(row: dict) -> None:
+        typer.echo(f"{row['model']:>9} {row['device']:>4} batch {row['batch']:>3}: {row['images_per_s']:>10,.1f} "
+                   f"images/s, median {row['median_latency_ms']:.2f} ms per call ({row['device_name']})", err=True)
+
+    try:
+        report = run_bench(list(models or MODELS), devices, batch_size, seconds, weights, min_face, progress=show)
+    except (FileNotFoundError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    text = json.dumps(report, indent=2)
+    if out:
+        from facebench.atomic import atomic_write_text
+
+        atomic_write_text(out, text + "\n")
+    typer.echo(text)
+
+
+@app.command()
 def ui(port: int = typer.Option(5000), host: str = typer.Option("127.0.0.1", help="bind address")) -> None:
     """Serve the MLflow dashboard for this project's store (127.0.0.1 unless told otherwise)."""
     from facebench.tracking import tracking_uri

@@ -30,6 +30,8 @@ class SynthSettings(Strict):
 
 class TrainSettings(Strict):
     epochs: int = Field(gt=0)
+    pdb_epochs: int | None = Field(default=None, gt=0, description="epochs of experiments trained on the "
+                                   "PDB-resampled split, which is larger (None: the same as epochs)")
     batch_size: int = Field(gt=0, description="per worker")
     lr: float = Field(gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
@@ -255,7 +257,10 @@ def resolve_experiment(params: Params, key: str, **train_overrides: Any) -> Reso
         task_train = settings.pop("train")
         heatmap = ResolvedHeatmap(**settings, weight_map=exp.weight_map, boundary=exp.boundary,
                                   coordconv=exp.coordconv)
-    train = params.active.train.model_copy(update={**task_train, **exp.train, **train_overrides})
+    profile_train = params.active.train
+    if exp.pdb and profile_train.pdb_epochs is not None:
+        profile_train = profile_train.model_copy(update={"epochs": profile_train.pdb_epochs})
+    train = profile_train.model_copy(update={**task_train, **exp.train, **train_overrides})
     train = TrainSettings.model_validate(train.model_dump())
     return ResolvedExperiment(
         key=key,

@@ -38,6 +38,15 @@ def test_paper_profile_heatmaps_are_the_adaptive_wing_setup():
     assert not ablation.heatmap.weight_map and ablation.config_hash() != exp.config_hash()
 
 
+def test_pdb_rows_take_the_profile_pdb_epochs():
+    default = load_params(REPO / "params.yaml", profile="default")
+    assert resolve_experiment(default, "aflw_cnn6_l1_pdb").train.epochs == default.active.train.pdb_epochs == 3
+    assert resolve_experiment(default, "aflw_cnn6_l1").train.epochs == 8
+    paper = load_params(REPO / "params.yaml", profile="paper")
+    assert resolve_experiment(paper, "aflw_cnn6_l1_pdb").train.epochs == paper.active.train.epochs
+    assert resolve_experiment(default, "aflw_cnn6_l1_pdb", epochs=5).train.epochs == 5  # CLI override wins
+
+
 def _write(tmp_path: Path, mutate) -> Path:
     raw = yaml.safe_load((REPO / "params.yaml").read_text())
     mutate(raw)
