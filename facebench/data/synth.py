@@ -155,8 +155,13 @@ def sample_scene(rng: np.random.Generator, regime: Regime, size: int) -> Scene:
     if not style.has_hair:
         identity = replace(identity, hair_length=-0.4)  # a bare skull, no hair beside the face
     expression = sample_expression(rng, regime.expression)
-    pose = sample_pose(rng, regime, size)
-    shape = face3d.face_shape(identity, expression)
+    pose = _fit_in_image(face3d.face_shape(identity, expression), sample_pose(rng, regime, size), size)
+    return Scene(identity, expression, pose, style, bool(rng.random() < regime.occluder_p),
+                 int(rng.integers(2**62)), regime.degrade)
+
+
+def _fit_in_image(shape: FaceShape, pose: Pose, size: int) -> Pose:
+    """Shrink and recentre the pose until all 68 landmarks are inside the image."""
     centre = (size - 1) / 2.0
     for _ in range(30):
         pts, _ = face3d.project(shape.landmarks, pose)
@@ -164,7 +169,32 @@ def sample_scene(rng: np.random.Generator, regime: Regime, size: int) -> Scene:
             break
         pose = replace(pose, scale=pose.scale * 0.95, cx=centre + 0.8 * (pose.cx - centre),
                        cy=centre + 0.8 * (pose.cy - centre))
-    return Scene(identity, expression, pose, style, bool(rng.random() < regime.occluder_p),
+    return pose
+
+
+@dataclass(frozen=True)
+class Person:
+    """What stays the same across one identity's images: the face's shape and its colours."""
+
+    identity: Identity
+    style: Style
+
+
+def sample_person(rng: np.random.Generator) -> Person:
+    style = sample_style(rng)
+    identity = sample_identity(rng)
+    if not style.has_hair:
+        identity = replace(identity, hair_length=-0.4)
+    return Person(identity, style)
+
+
+def sample_person_scene(rng: np.random.Generator, person: Person, regime: Regime, size: int) -> Scene:
+    """One image of ``person``: pose, expression, light, gaze, background, occluder and blur drawn anew."""
+    other = sample_style(rng)
+    style = replace(person.style, light=other.light, ambient=other.ambient, gaze=other.gaze)
+    expression = sample_expression(rng, regime.expression)
+    pose = _fit_in_image(face3d.face_shape(person.identity, expression), sample_pose(rng, regime, size), size)
+    return Scene(person.identity, expression, pose, style, bool(rng.random() < regime.occluder_p),
                  int(rng.integers(2**62)), regime.degrade)
 
 
@@ -372,11 +402,17 @@ class _Job:
     size: int
     path: Path
     ext: str
+    person_seed: tuple[int, ...] | None = None  # set: an image of the person these words draw
 
 
 def _render_job(job: _Job) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Render one image, write it, return its (68-point, 19-point, 19-visibility) annotations."""
-    sample = render_random(list(job.seed_words), job.regime, job.size)
+    if job.person_seed is None:
+        sample = render_random(list(job.seed_words), job.regime, job.size)
+    else:
+        person = sample_person(np.random.default_rng(list(job.person_seed)))
+        scene = sample_person_scene(np.random.default_rng(list(job.seed_words)), person, job.regime, job.size)
+        sample = render_scene(scene, job.size)
     job.path.write_bytes(_encode(sample.image, job.ext))
     return sample.landmarks68, sample.aflw19, sample.visible19
 
