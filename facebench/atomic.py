@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -41,3 +42,18 @@ def replace_dir(src: Path, dst: Path) -> None:
         os.replace(dst, old)
     os.replace(src, dst)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def build_dir(dst: Path, write: Callable[[Path], None]) -> None:
+    """Let ``write`` fill a fresh folder beside ``dst``, then swap it in (``replace_dir``); on any
+    failure the partial folder is removed and ``dst`` is left as it was."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dst.parent, prefix=f".{dst.name}.tmp-"))
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o755)  # mkdtemp makes the folder owner-only
+        replace_dir(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -72,14 +72,21 @@ def write_samples(path: Path, rows: pa.Table | Mapping[str, list] | Iterable[pa.
     encoded = json.dumps(metadata, sort_keys=True, separators=(",", ":")).encode("utf-8")
     schema = SAMPLE_SCHEMA.with_metadata({METADATA_KEY: encoded})
     chunks = [rows] if isinstance(rows, (pa.Table, Mapping)) else rows
+    _write_atomic(path, schema, (to_table(chunk).replace_schema_metadata(schema.metadata) for chunk in chunks))
 
+
+def write_table(path: Path, table: pa.Table) -> None:
+    """Any table (e.g. LFW's pairs) written like the samples: whole or not at all, no timestamps."""
+    _write_atomic(Path(path), table.schema, [table])
+
+
+def _write_atomic(path: Path, schema: pa.Schema, tables: Iterable[pa.Table]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         with pq.ParquetWriter(tmp, schema, compression="zstd", write_statistics=False) as writer:
-            for chunk in chunks:
-                table = to_table(chunk).replace_schema_metadata(schema.metadata)
+            for table in tables:
                 writer.write_table(table, row_group_size=ROW_GROUP_SIZE)
         os.chmod(tmp, 0o644)  # mkstemp makes files owner-only; outputs are meant to be read
         os.replace(tmp, path)

@@ -14,9 +14,7 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,7 +24,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from facebench.atomic import atomic_write_text, replace_dir
+from facebench.atomic import atomic_write_text, build_dir
 from facebench.data.landmark_layouts import W300_OUTER_EYE_CORNERS
 from facebench.data.parquet import RAW_RGB8, SAMPLE_SCHEMA, write_samples
 from facebench.data.pdb import PdbResult, pdb_resample
@@ -191,9 +189,7 @@ def prepare_landmark_dataset(name: str, reader_result: ReadResult, out_dir: Path
         "params": params, "params_hash": params_hash,
     }
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
-    try:
+    def write(tmp: Path) -> None:
         files = {}
         for stem, rows in sorted(outputs.items()):
             split_name = "train" if stem == "train_pdb" else stem
@@ -202,11 +198,8 @@ def prepare_landmark_dataset(name: str, reader_result: ReadResult, out_dir: Path
             files[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
         manifest["files"] = files
         atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        os.chmod(tmp, 0o755)  # mkdtemp makes the folder owner-only
-        replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    build_dir(out_dir, write)
     _log(name, f"wrote {manifest['counts']} to {out_dir} ({len(all_quarantined)} quarantined)")
     return manifest
 

@@ -6,7 +6,6 @@ Plain dispatch on the dataset's ``format`` so a reader can see where each format
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 from facebench.config import ConfigError, Params, Paths, dataset_root

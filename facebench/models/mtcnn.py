@@ -36,7 +36,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 PNET_SIZE, RNET_SIZE, ONET_SIZE = 12, 24, 48
 

@@ -1,0 +1,79 @@
+"""Aligned identity sets: CASIA crops with labels and LFW images with pairs, whole or not at all."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from facebench.data.align import TEMPLATES
+from facebench.data.parquet import decode_crops, read_metadata, read_samples
+from facebench.data.prepare_identity import prepare_casia, prepare_lfw
+from facebench.data.synth_identities import synth_casia, synth_lfw
+
+
+@pytest.fixture(scope="module")
+def casia_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("raw") / "casia"
+    synth_casia(root, n_identities=3, images_per_identity=(2, 3), seed=0, image_size=128)
+    return root
+
+
+def test_casia_crops_sit_on_the_template(casia_root, tmp_path):
+    manifest = prepare_casia(casia_root, tmp_path / "casia")
+    df = read_samples(tmp_path / "casia" / "train.parquet")
+    meta = read_metadata(tmp_path / "casia" / "train.parquet")
+    assert meta["template"] == "112x96" and meta["num_classes"] == 3 and meta["flip_permutation"] == [1, 0, 2, 4, 3]
+    assert len(df) == manifest["counts"]["train"] and manifest["quarantined_count"] == 0
+    assert sorted(set(df["identity"])) == [0, 1, 2]
+    crops = decode_crops(df["image"], 112, 96, meta["image_encoding"])
+    assert crops.shape == (len(df), 112, 96, 3) and crops.std() > 10  # pixels, not a blank border
+    template = TEMPLATES["112x96"][0]
+    points = np.stack([np.asarray(v).reshape(5, 2) for v in df["landmarks"]])
+    # The similarity fit puts the five points near the template (exactly only for a similar face).
+    assert np.abs(points - template).mean() < 4.0
+
+
+def test_missing_landmarks_and_bad_images_are_quarantined(casia_root, tmp_path):
+    lines = (casia_root / "casia_landmark.txt").read_text().splitlines()
+    short = tmp_path / "short_list.txt"
+    short.write_text("\n".join(lines[1:]) + "\n")  # the first image has no landmark entry
+    first = lines[0].split("\t")[0]
+    manifest = prepare_casia(casia_root, tmp_path / "out", landmarks=short)
+    assert manifest["quarantined_count"] == 1
+    assert manifest["quarantined"][0] == {"source": first, "reason": "no entry in the landmark list"}
+    assert manifest["counts"]["train"] == len(lines) - 1
+
+
+def test_lfw_images_and_pairs(tmp_path):
+    root = tmp_path / "lfw"
+    synth_lfw(root, folds=2, pairs_per_fold=3, people_per_fold=3, seed=0, image_size=128)
+    manifest = prepare_lfw(root, tmp_path / "prepared")
+    images = read_samples(tmp_path / "prepared" / "images.parquet")
+    pairs = pq.read_table(tmp_path / "prepared" / "pairs.parquet").to_pandas()
+    assert manifest["counts"] == {"images": len(images), "pairs": 12, "matched": 6, "folds": 2}
+    ids = set(images["sample_id"])
+    assert set(pairs["left"]) | set(pairs["right"]) <= ids
+    assert pairs["same"].sum() == 6 and sorted(set(pairs["fold"])) == [0, 1]
+    assert json.loads((tmp_path / "prepared" / "manifest.json").read_text())["params"]["dataset"] == "lfw"
+
+
+def test_a_failure_leaves_the_old_output(casia_root, tmp_path, monkeypatch):
+    import facebench.data.prepare_identity as module
+
+    out = tmp_path / "casia"
+    prepare_casia(casia_root, out)
+    before = (out / "train.parquet").read_bytes()
+
+    def crash(*args, **kwargs):  # fails after train.parquet of the new output is written
+        raise OSError("disk full")
+
+    monkeypatch.setattr(module, "atomic_write_text", crash)
+    with pytest.raises(OSError, match="disk full"):
+        prepare_casia(casia_root, out, template="112x112")
+    assert (out / "train.parquet").read_bytes() == before
+    with pytest.raises(ValueError, match="unknown template"):
+        prepare_casia(casia_root, out, template="100x100")
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".casia.tmp")]
