@@ -77,3 +77,29 @@ def test_a_failure_leaves_the_old_output(casia_root, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="unknown template"):
         prepare_casia(casia_root, out, template="100x100")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".casia.tmp")]
+
+
+def test_lfw_protocol_on_the_prepared_pairs(tmp_path):
+    """An embedding that knows who is who scores 100%; one that ignores the face scores chance."""
+    from facebench.metrics.verification import evaluate_pairs
+
+    root = tmp_path / "lfw"
+    synth_lfw(root, folds=3, pairs_per_fold=10, people_per_fold=4, seed=2, image_size=96)
+    prepare_lfw(root, tmp_path / "prepared")
+    images = read_samples(tmp_path / "prepared" / "images.parquet")
+    crops = decode_crops(images["image"], 112, 96, "raw_rgb8")
+    person = {c.tobytes(): sid.split("/")[0] for c, sid in zip(crops, images["sample_id"])}
+    names = sorted(set(person.values()))
+
+    def oracle(batch: np.ndarray) -> np.ndarray:  # one-hot of the person (mirrored crops: same person)
+        out = np.zeros((len(batch), len(names)))
+        for i, c in enumerate(batch):
+            key = c.tobytes() if c.tobytes() in person else np.ascontiguousarray(c[:, ::-1]).tobytes()
+            out[i, names.index(person[key])] = 1.0
+        return out
+
+    perfect = evaluate_pairs(oracle, tmp_path / "prepared", batch_size=7)
+    assert perfect["accuracy"] == 1.0 and perfect["pairs"] == 60 and len(perfect["fold_accuracies"]) == 3
+    assert perfect["tar_at_far"]["0.001"] == 1.0
+    blind = evaluate_pairs(lambda b: np.ones((len(b), 4)), tmp_path / "prepared")
+    assert blind["accuracy"] == pytest.approx(0.5, abs=0.2)  # every score equal: no better than chance
