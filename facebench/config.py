@@ -26,6 +26,11 @@ class SynthSettings(Strict):
     w300_scale: float = Field(gt=0, description="fraction of the real 300-W per-folder counts")
     aflw_faces: int = Field(gt=0, description="number of AFLW-Full faces")
     image_size: int = Field(default=256, ge=64)
+    casia_identities: int = Field(default=100, gt=0, description="synthetic CASIA-WebFace identities")
+    casia_images: tuple[int, int] = Field(default=(10, 20), description="images per identity (min, max)")
+    lfw_folds: int = Field(default=10, gt=1)
+    lfw_pairs_per_fold: int = Field(default=300, gt=0, description="matched (and as many mismatched) pairs per fold")
+    lfw_people_per_fold: int = Field(default=20, gt=1)
 
 
 class TrainSettings(Strict):
@@ -83,25 +88,43 @@ class Profile(Strict):
     heatmaps: HeatmapSettings | None = Field(default=None, description="needed when heatmap experiments exist")
 
 
+LANDMARK_FORMATS = ("w300", "aflw_full")
+IDENTITY_FORMATS = ("casia", "lfw")
+
+
 class DatasetConfig(Strict):
     source: Literal["synth", "real"]
-    format: Literal["w300", "aflw_full"]
+    format: Literal["w300", "aflw_full", "casia", "lfw"]
     root: str = Field(description="dataset root in the official layout")
-    crop_size: int = Field(gt=0)
-    margin: float = Field(ge=0, description="context on each side, as a fraction of the box side")
-    normaliser: Literal["inter_ocular", "box_width", "box_sqrt_area"]
+    # landmark sets (w300, aflw_full)
+    crop_size: int | None = Field(default=None, gt=0)
+    margin: float | None = Field(default=None, ge=0, description="context on each side, as a fraction of the box side")
+    normaliser: Literal["inter_ocular", "box_width", "box_sqrt_area"] | None = None
     pdb_bins: int | None = Field(default=9, gt=1)
     pdb_component: int | None = None
+    # identity sets (casia, lfw): the five-point alignment template, height x width
+    template: Literal["112x96", "112x112"] = "112x96"
+    exclude: list[str] | None = Field(default=None, description="CASIA identity folders to leave out "
+                                      "(None: the three that overlap LFW, as SphereFace and CosFace do)")
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _fields_of_the_format(self) -> "DatasetConfig":
+        if self.format in LANDMARK_FORMATS:
+            missing = [k for k in ("crop_size", "margin", "normaliser") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"a {self.format} dataset needs {missing}")
+        return self
 
 
 class ExperimentConfig(Strict):
-    paper: Literal["wing"]
-    task: Literal["landmarks"]
+    paper: Literal["wing", "cosface"]
+    task: Literal["landmarks", "recognition"]
     dataset: str
-    model: Literal["cnn6"]
+    model: Literal["cnn6", "sphereface20"]
     loss: str
     pdb: bool = False
+    eval_dataset: str | None = Field(default=None, description="recognition: the verification set (LFW layout)")
     train: dict[str, Any] = Field(default_factory=dict, description="overrides of the profile's train settings")
 
 
@@ -155,6 +178,10 @@ class Params(Strict):
             for key, exp in experiments.items():
                 if exp.dataset not in self.datasets:
                     raise ValueError(f"{section}.{key}.dataset {exp.dataset!r} is not one of {sorted(self.datasets)}")
+                eval_dataset = getattr(exp, "eval_dataset", None)
+                if eval_dataset is not None and eval_dataset not in self.datasets:
+                    raise ValueError(f"{section}.{key}.eval_dataset {eval_dataset!r} is not one of "
+                                     f"{sorted(self.datasets)}")
                 if exp.loss not in self.losses:
                     raise ValueError(f"{section}.{key}.loss {exp.loss!r} is not one of {sorted(self.losses)}")
                 bad = set(exp.train) - set(TrainSettings.model_fields)
@@ -239,6 +266,7 @@ class ResolvedExperiment(Strict):
     pdb: bool
     train: TrainSettings
     heatmap: ResolvedHeatmap | None = None
+    eval_dataset: str | None = None
 
     def config_hash(self) -> str:
         """Hash of everything that changes the result; names the Ray run so a changed config starts afresh."""
@@ -275,6 +303,7 @@ def resolve_experiment(params: Params, key: str, **train_overrides: Any) -> Reso
         pdb=exp.pdb,
         train=train,
         heatmap=heatmap,
+        eval_dataset=getattr(exp, "eval_dataset", None),
     )
 
 

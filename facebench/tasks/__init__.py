@@ -20,4 +20,8 @@ def build_task(exp: ResolvedExperiment, prepared_dir: Path):
         from facebench.tasks.heatmaps import HeatmapTask
 
         return HeatmapTask(exp, prepared_dir)
-    raise ValueError(f"unknown task {exp.task!r} (known: landmarks, heatmaps)")
+    if exp.task == "recognition":
+        from facebench.tasks.recognition import RecognitionTask
+
+        return RecognitionTask(exp, prepared_dir)
+    raise ValueError(f"unknown task {exp.task!r} (known: landmarks, heatmaps, recognition)")
