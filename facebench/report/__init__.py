@@ -46,7 +46,7 @@ def _ced_figures(tracking_uri: str, runs: pd.DataFrame, baselines: pd.DataFrame,
                     missing.append(f"{run['experiment']}:{split}")
                     continue
                 curves.append((render.run_label(run, with_profile), table,
-                               render.curve_style(run["loss"], bool(run["pdb"]), bool(run.get("variant", "")))))
+                               render.curve_style(run["loss"], bool(run["pdb"]), str(run.get("variant", "") or ""))))
             if split in errors.get(dataset, {}):
                 curves.append(("mean shape (baseline)", baseline_ced(errors[dataset][split]["nme"]),
                                render.BASELINE_STYLE))

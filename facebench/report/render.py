@@ -377,9 +377,15 @@ LOSS_COLOR = {"l2": "tab:blue", "l1": "tab:orange", "smooth_l1": "tab:green", "w
 BASELINE_STYLE = ("0.45", "--")
 
 
-def curve_style(loss: str, pdb: bool, ablated: bool = False) -> tuple[str, str]:
-    """(colour, line style): one colour per loss in every figure, PDB runs dash-dotted, ablations dotted."""
-    return LOSS_COLOR.get(loss, "tab:purple"), ":" if ablated else ("-." if pdb else "-")
+VARIANT_COLOR = {"no weight map": "darkgoldenrod", "no boundary": "teal", "no CoordConv": "indigo"}
+
+
+def curve_style(loss: str, pdb: bool, variant: str = "") -> tuple[str, str]:
+    """(colour, line style): one colour per loss in every figure, PDB runs dash-dotted; an ablation
+    (what it turned off) dotted in a colour of its own."""
+    if variant:
+        return VARIANT_COLOR.get(variant, "tab:gray"), ":"
+    return LOSS_COLOR.get(loss, "tab:purple"), "-." if pdb else "-"
 
 
 def ced_figure(title: str, curves: list[tuple[str, pd.DataFrame, tuple[str, str]]]) -> bytes:
@@ -388,7 +394,7 @@ def ced_figure(title: str, curves: list[tuple[str, pd.DataFrame, tuple[str, str]
     Drawn on a bare Agg canvas (no pyplot state); PNG metadata is cleared so the bytes depend only
     on the data.
     """
-    fig = Figure(figsize=(5.6, 3.8), dpi=100)
+    fig = Figure(figsize=(8.4, 3.8), dpi=100)  # room for the legend beside the axes
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     for text, curve, (color, linestyle) in curves:
@@ -401,7 +407,7 @@ def ced_figure(title: str, curves: list[tuple[str, pd.DataFrame, tuple[str, str]
     ax.grid(True, alpha=0.3)
     ax.set_title(title, fontsize=10)
     if curves:
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})

@@ -9,7 +9,8 @@ prepared crop's pixels, so heatmap rows stand beside the Wing rows in one table.
 * the network: the stacked hourglass (``models/hourglass.py``) with CoordConv and the boundary
   head, each switchable for the paper's ablation; every stack is supervised;
 * the loss: a per-pixel loss (MSE, L1, Wing or Adaptive Wing) with or without the weighted loss
-  map, on the landmark heatmaps and on the boundary map;
+  map, on the landmark heatmaps and on the boundary map, the two means added (our choice: the authors'
+  release has no training code; this weighs the one boundary map like all L landmark maps together);
 * prediction: the last stack's heatmaps, argmax with the released code's quarter-pixel shift,
   mapped back to input pixels. No test-time flip: we could not confirm that the paper uses one.
 """
