@@ -18,15 +18,14 @@ never repeat a CASIA identity. Trees are written beside ``root`` and renamed int
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 
-from facebench.atomic import replace_dir
+from facebench.atomic import build_dir
 from facebench.data.formats.casia import LFW_OVERLAP_IDS
 from facebench.data.formats.lfw import lfw_image
-from facebench.data.synth import Regime, _Job, _run_jobs, _seed_word, _staging_dir
+from facebench.data.synth import Regime, _Job, _run_jobs, _seed_word
 
 # Web photos of people: mostly near frontal, some profile, little occlusion, faces filling the frame
 # (CASIA and LFW images are 250x250 crops around a detected face).
@@ -43,6 +42,13 @@ def five_points(landmarks68: np.ndarray) -> np.ndarray:
 
 def _points_text(points: np.ndarray) -> str:
     return "\t".join(str(int(round(v))) for v in np.asarray(points).reshape(-1))
+
+
+def _render(tmp: Path, jobs: list[tuple[str, tuple[int, ...], tuple[int, ...]]], image_size: int,
+            label: str) -> list[np.ndarray]:
+    """Render (relative path, image seed, person seed) jobs under ``tmp``; the 68 points of each."""
+    work = [_Job(seed, PORTRAIT, image_size, tmp / rel, ".jpg", person_seed=person) for rel, seed, person in jobs]
+    return [lm68 for lm68, _, _ in _run_jobs(work, label)]
 
 
 def casia_ids(n: int, rng: np.random.Generator) -> list[str]:
@@ -66,23 +72,21 @@ def synth_casia(root: Path, n_identities: int, images_per_identity: tuple[int, i
     rng = np.random.default_rng([s, _CASIA_STREAM, 0])
     ids = casia_ids(n_identities, rng)
     counts = [int(rng.integers(lo, hi + 1)) for _ in ids]
-    tmp = _staging_dir(root)
-    try:
-        jobs, rows = [], []
-        for label, (folder, count) in enumerate(zip(ids, counts)):
+    jobs, rows = [], []
+    for label, (folder, count) in enumerate(zip(ids, counts)):
+        for k in range(count):
+            rel = f"{folder}/{k + 1:03d}.jpg"
+            jobs.append((rel, (s, _CASIA_STREAM, 1, label, k), (s, _CASIA_STREAM, 2, label)))
+            rows.append((rel, label))
+
+    def write(tmp: Path) -> None:
+        for folder in ids:
             (tmp / folder).mkdir()
-            for k in range(count):
-                rel = f"{folder}/{k + 1:03d}.jpg"
-                jobs.append(_Job((s, _CASIA_STREAM, 1, label, k), PORTRAIT, image_size, tmp / rel, ".jpg",
-                                 person_seed=(s, _CASIA_STREAM, 2, label)))
-                rows.append((rel, label))
-        results = _run_jobs(jobs, "casia")
-        lines = [f"{rel}\t{label}\t{_points_text(five_points(lm68))}" for (rel, label), (lm68, _, _) in zip(rows, results)]
+        results = _render(tmp, jobs, image_size, "casia")
+        lines = [f"{rel}\t{label}\t{_points_text(five_points(lm68))}" for (rel, label), lm68 in zip(rows, results)]
         (tmp / "casia_landmark.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        replace_dir(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    build_dir(root, write)
     return {"format": "casia", "root": str(root), "seed": int(seed), "image_size": image_size,
             "identities": n_identities, "images": len(jobs)}
 
@@ -118,23 +122,17 @@ def synth_lfw(root: Path, folds: int, pairs_per_fold: int, people_per_fold: int,
             mismatched.append(f"{n1}\t{int(rng.integers(1, count[n1] + 1))}\t{n2}\t{int(rng.integers(1, count[n2] + 1))}")
         pair_lines += matched + mismatched
         people += [(name, count[name]) for name in names]
-    tmp = _staging_dir(root)
-    try:
-        jobs, rels = [], []
-        for p, (name, count) in enumerate(people):
+    jobs = [(lfw_image(name, k), (s, _LFW_STREAM, 1, p, k), (s, _LFW_STREAM, 2, p))
+            for p, (name, count) in enumerate(people) for k in range(1, count + 1)]
+
+    def write(tmp: Path) -> None:
+        for name, _ in people:
             (tmp / name).mkdir()
-            for k in range(1, count + 1):
-                rel = lfw_image(name, k)
-                jobs.append(_Job((s, _LFW_STREAM, 1, p, k), PORTRAIT, image_size, tmp / rel, ".jpg",
-                                 person_seed=(s, _LFW_STREAM, 2, p)))
-                rels.append(rel)
-        results = _run_jobs(jobs, "lfw")
+        results = _render(tmp, jobs, image_size, "lfw")
         (tmp / "pairs.txt").write_text("\n".join(pair_lines) + "\n", encoding="utf-8")
-        lines = [f"{rel}\t{_points_text(five_points(lm68))}" for rel, (lm68, _, _) in zip(rels, results)]
+        lines = [f"{rel}\t{_points_text(five_points(lm68))}" for (rel, _, _), lm68 in zip(jobs, results)]
         (tmp / "lfw_landmark.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        replace_dir(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    build_dir(root, write)
     return {"format": "lfw", "root": str(root), "seed": int(seed), "image_size": image_size,
             "people": len(people), "images": len(jobs), "pairs": 2 * folds * pairs_per_fold}
