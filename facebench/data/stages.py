@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from facebench.config import ConfigError, Params, Paths, dataset_root
+from facebench.config import IDENTITY_FORMATS, ConfigError, Params, Paths, dataset_root
 from facebench.data.types import ReadResult
 
 
@@ -58,7 +58,7 @@ def prepare_dataset(params: Params, name: str, paths: Paths) -> dict[str, Any]:
     from facebench.data.prepare import prepare_landmark_dataset
 
     cfg = _dataset(params, name)
-    if cfg.format in ("casia", "lfw"):
+    if cfg.format in IDENTITY_FORMATS:
         return _prepare_identity_dataset(cfg, name, paths)
     result = read_dataset(params, name, paths)
     flip = W300_FLIP if cfg.format == "w300" else AFLW19_FLIP
