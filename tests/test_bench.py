@@ -10,6 +10,10 @@ from typer.testing import CliRunner
 
 from facebench.bench import bench_landmark_model, run_bench
 from facebench.cli import app
+from facebench.mtcnn import REPO_ROOT, default_weights_dir
+
+HAS_MTCNN = ((default_weights_dir() / "onet.pt").is_file()
+             and (REPO_ROOT / ".." / "shared" / "images" / "astronaut.png").is_file())
 
 
 def test_landmark_models_report_a_rate_and_a_latency():
@@ -19,6 +23,7 @@ def test_landmark_models_report_a_rate_and_a_latency():
     assert row["images_per_s"] > 0 and row["median_latency_ms"] > 0
 
 
+@pytest.mark.skipif(not HAS_MTCNN, reason="published MTCNN weights / test image not available (../shared)")
 def test_bench_command_covers_every_model_and_batch(tmp_path):
     out = tmp_path / "bench.json"
     result = CliRunner().invoke(app, ["bench", "cnn6", "mtcnn", "--device", "cpu", "--batch-size", "1",
@@ -31,6 +36,15 @@ def test_bench_command_covers_every_model_and_batch(tmp_path):
     assert mtcnn["input"] == [640, 480] and mtcnn["min_face"] == 20
     assert mtcnn["faces_per_frame"] == [1]  # the letterboxed astronaut: one face
     assert all(r["images_per_s"] > 0 for r in report["results"])
+
+
+def test_bench_command_for_a_landmark_model(tmp_path):
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(app, ["bench", "cnn6", "--device", "cpu", "--batch-size", "2", "--seconds", "0.01",
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["results"]
+    assert [(r["model"], r["device"], r["batch"]) for r in rows] == [("cnn6", "cpu", 2)]
 
 
 def test_unknown_model_is_refused():
