@@ -19,6 +19,7 @@ from facebench.data.parquet import ENCODED, decode_crops, read_metadata, read_sa
 from facebench.data.transforms import Augment, LandmarkBatchTransform
 from facebench.losses.landmark import make_landmark_loss
 from facebench.metrics import landmarks as lm
+from facebench.tasks import epoch_order
 
 INPUT_SIZE = {"cnn6": 64}
 
@@ -80,15 +81,7 @@ class LandmarkTask:
         to_arrays = RawCropArrays(self.crop_size, self.image_encoding, str(path))
         ds = ray.data.read_parquet(str(path.resolve()), columns=["image", "landmarks", "norm"])
         ds = ds.map_batches(to_arrays, batch_format="numpy", batch_size=256)
-        if self.exp.train.cache_dataset:
-            # Read Parquet once; later epochs stream from memory (measured: 200 -> 9,000 images/s on
-            # 2 cores). Small blocks keep the per-epoch block shuffle meaningful.
-            ds = ds.repartition(target_num_rows_per_block=128).materialize()
-            print(f"[{self.exp.key}] cached {ds.count()} training crops ({ds.size_bytes() / 2**20:.0f} MiB) "
-                  f"in Ray's object store", flush=True)
-        # Block order is shuffled every epoch here and rows within a buffer by the trainer: a full
-        # all-to-all shuffle costs more than it buys for a few thousand crops.
-        return ds.randomize_block_order()
+        return epoch_order(ds, self.exp.train.cache_dataset, self.exp.key)
 
     def augment_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Raw crops on the training device -> augmented network input (outside autocast, in float32)."""

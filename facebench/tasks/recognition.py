@@ -22,6 +22,7 @@ from facebench.config import ResolvedExperiment
 from facebench.data.parquet import read_metadata
 from facebench.losses.margin import HEAD_NAMES, make_head
 from facebench.metrics.verification import evaluate_pairs
+from facebench.tasks import epoch_order
 
 EMBEDDING_DIM = 512
 DEPTH = {"sphereface20": 20}
@@ -78,9 +79,7 @@ class RecognitionTask:
         to_arrays = IdentityArrays(self.crop, self.encoding, str(self.train_path))
         ds = ray.data.read_parquet(str(self.train_path.resolve()), columns=["image", "identity"])
         ds = ds.map_batches(to_arrays, batch_format="numpy", batch_size=256)
-        if self.exp.train.cache_dataset:
-            ds = ds.repartition(target_num_rows_per_block=128).materialize()
-        return ds.randomize_block_order()
+        return epoch_order(ds, self.exp.train.cache_dataset, self.exp.key)
 
     def augment_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Scale to [-1, 1] and mirror half the faces (the papers' only training augmentation)."""
