@@ -49,8 +49,9 @@ class TrainSettings(Strict):
     use_gpu: bool = False
     amp: bool = Field(default=False, description="bf16 autocast on the GPU")
     augment: bool = True
-    cache_dataset: bool = Field(default=True, description="read the training split once and keep its raw crops in "
-                                "Ray's object store; off for sets larger than the object store")
+    cache_dataset: bool = Field(default=True, description="read the training split once: straight from Parquet "
+                                "into the device cache when a worker's shard fits device_cache_gib, else into "
+                                "Ray's object store for Ray Data to stream; off for sets larger than the object store")
     shuffle_buffer_batches: int = Field(default=16, ge=0, description="rows shuffled locally before batching, "
                                         "in batches (0: block order only)")
     device_cache_gib: float = Field(default=4.0, ge=0, description="after the first epoch, train from the shard's "

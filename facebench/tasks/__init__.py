@@ -6,7 +6,13 @@ task lives stays visible.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from facebench.config import ResolvedExperiment
 
@@ -27,13 +33,59 @@ def build_task(exp: ResolvedExperiment, prepared_dir: Path):
     raise ValueError(f"unknown task {exp.task!r} (known: landmarks, heatmaps, recognition)")
 
 
-def epoch_order(ds, cache: bool, label: str):
-    """The training Dataset as every task hands it to the trainer: kept in Ray's object store when
-    ``cache`` (Parquet read once per training, not per epoch; measured 200 -> 9,000 images/s on 2 cores)
-    in small blocks, whose order is shuffled every epoch (rows within a buffer are shuffled by the
-    trainer: a full all-to-all shuffle costs more than it buys for a few thousand crops)."""
-    if cache:
-        ds = ds.repartition(target_num_rows_per_block=128).materialize()
-        print(f"[{label}] cached {ds.count()} training rows ({ds.size_bytes() / 2**20:.0f} MiB) in Ray's object store",
-              flush=True)
-    return ds.randomize_block_order()
+@dataclass(frozen=True)
+class TrainSource:
+    """Where a task's training rows come from: a Parquet split, the columns it reads, and the function
+    that turns a batch of rows into fixed-shape numpy arrays (raw crops, points, labels).
+
+    The trainer picks one of two ways in (train/ray_trainer.py):
+    - ``read_shard``: a split that fits in the device cache is read by each worker straight from Parquet
+      (its rank's rows) and kept on the device. No Ray Data: on 2 cores its start-up (read tasks, a split
+      coordinator) was 15-20 s of every training stage, for a read that takes well under a second.
+    - ``ray_dataset``: a larger split streams through Ray Data shards every epoch.
+    """
+
+    path: Path
+    columns: tuple[str, ...]
+    to_arrays: Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+
+    def check(self) -> None:
+        if not self.path.exists():
+            raise FileNotFoundError(f"{self.path}: prepared training split not found (run `facebench prepare`)")
+
+    def num_rows(self) -> int:
+        self.check()
+        return pq.ParquetFile(self.path).metadata.num_rows
+
+    def shard_nbytes(self, world: int) -> int:
+        """Bytes of one worker's arrays, from the first row (rows are fixed-shape after ``to_arrays``)."""
+        first = next(pq.ParquetFile(self.path).iter_batches(batch_size=1, columns=list(self.columns)))
+        row = self.to_arrays({c: first.column(c).to_numpy(zero_copy_only=False) for c in self.columns})
+        return sum(v.nbytes for v in row.values()) * -(-self.num_rows() // world)
+
+    def read_shard(self, rank: int, world: int) -> dict[str, np.ndarray]:
+        """Rows rank, rank + world, ...; the last shards wrap round to the first rows (as torch's
+        DistributedSampler pads), so every rank has the same number of rows and of steps."""
+        table = pq.read_table(self.path, columns=list(self.columns))
+        n = table.num_rows
+        if n == 0:
+            raise ValueError(f"{self.path}: the training split has no rows")
+        index = (rank + world * np.arange(-(-n // world))) % n
+        table = table.take(pa.array(index))
+        return self.to_arrays({c: table.column(c).to_numpy(zero_copy_only=False) for c in self.columns})
+
+    def ray_dataset(self, cache: bool, label: str):
+        """The split as a Ray Dataset. With ``cache``, kept in Ray's object store (Parquet read once per
+        training, not per epoch; measured 200 -> 9,000 images/s on 2 cores) in small blocks, whose order
+        is shuffled every epoch (rows within a buffer are shuffled by the trainer: a full all-to-all
+        shuffle costs more than it buys for a few thousand crops)."""
+        import ray.data
+
+        self.check()
+        ds = ray.data.read_parquet(str(self.path.resolve()), columns=list(self.columns))
+        ds = ds.map_batches(self.to_arrays, batch_format="numpy", batch_size=256)
+        if cache:
+            ds = ds.repartition(target_num_rows_per_block=128).materialize()
+            print(f"[{label}] cached {ds.count()} training rows ({ds.size_bytes() / 2**20:.0f} MiB) in Ray's "
+                  "object store", flush=True)
+        return ds.randomize_block_order()

@@ -19,7 +19,7 @@ from facebench.data.parquet import ENCODED, decode_crops, read_metadata, read_sa
 from facebench.data.transforms import Augment, LandmarkBatchTransform
 from facebench.losses.landmark import make_landmark_loss
 from facebench.metrics import landmarks as lm
-from facebench.tasks import epoch_order
+from facebench.tasks import TrainSource
 
 INPUT_SIZE = {"cnn6": 64}
 
@@ -71,17 +71,11 @@ class LandmarkTask:
         """The training split: the PDB-resampled list when the experiment asks for PDB."""
         return self.prepared_dir / ("train_pdb.parquet" if self.exp.pdb else "train.parquet")
 
-    def train_dataset(self):
-        """Ray Dataset of raw crops: Ray Data only reads and batches; warping happens on the device."""
-        import ray.data
-
+    def train_source(self) -> TrainSource:
+        """The raw crops, points and normalisers: only a byte copy off the device; warping happens on it."""
         path = self.train_path
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: prepared training split not found (run `facebench prepare`)")
-        to_arrays = RawCropArrays(self.crop_size, self.image_encoding, str(path))
-        ds = ray.data.read_parquet(str(path.resolve()), columns=["image", "landmarks", "norm"])
-        ds = ds.map_batches(to_arrays, batch_format="numpy", batch_size=256)
-        return epoch_order(ds, self.exp.train.cache_dataset, self.exp.key)
+        return TrainSource(path, ("image", "landmarks", "norm"),
+                           RawCropArrays(self.crop_size, self.image_encoding, str(path)))
 
     def augment_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Raw crops on the training device -> augmented network input (outside autocast, in float32)."""
@@ -170,7 +164,7 @@ class ScaledLoss(nn.Module):
 
 
 class RawCropArrays:
-    """Ray Data batch function: Parquet rows -> fixed-shape arrays (uint8 crops, float32 points and norms).
+    """Batch function: Parquet rows -> fixed-shape arrays (uint8 crops, float32 points and norms).
 
     The only work left off the device: a byte copy for raw crops (or a decode for PNG/JPEG ones).
     """

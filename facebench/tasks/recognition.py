@@ -22,7 +22,7 @@ from facebench.config import ResolvedExperiment
 from facebench.data.parquet import read_metadata
 from facebench.losses.margin import HEAD_NAMES, make_head
 from facebench.metrics.verification import evaluate_pairs
-from facebench.tasks import epoch_order
+from facebench.tasks import TrainSource
 
 EMBEDDING_DIM = 512
 DEPTH = {"sphereface20": 20}
@@ -71,15 +71,9 @@ class RecognitionTask:
     def build_loss(self) -> nn.Module:
         return nn.CrossEntropyLoss()
 
-    def train_dataset(self):
-        import ray.data
-
-        if not self.train_path.exists():
-            raise FileNotFoundError(f"{self.train_path}: prepared training set not found (run `facebench prepare`)")
-        to_arrays = IdentityArrays(self.crop, self.encoding, str(self.train_path))
-        ds = ray.data.read_parquet(str(self.train_path.resolve()), columns=["image", "identity"])
-        ds = ds.map_batches(to_arrays, batch_format="numpy", batch_size=256)
-        return epoch_order(ds, self.exp.train.cache_dataset, self.exp.key)
+    def train_source(self) -> TrainSource:
+        return TrainSource(self.train_path, ("image", "identity"),
+                           IdentityArrays(self.crop, self.encoding, str(self.train_path)))
 
     def augment_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Scale to [-1, 1] and mirror half the faces (the papers' only training augmentation)."""
@@ -130,7 +124,7 @@ class RecognitionTask:
 
 
 class IdentityArrays:
-    """Ray Data batch function: Parquet rows -> uint8 crops and int64 labels."""
+    """Batch function: Parquet rows -> uint8 crops and int64 labels."""
 
     def __init__(self, crop: tuple[int, int], encoding: str, where: str):
         self.crop, self.encoding, self.where = crop, encoding, where

@@ -1,12 +1,13 @@
-"""Keep a worker's training shard on its device after the first epoch.
+"""Keep a worker's training shard on its device.
 
 Why: a GPU trains small landmark models faster than Ray Data can hand over batches from one Python
 process (H100, CNN-6, batch 256: ~38,000 images/s bare, ~10,000 through iter_torch_batches). The
-raw uint8 crops of a landmark set are small (AFLW-Full at 128 px: under 1 GiB), so the first
-epoch streams through Ray Data as usual and records its batches; later epochs reshuffle the
-recorded rows on the device and cut batches by index. Augmentation still runs per batch, so every
-epoch sees new random warps. A shard larger than ``max_bytes`` is not cached (training streams every
-epoch instead, and says so).
+raw uint8 crops of a landmark set are small (AFLW-Full at 128 px: under 1 GiB). A shard that fits
+is read straight from Parquet and handed over whole (``fill``); otherwise the first epoch streams
+through Ray Data and records its batches (``record``). Either way, epochs reshuffle the kept rows on
+the device and cut batches by index. Augmentation still runs per batch, so every epoch sees new
+random warps. A shard larger than ``max_bytes`` is not cached (training streams every epoch instead,
+and says so).
 """
 
 from __future__ import annotations
@@ -45,6 +46,13 @@ class DeviceCache:
             first = next(iter(self.tensors.values()))
             self.note = f"cached {first.shape[0]} rows ({self.nbytes / 2**20:.0f} MiB) on {first.device}"
         self.parts = None
+
+    def fill(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Take a whole shard at once (read straight from Parquet): ready from the first epoch."""
+        self.tensors, self.parts = tensors, None
+        first = next(iter(tensors.values()))
+        self.nbytes = sum(v.numel() * v.element_size() for v in tensors.values())
+        self.note = f"cached {first.shape[0]} rows ({self.nbytes / 2**20:.0f} MiB) on {first.device}"
 
     def batches(self, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
         """Full batches of a fresh random permutation of the cached rows (the last partial batch is dropped)."""

@@ -33,16 +33,16 @@ _NOT_LOGGED = ("epoch", "world_size", "resumed_from")  # bookkeeping in reports,
 
 
 # --- local Ray ------------------------------------------------------------------------------------
-def ensure_ray(min_cpus: int = 4) -> None:
+def ensure_ray(min_cpus: int = 4, dashboard: bool = False) -> None:
     """Connect to RAY_ADDRESS if set, else start a local Ray sized for this machine.
 
     Logical CPUs are set a little above the physical count so Ray Data's decode tasks are not
-    starved by the training workers' reservations on small machines. The dashboard (bound to
-    127.0.0.1) is not optional: Ray Train's detached PlacementGroupCleaner asks the State API, which
-    the dashboard serves, whether a controller is still alive. Without it, a Tune trial stopped by
-    ASHA leaks its workers' placement group, and the next trials wait forever for those CPUs.
-    FACEBENCH_RAY_DASHBOARD=0 starts Ray without it, for a bare Ray install running single
-    trainings (benchmarks on a GPU box); never for sweeps.
+    starved by the training workers' reservations on small machines. Sweeps ask for the dashboard
+    (bound to 127.0.0.1): Ray Train's detached PlacementGroupCleaner asks the State API, which the
+    dashboard serves, whether a controller is still alive. Without it, a Tune trial stopped by ASHA
+    leaks its workers' placement group, and the next trials wait forever for those CPUs. A single
+    training runs to its end and needs none; it starts without one (3 s of every training stage on
+    2 cores) unless FACEBENCH_RAY_DASHBOARD=1 asks for it, to watch the run.
     """
     import ray
 
@@ -53,7 +53,7 @@ def ensure_ray(min_cpus: int = 4) -> None:
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
     else:
         cpus = max(min_cpus, (os.cpu_count() or 1) + 2)
-        dashboard = os.environ.get("FACEBENCH_RAY_DASHBOARD", "1") != "0"
+        dashboard = dashboard or os.environ.get("FACEBENCH_RAY_DASHBOARD") == "1"
         ray.init(num_cpus=cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1", log_to_driver=True)
     from ray.data import DataContext
 
@@ -120,10 +120,17 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             print(f"[{exp.key}] resuming from checkpoint after epoch {start_epoch}", flush=True)
     model = ray.train.torch.prepare_model(model)
     loss_fn = task.build_loss().to(device)
-    shard = ray.train.get_dataset_shard("train")
     logger = _RankZeroLogger(config.get("tracking_uri"), config.get("run_id")) if rank == 0 else None
     amp = t.amp and device.type == "cuda"
     cache = DeviceCache(int(t.device_cache_gib * 2**30))
+    if config.get("direct"):  # this rank's rows straight from Parquet onto the device (see make_trainer)
+        shard_arrays = task.train_source().read_shard(rank, world)
+        cache.fill({k: torch.from_numpy(v if v.flags.writeable else v.copy()).to(device) for k, v in shard_arrays.items()})
+        if rank == 0:
+            print(f"[{exp.key}] device cache: {cache.note} (read from Parquet; {world} shard(s))", flush=True)
+        cache.note = ""
+    else:
+        shard = ray.train.get_dataset_shard("train")
 
     for epoch in range(start_epoch, t.epochs):
         model.train()
@@ -224,7 +231,8 @@ def make_trainer(exp: ResolvedExperiment, prepared_dir: Path, storage_path: Path
     resources = {"CPU": threads}
     if t.use_gpu:
         resources["GPU"] = 1
-    task = build_task(exp, prepared_dir)
+    source = build_task(exp, prepared_dir).train_source()
+    direct = in_memory(source, t)
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
@@ -233,6 +241,7 @@ def make_trainer(exp: ResolvedExperiment, prepared_dir: Path, storage_path: Path
             "tracking_uri": tracking_uri,
             "run_id": run_id,
             "threads": threads,
+            "direct": direct,
         },
         scaling_config=ray.train.ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu,
                                                resources_per_worker=resources),
@@ -242,8 +251,15 @@ def make_trainer(exp: ResolvedExperiment, prepared_dir: Path, storage_path: Path
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             callbacks=callbacks or [],
         ),
-        datasets={"train": task.train_dataset()},
+        datasets={} if direct else {"train": source.ray_dataset(t.cache_dataset, exp.key)},
     )
+
+
+def in_memory(source, t: TrainSettings) -> bool:
+    """Whether each worker reads its shard straight from Parquet into the device cache (a set that
+    fits, the embedded default and the landmark sets at paper size) or streams Ray Data shards."""
+    limit = t.device_cache_gib * 2**30
+    return t.cache_dataset and limit > 0 and source.shard_nbytes(t.num_workers) <= limit
 
 
 def fit(exp: ResolvedExperiment, prepared_dir: Path, storage_path: Path, name: str, *,

@@ -55,7 +55,7 @@ def run_sweep(params: Params, sweep_key: str, paths: Paths) -> dict[str, Any]:
     settings = params.active.tune
     exp = resolve_experiment(params, sweep.experiment, epochs=settings.epochs, num_workers=settings.num_workers,
                              cpus_per_worker=1, val_every=1)
-    ensure_ray()
+    ensure_ray(dashboard=True)  # the State API that cleans up trials stopped by ASHA
     uri = tracking.tracking_uri(paths.root)
     client = MlflowClient(uri)
     experiment_id = tracking.get_or_create_experiment(client, exp.paper, paths.root)

@@ -60,7 +60,8 @@ def test_world_size_and_resume_from_checkpoint(ray_local, smoke_project, tmp_pat
     first = fit(one, prepared, tmp_path, "resume-check")
     assert first.metrics["epoch"] == 1 and first.metrics["world_size"] == 2
 
-    two = resolve_experiment(params, "aflw_cnn6_l1", num_workers=2, cpus_per_worker=1, epochs=2)
+    # the resumed run streams Ray Data shards (no device cache), the first read Parquet straight into it
+    two = resolve_experiment(params, "aflw_cnn6_l1", num_workers=2, cpus_per_worker=1, epochs=2, device_cache_gib=0)
     second = fit(two, prepared, tmp_path, "resume-check")
     assert second.metrics["resumed_from"] == 1  # started from the first run's checkpoint
     assert second.metrics["epoch"] == 2
