@@ -92,7 +92,7 @@ def report(params_file: Path = ParamsOpt, profile: Optional[str] = ProfileOpt,
     from facebench.tracking import tracking_uri
 
     params, paths = _setup(params_file, profile)
-    datasets = sorted({e.dataset for e in params.all_experiments.values()})
+    datasets = sorted({e.dataset for e in params.all_experiments.values() if e.task != "recognition"})  # landmark sets
     _print(build_report(tracking_uri(paths.root), paths.root / "data" / "prepared", out, params.profile, datasets))
 
 

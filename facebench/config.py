@@ -82,11 +82,22 @@ class HeatmapSettings(Strict):
                                   "for heatmap experiments (the AWing paper trains differently from the Wing paper)")
 
 
+class RecognitionSettings(Strict):
+    """Backbone size of the recognition task (SphereFace/CosFace residual network, 20 layers by default;
+    CosFace's own results use 64). Profiles shrink it for CPUs."""
+
+    depth: int = Field(default=20, description="conv layers of the SphereFace network: 4, 10, 20, 36 or 64")
+    train: dict[str, Any] = Field(default_factory=dict, description="overrides of the profile's train settings "
+                                  "for recognition experiments (the CosFace schedule, not the Wing one)")
+
+
 class Profile(Strict):
     synth: SynthSettings
     train: TrainSettings
     tune: TuneSettings
     heatmaps: HeatmapSettings | None = Field(default=None, description="needed when heatmap experiments exist")
+    recognition: RecognitionSettings | None = Field(default=None,
+                                                    description="needed when recognition experiments exist")
 
 
 LANDMARK_FORMATS = ("w300", "aflw_full")
@@ -119,13 +130,27 @@ class DatasetConfig(Strict):
 
 
 class ExperimentConfig(Strict):
-    paper: Literal["wing", "cosface"]
-    task: Literal["landmarks", "recognition"]
+    """A coordinate-regression experiment (Wing loss paper)."""
+
+    paper: Literal["wing"]
+    task: Literal["landmarks"]
     dataset: str
-    model: Literal["cnn6", "sphereface20"]
+    model: Literal["cnn6"]
     loss: str
     pdb: bool = False
-    eval_dataset: str | None = Field(default=None, description="recognition: the verification set (LFW layout)")
+    train: dict[str, Any] = Field(default_factory=dict, description="overrides of the profile's train settings")
+
+
+class RecognitionExperimentConfig(Strict):
+    """A face-recognition experiment (CosFace paper): train on an identity set, verify on an LFW-layout set."""
+
+    paper: Literal["cosface"]
+    task: Literal["recognition"]
+    dataset: str
+    eval_dataset: str = Field(description="the verification set (LFW layout)")
+    model: Literal["sphereface"]
+    loss: str = Field(description="the head: softmax, nsl, sphereface, cosface or arcface")
+    pdb: Literal[False] = False
     train: dict[str, Any] = Field(default_factory=dict, description="overrides of the profile's train settings")
 
 
@@ -159,23 +184,27 @@ class Params(Strict):
     losses: dict[str, dict[str, float]]
     experiments: dict[str, ExperimentConfig]
     heatmap_experiments: dict[str, HeatmapExperimentConfig] = Field(default_factory=dict)
+    recognition_experiments: dict[str, RecognitionExperimentConfig] = Field(default_factory=dict)
     sweeps: dict[str, SweepConfig] = Field(default_factory=dict)
     heatmap_sweeps: dict[str, SweepConfig] = Field(default_factory=dict)
+    recognition_sweeps: dict[str, SweepConfig] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _cross_references(self) -> "Params":
         if self.profile not in self.profiles:
             raise ValueError(f"profile {self.profile!r} is not one of {sorted(self.profiles)}")
-        both = set(self.experiments) & set(self.heatmap_experiments)
-        if both:
-            raise ValueError(f"experiment keys {sorted(both)} are in both experiments and heatmap_experiments")
+        tables = {"experiments": self.experiments, "heatmap_experiments": self.heatmap_experiments,
+                  "recognition_experiments": self.recognition_experiments}
+        _no_shared_keys(tables)
         for name, profile in self.profiles.items():
-            if self.heatmap_experiments and profile.heatmaps is None:
-                raise ValueError(f"profiles.{name}.heatmaps is missing (heatmap_experiments need it)")
-            bad = set(profile.heatmaps.train if profile.heatmaps else {}) - set(TrainSettings.model_fields)
-            if bad:
-                raise ValueError(f"profiles.{name}.heatmaps.train has unknown keys {sorted(bad)}")
-        for section, experiments in (("experiments", self.experiments), ("heatmap_experiments", self.heatmap_experiments)):
+            for section, settings, table in (("heatmaps", profile.heatmaps, "heatmap_experiments"),
+                                             ("recognition", profile.recognition, "recognition_experiments")):
+                if tables[table] and settings is None:
+                    raise ValueError(f"profiles.{name}.{section} is missing ({table} need it)")
+                bad = set(settings.train if settings else {}) - set(TrainSettings.model_fields)
+                if bad:
+                    raise ValueError(f"profiles.{name}.{section}.train has unknown keys {sorted(bad)}")
+        for section, experiments in tables.items():
             for key, exp in experiments.items():
                 if exp.dataset not in self.datasets:
                     raise ValueError(f"{section}.{key}.dataset {exp.dataset!r} is not one of {sorted(self.datasets)}")
@@ -188,28 +217,37 @@ class Params(Strict):
                 bad = set(exp.train) - set(TrainSettings.model_fields)
                 if bad:
                     raise ValueError(f"{section}.{key}.train has unknown keys {sorted(bad)}")
-        for section, sweeps, experiments in (("sweeps", self.sweeps, self.experiments),
-                                             ("heatmap_sweeps", self.heatmap_sweeps, self.heatmap_experiments)):
+        sweep_tables = {"sweeps": self.sweeps, "heatmap_sweeps": self.heatmap_sweeps,
+                        "recognition_sweeps": self.recognition_sweeps}
+        for (section, sweeps), experiments in zip(sweep_tables.items(), tables.values()):
             for key, sweep in sweeps.items():
                 if sweep.experiment not in experiments:
                     raise ValueError(f"{section}.{key}.experiment {sweep.experiment!r} is not one of {sorted(experiments)}")
-        both = set(self.sweeps) & set(self.heatmap_sweeps)
-        if both:
-            raise ValueError(f"sweep keys {sorted(both)} are in both sweeps and heatmap_sweeps")
+        _no_shared_keys(sweep_tables)
         return self
 
     @property
-    def all_experiments(self) -> dict[str, "ExperimentConfig | HeatmapExperimentConfig"]:
-        """Both experiment tables (DVC keeps them apart so each stage tracks only its own parameters)."""
-        return {**self.experiments, **self.heatmap_experiments}
+    def all_experiments(self) -> dict[str, "ExperimentConfig | HeatmapExperimentConfig | RecognitionExperimentConfig"]:
+        """The experiment tables together (DVC keeps them apart so each stage tracks only its own parameters)."""
+        return {**self.experiments, **self.heatmap_experiments, **self.recognition_experiments}
 
     @property
     def all_sweeps(self) -> dict[str, SweepConfig]:
-        return {**self.sweeps, **self.heatmap_sweeps}
+        return {**self.sweeps, **self.heatmap_sweeps, **self.recognition_sweeps}
 
     @property
     def active(self) -> Profile:
         return self.profiles[self.profile]
+
+
+def _no_shared_keys(tables: dict[str, dict]) -> None:
+    """A key names one experiment (or sweep): DVC stages and MLflow runs are named by it."""
+    seen: dict[str, str] = {}
+    for section, table in tables.items():
+        for key in table:
+            if key in seen:
+                raise ValueError(f"key {key!r} is in both {seen[key]} and {section}")
+            seen[key] = section
 
 
 class ConfigError(ValueError):
@@ -268,6 +306,7 @@ class ResolvedExperiment(Strict):
     train: TrainSettings
     heatmap: ResolvedHeatmap | None = None
     eval_dataset: str | None = None
+    backbone_depth: int | None = None  # recognition: layers of the SphereFace network
 
     def config_hash(self) -> str:
         """Hash of everything that changes the result; names the Ray run so a changed config starts afresh."""
@@ -280,12 +319,14 @@ def resolve_experiment(params: Params, key: str, **train_overrides: Any) -> Reso
     if key not in known:
         raise ConfigError(f"params.yaml: no experiment {key!r}; known: {sorted(known)}")
     exp = known[key]
-    heatmap, task_train = None, {}
+    heatmap, depth, task_train = None, None, {}
     if isinstance(exp, HeatmapExperimentConfig):
         settings = params.active.heatmaps.model_dump()
         task_train = settings.pop("train")
         heatmap = ResolvedHeatmap(**settings, weight_map=exp.weight_map, boundary=exp.boundary,
                                   coordconv=exp.coordconv)
+    if isinstance(exp, RecognitionExperimentConfig):
+        depth, task_train = params.active.recognition.depth, params.active.recognition.train
     profile_train = params.active.train
     if exp.pdb and profile_train.pdb_epochs is not None:
         profile_train = profile_train.model_copy(update={"epochs": profile_train.pdb_epochs})
@@ -305,6 +346,7 @@ def resolve_experiment(params: Params, key: str, **train_overrides: Any) -> Reso
         train=train,
         heatmap=heatmap,
         eval_dataset=getattr(exp, "eval_dataset", None),
+        backbone_depth=depth,
     )
 
 

@@ -62,25 +62,14 @@ def smoke_project(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def recognition_project(tmp_path_factory):
-    """Params (smoke profile) with synthetic CASIA (6 identities) and LFW (2 folds), written and prepared
-    through the dataset stages, and one recognition experiment per head: ``casia_<head>``."""
-    from facebench.config import DatasetConfig, ExperimentConfig, Paths, load_params
+    """The repo's params.yaml (smoke profile: synthetic CASIA of 6 identities, LFW of 2 folds, one
+    experiment per head, ``casia_<head>``) with both sets written and prepared through the dataset stages."""
+    from facebench.config import Paths, load_params
     from facebench.data.stages import prepare_dataset, synth_dataset
-    from facebench.losses.margin import HEAD_NAMES
 
     root = tmp_path_factory.mktemp("recognition")
     shutil.copy(REPO / "params.yaml", root / "params.yaml")
     params = load_params(root / "params.yaml", profile="smoke")
-    params.profiles["smoke"].synth = params.profiles["smoke"].synth.model_copy(update={
-        "casia_identities": 6, "casia_images": (4, 5), "lfw_folds": 2, "lfw_pairs_per_fold": 6,
-        "lfw_people_per_fold": 4})
-    params.datasets["casia"] = DatasetConfig(source="synth", format="casia", root="data/raw/casia")
-    params.datasets["lfw"] = DatasetConfig(source="synth", format="lfw", root="data/raw/lfw")
-    for head in HEAD_NAMES:
-        params.experiments[f"casia_{head}"] = ExperimentConfig(
-            paper="cosface", task="recognition", dataset="casia", model="sphereface20", loss=head, eval_dataset="lfw")
-    params.losses.update({"softmax": {}, "nsl": {"s": 64.0}, "sphereface": {"m": 4}, "cosface": {"s": 64.0, "m": 0.35},
-                          "arcface": {"s": 64.0, "m": 0.5}})
     paths = Paths(root=root)
     for name in ("casia", "lfw"):
         synth_dataset(params, name, paths)

@@ -15,8 +15,9 @@ import pandas as pd
 
 from facebench.atomic import atomic_write_bytes, atomic_write_text
 from facebench.report import render
+from facebench.report import recognition
 from facebench.report.leaderboard import (
-    baseline_ced, baseline_errors, baseline_frame, collect_runs, collect_sweeps, load_ced, splits_of,
+    baseline_ced, baseline_errors, baseline_frame, collect_runs, collect_sweeps, load_ced, load_curve, splits_of,
 )
 
 __all__ = ["build_report"]
@@ -60,23 +61,61 @@ def _ced_figures(tracking_uri: str, runs: pd.DataFrame, baselines: pd.DataFrame,
     return pngs, figures, missing
 
 
+def _recognition_figures(tracking_uri: str, runs: pd.DataFrame, with_profile: bool
+                         ) -> tuple[dict[str, bytes], list[render.Image], list[str]]:
+    """The ROC figure of the recognition runs (the curves they logged)."""
+    pngs: dict[str, bytes] = {}
+    figures: list[render.Image] = []
+    missing: list[str] = []
+    curves = []
+    for _, run in runs.iterrows():
+        try:
+            table = load_curve(tracking_uri, run["run_id"], "roc/lfw.csv", "fpr", "tpr")
+        except FileNotFoundError:
+            missing.append(f"{run['experiment']}:roc")
+            continue
+        text = recognition.HEAD_LABEL.get(run["loss"], run["loss"]) + (f" [{run['profile']}]" if with_profile else "")
+        curves.append((text, run["loss"], table))
+    if curves:
+        pngs["roc_lfw.png"] = recognition.roc_figure(curves)
+        figures.append(render.Image("roc_lfw.png", "LFW-protocol ROC of each head"))
+    return pngs, figures, missing
+
+
 def build_report(tracking_uri: str, prepared_root: Path, out_dir: Path, profile: str | None,
                  datasets: list[str]) -> dict[str, Any]:
     """Write the leaderboard for ``datasets`` from the newest finished runs of ``profile`` (None: all).
 
     Every file is written whole (temporary file, then rename). Returns a summary: the files
-    written, the runs and sweeps shown, the baselines computed and any CED curve a run lacked.
+    written, the runs and sweeps shown, the baselines computed and any curve (CED, ROC) a run lacked.
+    Recognition runs (any dataset) get a section of their own.
     """
     out_dir = Path(out_dir)
-    runs = collect_runs(tracking_uri, profile)
+    every = collect_runs(tracking_uri, profile)
+    runs = every
     if not runs.empty:
         runs = runs[runs["task"].isin(LANDMARK_TASKS) & runs["dataset"].isin(datasets)].reset_index(drop=True)
+    rec_runs = recognition.recognition_runs(every)
     trials = collect_sweeps(tracking_uri, profile)
     errors = baseline_errors(Path(prepared_root), datasets)
     baselines = baseline_frame(errors)
     pngs, figures, missing = _ced_figures(tracking_uri, runs, baselines, errors, datasets, profile is None)
+    rec_pngs, rec_figures, rec_missing = _recognition_figures(tracking_uri, rec_runs, profile is None)
+    pngs.update(rec_pngs)
+    sweep_figures = {}
+    for (sweep, sweep_profile), group in (trials.groupby(["sweep", "profile"], sort=True) if not trials.empty else []):
+        png = render.sweep_figure(sweep, group)
+        if png is not None:
+            name = f"sweep_{sweep}_{sweep_profile}.png"
+            pngs[name] = png
+            sweep_figures[(sweep, sweep_profile)] = render.Image(name, f"`{sweep}` ({sweep_profile})")
+    missing += rec_missing
+    shown = pd.concat([runs, rec_runs]) if not rec_runs.empty else runs
 
-    doc = render.build_document(runs, baselines, trials, profile, datasets, figures)
+    doc = render.build_document(runs, baselines, trials, profile, datasets, figures,
+                                recognition=recognition.recognition_section(rec_runs, rec_figures, profile is None)
+                                if not rec_runs.empty else [], listed=shown,
+                                sweep_figures=sweep_figures)
     markdown, page = render.to_markdown(doc), render.to_html(doc, pngs)
     written = []
     for name, data in sorted(pngs.items()):
@@ -93,8 +132,8 @@ def build_report(tracking_uri: str, prepared_root: Path, out_dir: Path, profile:
         "html": str(out_dir / "leaderboard.html"),
         "figures": written,
         "profile": profile,
-        "runs": {run_key(row): row["run_id"] for _, row in runs.iterrows()},
+        "runs": {run_key(row): row["run_id"] for _, row in shown.iterrows()},
         "sweeps": sorted(set(trials["sweep"])) if not trials.empty else [],
         "baselines": [f"{d}/{s}" for d in sorted(errors) for s in errors[d]],
-        "missing_ced": missing,
+        "missing_curves": missing,
     }

@@ -28,7 +28,8 @@ CED_MAX = 0.10  # CED range, as the training runs log it (tasks/landmarks.py)
 RUN_COLUMNS = ["experiment", "profile", "run_id", "run_name", "start_time", "paper", "task", "dataset", "model",
                "loss", "pdb", "variant", "code_version"]
 PAPER_ORDER = {"wing": 0, "awing": 1}  # coordinate regression first, then heatmap regression
-TRIAL_COLUMNS = ["sweep", "profile", "parent_run_id", "base_experiment", "run_id", "val_nme", "stopped_early"]
+TRIAL_COLUMNS = ["sweep", "profile", "parent_run_id", "base_experiment", "run_id", "metric", "mode", "score",
+                 "stopped_early"]
 
 
 def _search(client: MlflowClient, filter_string: str) -> list:
@@ -106,7 +107,8 @@ def collect_sweeps(tracking_uri: str, profile: str | None) -> pd.DataFrame:
     """One row per FINISHED trial of the newest FINISHED parent of each sweep (per profile).
 
     Hyperparameters are the trial's ``loss.*`` params, as columns ``loss.<name>`` (floats where
-    they parse); ``val_nme`` is the trial's final value; ``stopped_early`` marks ASHA's stops.
+    they parse); ``score`` is the trial's final value of the sweep's ``metric`` (``val_nme``, lower is
+    better, or ``val_accuracy``, higher: ``mode``); ``stopped_early`` marks ASHA's stops.
     """
     client = MlflowClient(tracking_uri)
     parents = [r for r in _search(client, _filter("sweep", profile)) if r.data.tags.get("facebench.sweep")]
@@ -117,12 +119,15 @@ def collect_sweeps(tracking_uri: str, profile: str | None) -> pd.DataFrame:
     rows = []
     for parent in parents:
         ptags = parent.data.tags
+        metric = parent.data.params.get("metric", "val_nme")
+        mode = parent.data.params.get("mode", "max" if "accuracy" in metric else "min")
         for trial in trials_by_parent.get(parent.info.run_id, []):
             row = {
                 "sweep": ptags["facebench.sweep"], "profile": ptags.get("facebench.profile", ""),
                 "parent_run_id": parent.info.run_id,
                 "base_experiment": parent.data.params.get("base_experiment", ptags.get("facebench.experiment", "")),
-                "run_id": trial.info.run_id, "val_nme": trial.data.metrics.get("val_nme", np.nan),
+                "run_id": trial.info.run_id, "metric": metric, "mode": mode,
+                "score": trial.data.metrics.get(metric, np.nan),
                 "stopped_early": trial.data.tags.get("facebench.stopped_early", "false").lower() == "true",
             }
             for k, v in trial.data.params.items():
@@ -146,22 +151,27 @@ def _number(value: str) -> float | str:
         return value
 
 
-def load_ced(tracking_uri: str, run_id: str, split: str) -> pd.DataFrame:
-    """The run's CED curve on one split (artifact ``ced/<split>.csv``: threshold, fraction)."""
+def load_curve(tracking_uri: str, run_id: str, artifact: str, x: str, y: str) -> pd.DataFrame:
+    """A curve a run logged as a CSV artifact (columns ``x`` and ``y``), sorted by ``x``."""
     import mlflow.artifacts
     from mlflow.exceptions import MlflowException
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"ced/{split}.csv",
+            path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact,
                                                        dst_path=tmp, tracking_uri=tracking_uri)
         except (MlflowException, OSError) as e:
-            raise FileNotFoundError(f"run {run_id}: no CED artifact ced/{split}.csv ({e})") from e
+            raise FileNotFoundError(f"run {run_id}: no artifact {artifact} ({e})") from e
         df = pd.read_csv(path)
-    missing = {"threshold", "fraction"} - set(df.columns)
+    missing = {x, y} - set(df.columns)
     if missing:
-        raise ValueError(f"run {run_id}: ced/{split}.csv lacks columns {sorted(missing)}")
-    return df[["threshold", "fraction"]].sort_values("threshold", kind="mergesort").reset_index(drop=True)
+        raise ValueError(f"run {run_id}: {artifact} lacks columns {sorted(missing)}")
+    return df[[x, y]].sort_values(x, kind="mergesort").reset_index(drop=True)
+
+
+def load_ced(tracking_uri: str, run_id: str, split: str) -> pd.DataFrame:
+    """The run's CED curve on one split (artifact ``ced/<split>.csv``: threshold, fraction)."""
+    return load_curve(tracking_uri, run_id, f"ced/{split}.csv", "threshold", "fraction")
 
 
 def _points(column: pd.Series) -> np.ndarray:

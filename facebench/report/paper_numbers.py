@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 WING_PAPER = "Feng et al., Wing loss, CVPR 2018"
 AWING_PAPER = "Wang, Bo and Fuxin, Adaptive Wing loss, ICCV 2019"
+COSFACE_PAPER = "Wang et al., CosFace, CVPR 2018"
 
 
 @dataclass(frozen=True)
@@ -79,3 +80,31 @@ def lookup(dataset: str, split: str, model: str, loss: str, pdb: bool, normalise
                 dataset, split, model, loss, normaliser) and number.pdb == pdb:
             return number
     return None
+
+
+@dataclass(frozen=True)
+class PaperAccuracy:
+    """A published LFW verification accuracy (%, 10-fold protocol) for one recognition head."""
+
+    loss: str           # facebench head key: softmax, nsl, sphereface, cosface, arcface
+    model: str          # the network the paper used, in words
+    lfw_percent: float
+    source: str
+    verified: bool
+    note: str = ""
+
+
+_COSFACE_TABLE = (f"{COSFACE_PAPER}, comparison of loss functions (same 64-layer CNN and training data,"
+                  " CASIA-WebFace); quoted from memory of the paper, not re-read here")
+
+RECOGNITION_NUMBERS: tuple[PaperAccuracy, ...] = (
+    PaperAccuracy("softmax", "64-layer residual CNN", 97.88, _COSFACE_TABLE, verified=False),
+    PaperAccuracy("sphereface", "64-layer residual CNN", 99.42, _COSFACE_TABLE, verified=False,
+                  note="A-Softmax, m=4: the SphereFace paper's own figure"),
+    PaperAccuracy("cosface", "64-layer residual CNN", 99.33, _COSFACE_TABLE, verified=False,
+                  note="LMCL, s=64, m=0.35"),
+)
+
+
+def recognition_lookup(loss: str) -> PaperAccuracy | None:
+    return next((n for n in RECOGNITION_NUMBERS if n.loss == loss), None)

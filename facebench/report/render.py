@@ -274,30 +274,73 @@ def dataset_section(dataset: str, runs: pd.DataFrame, baseline: pd.DataFrame, fi
 
 
 # --- sweeps and the run list ---------------------------------------------------------------------------
-def sweep_section(trials: pd.DataFrame) -> list[Block]:
+METRIC_LABEL = {"val_nme": "val NME (%)", "val_accuracy": "val LFW accuracy (%)"}
+
+
+def sweep_section(trials: pd.DataFrame, figures: dict[tuple[str, str], Image] | None = None) -> list[Block]:
     blocks: list[Block] = [Heading(2, "Loss-parameter sweeps")]
     if trials.empty:
         return blocks + [Para("No finished sweep in the store for this profile.")]
     blocks.append(Para("One table per sweep (its newest finished parent run): the trials' loss parameters and final"
-                       " validation NME (%, primary normaliser, first test split); the lowest is marked **best**."
+                       " validation metric (landmarks: NME %, primary normaliser, first test split, lower is better;"
+                       " recognition: LFW-protocol accuracy %, higher is better); the best is marked **best**."
                        " Trials that ASHA stopped early trained for fewer epochs."))
     for (sweep, profile), group in trials.groupby(["sweep", "profile"], sort=True):
         hyper = [c for c in group.columns if c.startswith("loss.") and group[c].notna().any()]
         parent = group["parent_run_id"].iloc[0]
+        metric, mode = str(group["metric"].iloc[0]), str(group["mode"].iloc[0])
         blocks.append(Heading(3, f"`{sweep}`"))
         blocks.append(Para(f"Base experiment `{group['base_experiment'].iloc[0]}`, profile `{profile}`,"
                            f" parent run {short(parent)}."))
-        scored = group["val_nme"].astype(float)
-        best = scored.idxmin() if scored.notna().any() else None
+        scored = group["score"].astype(float)
+        best = None
+        if scored.notna().any():
+            best = scored.idxmax() if mode == "max" else scored.idxmin()
         rows = []
         for index, trial in group.iterrows():
             rows.append([_value(trial[c]) for c in hyper]
-                        + [pct(_nan_to_none(trial["val_nme"])), short(trial["run_id"]),
+                        + [pct(_nan_to_none(trial["score"])), short(trial["run_id"]),
                            "stopped early" if trial["stopped_early"] else DASH,
                            "**best**" if index == best else ""])
-        headers = [c[len("loss."):] for c in hyper] + ["val NME (%)", "run", "ASHA", "best"]
+        headers = [c[len("loss."):] for c in hyper] + [METRIC_LABEL.get(metric, metric), "run", "ASHA", "best"]
         blocks.append(Table(headers, rows, [True] * (len(hyper) + 1) + [False] * 3))
+        if figures and (sweep, profile) in figures:
+            blocks.append(figures[(sweep, profile)])
     return blocks
+
+
+def sweep_figure(sweep: str, group: pd.DataFrame) -> bytes | None:
+    """The sweep's metric against its first varying parameter, one line per value of a second one
+    (Wing: NME against w per eps; CosFace: accuracy against m). None when nothing varies or more
+    than two parameters do. Trials ASHA stopped early are marked with a cross."""
+    varied = [c for c in sorted(c for c in group.columns if c.startswith("loss."))
+              if group[c].nunique(dropna=True) > 1]
+    if not 1 <= len(varied) <= 2 or not group["score"].notna().any():
+        return None
+    x = max(varied, key=lambda c: group[c].nunique())  # the longer axis along x
+    series = [c for c in varied if c != x]
+    metric = str(group["metric"].iloc[0])
+    fig = Figure(figsize=(5.6, 3.6), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    parts = group.groupby(series[0], sort=True) if series else [(None, group)]
+    for value, part in parts:
+        part = part.sort_values(x, kind="mergesort")
+        name = f"{series[0][len('loss.'):]}={value:g}" if series else None
+        line = ax.plot(part[x].astype(float), 100.0 * part["score"].astype(float), marker="o", label=name)[0]
+        early = part[part["stopped_early"].astype(bool)]
+        ax.plot(early[x].astype(float), 100.0 * early["score"].astype(float), "x", color=line.get_color(),
+                markersize=10)
+    ax.set_xlabel(x[len("loss."):])
+    ax.set_ylabel(METRIC_LABEL.get(metric, metric))
+    ax.grid(True, alpha=0.3)
+    ax.set_title(f"{sweep} (x: stopped early by ASHA)", fontsize=10)
+    if series:
+        ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
 
 
 def _nan_to_none(value) -> float | None:
@@ -340,7 +383,8 @@ def header(profile: str | None) -> list[Block]:
         Heading(1, "facebench leaderboard"),
         Para("Papers: Wing loss (Feng et al., CVPR 2018), CNN-6 coordinate regression; Adaptive Wing loss"
              " (Wang et al., ICCV 2019), stacked-hourglass heatmap regression with CoordConv, the boundary map and"
-             f" the weighted loss map. Profile: {shown}."),
+             " the weighted loss map; CosFace (Wang et al., CVPR 2018), large-margin cosine loss against Softmax,"
+             f" NSL, A-Softmax and ArcFace, verified on LFW-style pairs. Profile: {shown}."),
         Heading(2, "How to read this"),
         Para("Each row is the newest finished MLflow run of one experiment (model, loss, pose-based data"
              " balancing). NME is the mean point-to-point error divided by a per-face normaliser, in %:"
@@ -358,7 +402,11 @@ def header(profile: str | None) -> list[Block]:
 
 
 def build_document(runs: pd.DataFrame, baselines: pd.DataFrame, trials: pd.DataFrame, profile: str | None,
-                   datasets: list[str], figures: dict[str, list[Image]]) -> list[Block]:
+                   datasets: list[str], figures: dict[str, list[Image]], recognition: list[Block] | None = None,
+                   listed: pd.DataFrame | None = None, sweep_figures: dict[tuple[str, str], Image] | None = None
+                   ) -> list[Block]:
+    """The landmark sections per dataset, then ``recognition`` (already built), the sweeps, and the
+    run list (``listed``: every run shown; the landmark runs by default)."""
     doc = header(profile)
     for dataset in sorted(datasets):
         ours = runs[runs["dataset"] == dataset] if not runs.empty else runs
@@ -368,7 +416,8 @@ def build_document(runs: pd.DataFrame, baselines: pd.DataFrame, trials: pd.DataF
                     Para("No finished run and no prepared data for this dataset.")]
             continue
         doc += dataset_section(dataset, ours, base, figures.get(dataset, []), with_profile=profile is None)
-    return doc + sweep_section(trials) + runs_section(runs)
+    return (doc + (recognition or []) + sweep_section(trials, sweep_figures)
+            + runs_section(runs if listed is None else listed))
 
 
 # --- figures ---------------------------------------------------------------------------------------------

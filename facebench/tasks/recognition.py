@@ -25,7 +25,6 @@ from facebench.metrics.verification import evaluate_pairs
 from facebench.tasks import TrainSource
 
 EMBEDDING_DIM = 512
-DEPTH = {"sphereface20": 20}
 
 
 class Recognizer(nn.Module):
@@ -65,7 +64,9 @@ class RecognitionTask:
         from facebench.models.sphereface import SphereFaceNet
 
         params = {k: v for k, v in self.exp.loss_params.items() if k != "weight"}
-        backbone = SphereFaceNet(depth=DEPTH[self.exp.model], embedding_dim=EMBEDDING_DIM, input_size=self.crop)
+        if self.exp.model != "sphereface":
+            raise ValueError(f"{self.exp.key}: recognition task has no model {self.exp.model!r} (known: sphereface)")
+        backbone = SphereFaceNet(depth=self.exp.backbone_depth or 20, embedding_dim=EMBEDDING_DIM, input_size=self.crop)
         return Recognizer(backbone, make_head(self.exp.loss, EMBEDDING_DIM, self.num_classes, **params))
 
     def build_loss(self) -> nn.Module:

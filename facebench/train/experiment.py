@@ -49,7 +49,11 @@ def variant(exp: ResolvedExperiment) -> str:
 
 
 def run_params(exp: ResolvedExperiment) -> dict[str, Any]:
-    extra = {"heatmap": exp.heatmap.model_dump(mode="json")} if exp.heatmap is not None else {}
+    extra: dict[str, Any] = {"heatmap": exp.heatmap.model_dump(mode="json")} if exp.heatmap is not None else {}
+    if exp.backbone_depth is not None:
+        extra["backbone_depth"] = exp.backbone_depth
+    if exp.eval_dataset is not None:
+        extra["eval_dataset"] = exp.eval_dataset
     return {
         "dataset": exp.dataset,
         "model": exp.model,

@@ -62,7 +62,8 @@ def run_sweep(params: Params, sweep_key: str, paths: Paths) -> dict[str, Any]:
     parent = tracking.start_run(client, experiment_id, f"sweep:{sweep_key}",
                                 {**run_tags(exp, paths.root, kind="sweep"), "facebench.sweep": sweep_key})
     tracking.log_params(client, parent, {"grid": {k: str(v) for k, v in sweep.grid.items()},
-                                         "base_experiment": sweep.experiment, "metric": sweep.metric})
+                                         "base_experiment": sweep.experiment, "metric": sweep.metric,
+                                         "mode": sweep.mode})
     print(f"[sweep {sweep_key}] parent MLflow run {parent}; grid {sweep.grid}", flush=True)
     trainable = ray.tune.with_parameters(
         _trial, base=exp.model_dump(mode="json"), prepared_dir=str(paths.prepared(exp.dataset).resolve()),

@@ -50,6 +50,9 @@ def test_smoke_dvc_repro_is_incremental(tmp_path):
     params["heatmap_experiments"] = {k: v for k, v in params["heatmap_experiments"].items() if k == "w300_hg_awing"}
     params["sweeps"]["wing_w_eps"]["grid"] = {"w": [5.0, 10.0], "eps": [2.0]}
     params["heatmap_sweeps"] = {}  # the sweep code is shared with wing_w_eps (and tests/integration/test_tune.py)
+    params["recognition_experiments"] = {k: v for k, v in params["recognition_experiments"].items()
+                                         if k == "casia_cosface"}
+    params["recognition_sweeps"] = {}
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING", "RAY_ADDRESS"))}
@@ -64,8 +67,11 @@ def test_smoke_dvc_repro_is_incremental(tmp_path):
     assert "report" in ran and "tune@wing_w_eps" in ran
     assert {s for s in ran if s.startswith("train@")} == {f"train@{k}" for k in params["experiments"]}
     assert "train_heatmaps@w300_hg_awing" in ran
+    assert {"synth@casia", "synth@lfw", "prepare@casia", "prepare@lfw", "train_recognition@casia_cosface"} <= ran
     board = (project / "reports" / "leaderboard.md").read_text()
     assert "| Hourglass | AWing |" in board
+    assert "| LMCL (CosFace) | SphereFace-4 | `casia` | `lfw` |" in board
+    assert (project / "reports" / "figures" / "roc_lfw.png").exists()
     for key in params["experiments"]:
         assert params["experiments"][key]["loss"] in board
     assert (project / "reports" / "leaderboard.html").exists()

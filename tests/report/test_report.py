@@ -158,7 +158,7 @@ def test_collect_sweeps_and_load_ced(store):
     trials = collect_sweeps(store["uri"], "smoke")
     # Sorted by the hyperparameter names (eps, then w), as the sweep's own summary sorts them; FAILED out.
     assert list(zip(trials["loss.eps"], trials["loss.w"])) == [(1.0, 5.0), (1.0, 15.0), (2.0, 10.0)]
-    assert trials["val_nme"].tolist() == pytest.approx([0.034, 0.045, 0.031])
+    assert trials["score"].tolist() == pytest.approx([0.034, 0.045, 0.031])
     assert trials["stopped_early"].tolist() == [False, True, False]
     ced = load_ced(store["uri"], store["ids"]["aflw_l1"], "frontal")
     pd.testing.assert_frame_equal(ced, _ced(0.0234))
@@ -228,11 +228,13 @@ def test_build_report(store, prepared, tmp_path):
     # Figures: one CED per dataset/split, on disk and embedded; a run without its CED is reported.
     names = sorted(p.name for p in (out / "figures").glob("*.png"))
     assert names == ["ced_aflw_frontal.png", "ced_aflw_test.png", "ced_w300_challenging.png",
-                     "ced_w300_common.png", "ced_w300_full.png"]
+                     "ced_w300_common.png", "ced_w300_full.png", "sweep_wing_w_eps_smoke.png"]
     assert all((out / "figures" / n).read_bytes().startswith(b"\x89PNG") for n in names)
     assert "](figures/ced_w300_common.png)" in md
+    # The sweep's figure sits under its table (NME against w, a line per eps).
+    assert md.index("](figures/sweep_wing_w_eps_smoke.png)") > md.index("| 2 | 10 | 3.10 |")
     assert page.count('src="data:image/png;base64,') == len(names)
-    assert summary["missing_ced"] == ["aflw_cnn6_wing:test", "aflw_cnn6_wing:frontal"]
+    assert summary["missing_curves"] == ["aflw_cnn6_wing:test", "aflw_cnn6_wing:frontal"]
     # Self-contained HTML: nothing fetched from anywhere.
     lowered = page.lower()
     for needle in ("<script", "<link", 'src="http', "src='http", 'href="http', "url(http", "@import"):
@@ -301,3 +303,62 @@ def test_heatmap_rows_stand_beside_the_regression_rows(prepared, tmp_path):
     # The ablation table: which parts each AWing row had, NME per split.
     assert _row("yes", "yes", "yes", f"`{ids['w300_hg_awing'][:8]}`", "4.10", "5.10", "6.10") in md
     assert _row("no", "yes", "yes", f"`{ids['w300_hg_awing_no_map'][:8]}`", "4.70", "5.70", "6.70") in md
+
+
+def _recognition_run(client: MlflowClient, exp_id: str, head: str, *, accuracy: float, roc: bool = True) -> str:
+    tags = {"facebench.kind": "train", "facebench.experiment": f"casia_{head}", "facebench.paper": "cosface",
+            "facebench.task": "recognition", "facebench.dataset": "casia", "facebench.model": "sphereface",
+            "facebench.loss": head, "facebench.pdb": "false", "facebench.profile": "smoke"}
+    run_id = client.create_run(exp_id, run_name=f"casia_{head}", tags=tags, start_time=2_000).info.run_id
+    tracking.log_params(client, run_id, {"backbone_depth": 4, "eval_dataset": "lfw"})
+    tracking.log_metrics(client, run_id, {"lfw_accuracy": accuracy, "lfw_accuracy_std": 0.0123,
+                                          "lfw_tar_at_far_0.001": accuracy - 0.3, "lfw_tar_at_far_0.0001": 0.0}, step=2)
+    if roc:
+        fpr = np.linspace(0.0, 1.0, 11)
+        tracking.log_tables(client, run_id, {"roc/lfw.csv": pd.DataFrame({"fpr": fpr, "tpr": np.sqrt(fpr)})})
+    client.set_terminated(run_id, status="FINISHED", end_time=3_000)
+    return run_id
+
+
+def test_recognition_section_table_roc_and_margin_sweep(store, prepared, tmp_path):
+    client = MlflowClient(store["uri"])
+    exp_id = tracking.get_or_create_experiment(client, "cosface", tmp_path)
+    ids = {"cosface": _recognition_run(client, exp_id, "cosface", accuracy=0.9125),
+           "softmax": _recognition_run(client, exp_id, "softmax", accuracy=0.805),
+           "nsl": _recognition_run(client, exp_id, "nsl", accuracy=0.85, roc=False)}
+    tags = {"facebench.kind": "sweep", "facebench.sweep": "cosface_margin", "facebench.profile": "smoke",
+            "facebench.experiment": "casia_cosface", "facebench.paper": "cosface"}
+    parent = client.create_run(exp_id, run_name="sweep:cosface_margin", tags=tags, start_time=8_000).info.run_id
+    tracking.log_params(client, parent, {"base_experiment": "casia_cosface", "metric": "val_accuracy", "mode": "max"})
+    trials = {}
+    for m, acc in ((0.0, 0.80), (0.2, 0.90), (0.4, 0.85)):
+        trial = client.create_run(exp_id, run_name=f"cosface_margin[m={m:g}]", start_time=8_100, tags={
+            "facebench.kind": "trial", "facebench.sweep": "cosface_margin", "facebench.profile": "smoke",
+            "mlflow.parentRunId": parent}).info.run_id
+        tracking.log_params(client, trial, {"loss.m": m, "loss.s": 64.0})
+        tracking.log_metrics(client, trial, {"val_accuracy": acc}, step=2)
+        client.set_terminated(trial, status="FINISHED")
+        trials[m] = trial
+    client.set_terminated(parent, status="FINISHED")
+
+    out = tmp_path / "reports"
+    summary = build_report(store["uri"], prepared, out, "smoke", ["w300", "aflw"])
+    md = (out / "leaderboard.md").read_text()
+    # Heads in the papers' order, whatever order the runs came in; the paper figure beside its head only.
+    section = md[md.index("## Face recognition"):md.index("## Loss-parameter sweeps")]
+    assert section.index("| Softmax |") < section.index("| NSL") < section.index("| LMCL (CosFace) |")
+    assert _row("LMCL (CosFace)", "SphereFace-4", "`casia`", "`lfw`", f"`{ids['cosface'][:8]}`", "91.25", "1.23",
+                "61.25", "0.00", "99.33†") in md
+    assert _row("NSL (normalised softmax)", "SphereFace-4", "`casia`", "`lfw`", f"`{ids['nsl'][:8]}`", "85.00",
+                "1.23", "55.00", "0.00", "—") in md
+    # The margin sweep: higher accuracy is best here.
+    assert _row("0.2", "64", "90.00", f"`{trials[0.2][:8]}`", "—", "**best**") in md
+    assert "val LFW accuracy (%)" in md
+    # Figures: the ROC of the runs that logged one, the margin curve; a missing ROC is reported.
+    names = sorted(p.name for p in (out / "figures").glob("*.png"))
+    assert "roc_lfw.png" in names and "sweep_cosface_margin_smoke.png" in names
+    assert "](figures/roc_lfw.png)" in md
+    assert summary["missing_curves"][-1] == "casia_nsl:roc"
+    assert ids["cosface"] in summary["runs"].values()
+    # The run list names the recognition runs too.
+    assert md[md.index("## Runs"):].count("`casia_") == 3

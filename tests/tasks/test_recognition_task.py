@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from facebench.config import ExperimentConfig, resolve_experiment
+from facebench.config import RecognitionExperimentConfig, resolve_experiment
 from facebench.losses.margin import HEAD_NAMES
 from facebench.tasks import build_task
 from facebench.tasks.recognition import Recognizer
@@ -55,7 +55,7 @@ def test_evaluation_runs_the_lfw_protocol(recognition_project):
 
 def test_a_landmark_loss_is_refused(recognition_project):
     params, paths = recognition_project
-    params.experiments["casia_bad"] = ExperimentConfig(paper="cosface", task="recognition", dataset="casia",
-                                                       model="sphereface20", loss="wing", eval_dataset="lfw")
+    params.recognition_experiments["casia_bad"] = RecognitionExperimentConfig(
+        paper="cosface", task="recognition", dataset="casia", model="sphereface", loss="wing", eval_dataset="lfw")
     with pytest.raises(ValueError, match="not a recognition head"):
         build_task(resolve_experiment(params, "casia_bad"), paths.prepared("casia"))

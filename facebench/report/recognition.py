@@ -1,0 +1,111 @@
+"""The recognition leaderboard (CosFace paper): five heads on one backbone, verified by the LFW protocol.
+
+Rows are the newest finished recognition runs, one per head: LFW-protocol accuracy (10 folds, threshold
+chosen on the other nine, image + mirror embeddings, cosine score), its spread over the folds, TAR at
+FAR 1e-3 and 1e-4 over all pairs, and the paper's LFW figure for that head where it gives one.
+Figure: the ROC curve of every head (the margin sweep is drawn with the other sweeps, render.sweep_figure).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from facebench.report.paper_numbers import RECOGNITION_NUMBERS, recognition_lookup
+from facebench.report.render import DAGGER, DASH, Block, Heading, Image, Para, Table, pct, short
+
+HEAD_ORDER = ("softmax", "nsl", "sphereface", "cosface", "arcface")
+HEAD_LABEL = {"softmax": "Softmax", "nsl": "NSL (normalised softmax)", "sphereface": "A-Softmax (SphereFace)",
+              "cosface": "LMCL (CosFace)", "arcface": "ArcFace"}
+HEAD_COLOR = {"softmax": "tab:blue", "nsl": "tab:orange", "sphereface": "tab:green", "cosface": "tab:red",
+              "arcface": "tab:purple"}
+FARS = ("0.001", "0.0001")
+
+
+def recognition_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The recognition rows of ``collect_runs``, in the papers' order of heads."""
+    if runs.empty:
+        return runs
+    rec = runs[runs["task"] == "recognition"].copy()
+    rec["_order"] = [HEAD_ORDER.index(h) if h in HEAD_ORDER else len(HEAD_ORDER) for h in rec["loss"]]
+    return rec.sort_values(["dataset", "_order", "experiment", "profile"], kind="mergesort").drop(columns="_order")
+
+
+def backbone_label(row: pd.Series) -> str:
+    depth = row.get("params.backbone_depth")
+    return f"SphereFace-{depth}" if isinstance(depth, str) and depth else "SphereFace"
+
+
+def _metric(row: pd.Series, name: str) -> float | None:
+    value = row.get(f"metrics.{name}")
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def _paper_cell(loss: str) -> str:
+    number = recognition_lookup(loss)
+    if number is None:
+        return DASH
+    return f"{number.lfw_percent:.2f}" + ("" if number.verified else DAGGER)
+
+
+def leaderboard_table(runs: pd.DataFrame, with_profile: bool) -> Table:
+    headers = (["head", "backbone", "train set", "verified on"] + (["profile"] if with_profile else [])
+               + ["run", "LFW accuracy (%)", "± over folds", "TAR@FAR 1e-3 (%)", "TAR@FAR 1e-4 (%)", "paper LFW (%)"])
+    rows = []
+    for _, row in runs.iterrows():
+        rows.append([HEAD_LABEL.get(row["loss"], row["loss"]), backbone_label(row), f"`{row['dataset']}`",
+                     f"`{row.get('params.eval_dataset') or DASH}`"]
+                    + ([f"`{row['profile']}`"] if with_profile else [])
+                    + [short(row["run_id"]), pct(_metric(row, "lfw_accuracy")), pct(_metric(row, "lfw_accuracy_std"))]
+                    + [pct(_metric(row, f"lfw_tar_at_far_{far}")) for far in FARS] + [_paper_cell(row["loss"])])
+    n_text = 5 + (1 if with_profile else 0)
+    return Table(headers, rows, [False] * n_text + [True] * (len(headers) - n_text))
+
+
+def roc_figure(curves: list[tuple[str, str, pd.DataFrame]]) -> bytes:
+    """ROC of each head (label, head key, fpr/tpr table), log-scaled FAR; PNG bytes without metadata."""
+    fig = Figure(figsize=(8.4, 3.8), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for text, head, curve in curves:
+        fpr = curve["fpr"].to_numpy().clip(min=1e-4)  # a log axis cannot show 0: the left edge stands for it
+        ax.plot(fpr, curve["tpr"].to_numpy(), label=text, color=HEAD_COLOR.get(head, "tab:gray"), linewidth=1.6,
+                drawstyle="steps-post")
+    ax.set_xscale("log")
+    ax.set_xlim(1e-4, 1.0)
+    ax.set_ylim(0.0, 1.01)
+    ax.set_xlabel("false accept rate (log; 1e-4 stands for 0)")
+    ax.set_ylabel("true accept rate")
+    ax.grid(True, alpha=0.3)
+    ax.set_title("LFW-protocol pairs: ROC", fontsize=10)
+    if curves:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def recognition_section(runs: pd.DataFrame, figures: list[Image], with_profile: bool) -> list[Block]:
+    blocks: list[Block] = [Heading(2, "Face recognition: CASIA-WebFace to LFW (CosFace paper)")]
+    if runs.empty:
+        return blocks + [Para("No finished recognition run in the store for this profile.")]
+    blocks.append(Para(
+        "Each head trains the same backbone on the identity set and is verified on LFW-layout pairs: every image is"
+        " embedded with its mirror (summed), a pair's score is the cosine of the two embeddings, and accuracy is the"
+        " mean over the folds of the accuracy at the threshold chosen on the other folds (**higher is better**;"
+        " chance is 50%). TAR@FAR is over all pairs: with n impostor pairs, a FAR below 1/n allows no false accept."
+        f" Paper figures are LFW accuracies of a 64-layer network trained on the real CASIA-WebFace; {DAGGER} marks"
+        " a figure not verified against the paper."))
+    blocks.append(leaderboard_table(runs, with_profile))
+    cited = [n for n in RECOGNITION_NUMBERS if n.loss in set(runs["loss"])]
+    if cited:
+        blocks.append(Para("Sources: " + "; ".join(
+            f"{HEAD_LABEL.get(n.loss, n.loss)} {n.lfw_percent:.2f}{'' if n.verified else DAGGER} — {n.source}"
+            + (f" ({n.note})" if n.note else "") for n in cited) + "."))
+    blocks.extend(figures)
+    return blocks
