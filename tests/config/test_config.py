@@ -66,6 +66,15 @@ def _write(tmp_path: Path, mutate) -> Path:
     (lambda r: r["profiles"]["smoke"].pop("heatmaps"), "profiles.smoke.heatmaps is missing"),
     (lambda r: r["heatmap_sweeps"]["awing_alpha_omega"].update(experiment="aflw_cnn6_wing"),
      "heatmap_sweeps.awing_alpha_omega.experiment"),
+    (lambda r: r["profiles"]["smoke"].pop("recognition"), "profiles.smoke.recognition is missing"),
+    (lambda r: r["recognition_experiments"]["casia_cosface"].update(eval_dataset="ytf"),
+     "recognition_experiments.casia_cosface.eval_dataset"),
+    (lambda r: r["recognition_experiments"]["casia_cosface"].update(model="resnet"),
+     "recognition_experiments.casia_cosface.model"),
+    (lambda r: r["recognition_sweeps"]["cosface_margin"].update(experiment="w300_hg_awing"),
+     "recognition_sweeps.cosface_margin.experiment"),
+    (lambda r: r["heatmap_experiments"].update(casia_nsl=r["heatmap_experiments"]["w300_hg_mse"]),
+     "'casia_nsl' is in both heatmap_experiments and recognition_experiments"),
 ])
 def test_mistakes_name_the_file_and_key(tmp_path, mutate, fragment):
     path = _write(tmp_path, mutate)
@@ -86,3 +95,19 @@ def test_config_hash_changes_with_loss_parameter():
     params.losses["wing"]["w"] = 8.0
     b = resolve_experiment(params, "aflw_cnn6_wing")
     assert a.config_hash() != b.config_hash()
+
+
+def test_recognition_profiles_resolve_depth_and_schedule():
+    """The paper profile carries the CosFace schedule; the CPU default shrinks the backbone only."""
+    paper = load_params(REPO / "params.yaml", profile="paper")
+    exp = resolve_experiment(paper, "casia_cosface")
+    assert exp.backbone_depth == 20 and exp.eval_dataset == "lfw"
+    t = exp.train
+    assert (t.optimizer, t.lr, t.momentum, t.weight_decay, t.batch_size) == ("sgd", 0.1, 0.9, 0.0005, 512)
+    assert t.lr_schedule == "step" and t.lr_steps == [17, 25, 29] and t.epochs == 31
+    assert exp.loss_params == {"s": 64.0, "m": 0.35}
+    default = load_params(REPO / "params.yaml", profile="default")
+    assert resolve_experiment(default, "casia_sphereface").backbone_depth == 4
+    assert resolve_experiment(default, "casia_sphereface").loss_params == {"m": 4}
+    # the landmark rows keep their own schedule
+    assert resolve_experiment(paper, "aflw_cnn6_l1").train.optimizer == paper.active.train.optimizer
