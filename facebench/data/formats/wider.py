@@ -1,0 +1,139 @@
+"""WIDER FACE: the ``wider_face_{train,val}_bbx_gt.txt`` annotation and the eval kit's keep lists.
+
+Annotation (datasets.md §5), repeated to the end of the file: an image path relative to
+``WIDER_<split>/images/`` (``0--Parade/0_Parade_marchingband_1_849.jpg``); a face-count line n; n
+lines ``x1 y1 w h blur expression illumination invalid occlusion pose`` (integers, often with a
+trailing space). An image with n = 0 is followed by one all-zero line, which belongs to it and is
+consumed. Some boxes have w or h = 0: they are kept and flagged (``degenerate``), never dropped
+silently; whether they count is the evaluation's business.
+
+Eval kit (``eval_tools/ground_truth/wider_{easy,medium,hard}_val.mat``): per event, per image, the
+**1-based** indices of the faces that count in that subset; the others are ignored (a detection
+matched to one is neither a true nor a false positive). Easy ⊂ Medium ⊂ Hard.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facebench.data.formats import DatasetFormatError
+
+ATTRIBUTES = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
+ATTRIBUTE_RANGE = {"blur": 2, "expression": 1, "illumination": 1, "invalid": 1, "occlusion": 2, "pose": 1}
+
+
+class WiderFormatError(DatasetFormatError):
+    """A malformed annotation file; ``line`` is 1-based (0 for whole-file problems)."""
+
+    def __init__(self, source: str, line: int, message: str):
+        super().__init__(f"{source}:{line}: {message}" if line else f"{source}: {message}")
+        self.line = line
+
+
+@dataclass
+class WiderImage:
+    path: str               # relative to WIDER_<split>/images/, e.g. "0--Parade/0_Parade_marchingband_1_5.jpg"
+    boxes: np.ndarray       # (n, 4) float32 x1, y1, w, h in pixels
+    attributes: np.ndarray  # (n, 6) int16 in ATTRIBUTES order
+    line: int               # 1-based line of the path in the annotation file
+
+    @property
+    def event(self) -> str:
+        return self.path.split("/", 1)[0]
+
+    @property
+    def degenerate(self) -> np.ndarray:
+        """Faces with zero width or height (present in the official files)."""
+        return (self.boxes[:, 2] <= 0) | (self.boxes[:, 3] <= 0)
+
+
+def parse_bbx_gt(text: str, source: str = "wider_face_bbx_gt.txt") -> list[WiderImage]:
+    """Every image of a ``*_bbx_gt.txt`` text, in file order; errors name the line and what was expected."""
+    lines = text.lstrip("\ufeff").splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines:
+        raise WiderFormatError(source, 0, "empty file; expected an image path, a face count and the face lines")
+    images: list[WiderImage] = []
+    seen: dict[str, int] = {}
+    i = 0
+    while i < len(lines):
+        path_line = i + 1
+        path = lines[i].strip()
+        if not path.lower().endswith((".jpg", ".jpeg", ".png")) or len(path.split()) != 1:
+            raise WiderFormatError(source, path_line, f"expected an image path (…/name.jpg), got {lines[i]!r}")
+        if path in seen:
+            raise WiderFormatError(source, path_line, f"image {path} already listed at line {seen[path]}")
+        seen[path] = path_line
+        if i + 1 >= len(lines):
+            raise WiderFormatError(source, path_line + 1, f"file ends after {path}; expected its face count")
+        count_text = lines[i + 1].strip()
+        if not count_text.isdigit():
+            raise WiderFormatError(source, path_line + 1, f"expected the face count of {path}, got {lines[i + 1]!r}")
+        n = int(count_text)
+        rows = max(n, 1)  # n = 0 is followed by one all-zero line
+        if i + 2 + rows > len(lines):
+            raise WiderFormatError(source, len(lines) + 1,
+                                   f"file ends inside {path}: {n} face line(s) announced at line {path_line + 1}")
+        values = []
+        for k in range(rows):
+            number = path_line + 2 + k
+            parts = lines[i + 2 + k].split()
+            if len(parts) != 10 or not all(p.lstrip("-").isdigit() for p in parts):
+                raise WiderFormatError(source, number, f"expected 10 integers 'x1 y1 w h blur expression illumination "
+                                                       f"invalid occlusion pose' for {path}, got {lines[i + 2 + k]!r}")
+            row = [int(p) for p in parts]
+            if n == 0:
+                if any(row):
+                    raise WiderFormatError(source, number, f"{path} has 0 faces; expected the all-zero line, "
+                                                           f"got {lines[i + 2 + k]!r}")
+                continue
+            if row[2] < 0 or row[3] < 0:
+                raise WiderFormatError(source, number, f"negative box size w={row[2]} h={row[3]} for {path}")
+            for name, value in zip(ATTRIBUTES, row[4:]):
+                if not 0 <= value <= ATTRIBUTE_RANGE[name]:
+                    raise WiderFormatError(source, number, f"{name}={value} for {path}; expected 0..{ATTRIBUTE_RANGE[name]}")
+            values.append(row)
+        table = np.asarray(values, dtype=np.int64).reshape(-1, 10)
+        images.append(WiderImage(path, table[:, :4].astype(np.float32), table[:, 4:].astype(np.int16), path_line))
+        i += 2 + rows
+    return images
+
+
+def read_bbx_gt(path: Path) -> list[WiderImage]:
+    path = Path(path)
+    if not path.is_file():
+        raise WiderFormatError(str(path), 0, "annotation file not found (expected wider_face_split/"
+                                             "wider_face_<split>_bbx_gt.txt)")
+    return parse_bbx_gt(path.read_text(encoding="utf-8"), str(path))
+
+
+def read_keep_lists(mat_path: Path) -> dict[str, np.ndarray]:
+    """Eval-kit subset file (``wider_{easy,medium,hard}_val.mat``) -> {"event/image.jpg": 0-based face indices}."""
+    import scipy.io
+
+    mat_path = Path(mat_path)
+    if not mat_path.is_file():
+        raise WiderFormatError(str(mat_path), 0, "keep-list file not found (expected eval_tools/ground_truth/"
+                                                 "wider_<subset>_val.mat)")
+    mat = scipy.io.loadmat(str(mat_path))
+    missing = [k for k in ("event_list", "file_list", "gt_list") if k not in mat]
+    if missing:
+        raise WiderFormatError(str(mat_path), 0, f"lacks {missing}; expected event_list, file_list and gt_list")
+    events, files, keep = mat["event_list"], mat["file_list"], mat["gt_list"]
+    out: dict[str, np.ndarray] = {}
+    for e in range(len(events)):
+        event = str(events[e][0][0])
+        names, lists = files[e][0], keep[e][0]
+        if len(names) != len(lists):
+            raise WiderFormatError(str(mat_path), 0, f"event {event}: {len(names)} files but {len(lists)} keep lists")
+        for j in range(len(names)):
+            indices = np.asarray(lists[j][0], dtype=np.int64).reshape(-1)
+            if indices.size and indices.min() < 1:
+                raise WiderFormatError(str(mat_path), 0, f"{event}/{names[j][0][0]}: keep indices are 1-based; "
+                                                         f"found {indices.min()}")
+            out[f"{event}/{names[j][0][0]}.jpg"] = indices - 1
+    return out
