@@ -8,15 +8,14 @@ Figure: the ROC curve of every head (the margin sweep is drawn with the other sw
 
 from __future__ import annotations
 
-import io
 import math
 
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from facebench.report.paper_numbers import RECOGNITION_NUMBERS, recognition_lookup
-from facebench.report.render import DAGGER, DASH, Block, Heading, Image, Para, Table, pct, short
+from facebench.report.render import (
+    DAGGER, DASH, Block, Heading, Image, Para, Table, new_figure, png_bytes, pct, short,
+)
 
 HEAD_ORDER = ("softmax", "nsl", "sphereface", "cosface", "arcface")
 HEAD_LABEL = {"softmax": "Softmax", "nsl": "NSL (normalised softmax)", "sphereface": "A-Softmax (SphereFace)",
@@ -68,8 +67,7 @@ def leaderboard_table(runs: pd.DataFrame, with_profile: bool) -> Table:
 
 def roc_figure(curves: list[tuple[str, str, pd.DataFrame]]) -> bytes:
     """ROC of each head (label, head key, fpr/tpr table), log-scaled FAR; PNG bytes without metadata."""
-    fig = Figure(figsize=(8.4, 3.8), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = new_figure(8.4, 3.8)
     ax = fig.add_subplot()
     for text, head, curve in curves:
         fpr = curve["fpr"].to_numpy().clip(min=1e-4)  # a log axis cannot show 0: the left edge stands for it
@@ -84,10 +82,7 @@ def roc_figure(curves: list[tuple[str, str, pd.DataFrame]]) -> bytes:
     ax.set_title("LFW-protocol pairs: ROC", fontsize=10)
     if curves:
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 def recognition_section(runs: pd.DataFrame, figures: list[Image], with_profile: bool) -> list[Block]:

@@ -320,8 +320,7 @@ def sweep_figure(sweep: str, group: pd.DataFrame) -> bytes | None:
     x = max(varied, key=lambda c: group[c].nunique())  # the longer axis along x
     series = [c for c in varied if c != x]
     metric = str(group["metric"].iloc[0])
-    fig = Figure(figsize=(5.6, 3.6), dpi=100)
-    FigureCanvasAgg(fig)
+    fig = new_figure(5.6, 3.6)
     ax = fig.add_subplot()
     parts = group.groupby(series[0], sort=True) if series else [(None, group)]
     for value, part in parts:
@@ -337,10 +336,7 @@ def sweep_figure(sweep: str, group: pd.DataFrame) -> bytes | None:
     ax.set_title(f"{sweep} (x: stopped early by ASHA)", fontsize=10)
     if series:
         ax.legend(fontsize=8, frameon=False)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 def _nan_to_none(value) -> float | None:
@@ -421,6 +417,21 @@ def build_document(runs: pd.DataFrame, baselines: pd.DataFrame, trials: pd.DataF
 
 
 # --- figures ---------------------------------------------------------------------------------------------
+def new_figure(width: float, height: float) -> Figure:
+    """A figure on a bare Agg canvas (no pyplot state)."""
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def png_bytes(fig: Figure) -> bytes:
+    """The figure as PNG, its metadata cleared so the bytes depend only on the data."""
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    return buf.getvalue()
+
+
 LOSS_COLOR = {"l2": "tab:blue", "l1": "tab:orange", "smooth_l1": "tab:green", "wing": "tab:red",
               "hm_mse": "tab:cyan", "hm_l1": "tab:olive", "hm_wing": "tab:pink", "awing": "tab:brown"}
 BASELINE_STYLE = ("0.45", "--")
@@ -443,8 +454,7 @@ def ced_figure(title: str, curves: list[tuple[str, pd.DataFrame, tuple[str, str]
     Drawn on a bare Agg canvas (no pyplot state); PNG metadata is cleared so the bytes depend only
     on the data.
     """
-    fig = Figure(figsize=(8.4, 3.8), dpi=100)  # room for the legend beside the axes
-    FigureCanvasAgg(fig)
+    fig = new_figure(8.4, 3.8)  # room for the legend beside the axes
     ax = fig.add_subplot()
     for text, curve, (color, linestyle) in curves:
         ax.plot(100.0 * curve["threshold"].to_numpy(), curve["fraction"].to_numpy(), label=text,
@@ -457,10 +467,7 @@ def ced_figure(title: str, curves: list[tuple[str, pd.DataFrame, tuple[str, str]
     ax.set_title(title, fontsize=10)
     if curves:
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 # --- writers ---------------------------------------------------------------------------------------------
