@@ -59,6 +59,7 @@ class TrainSource:
 
     def shard_nbytes(self, world: int) -> int:
         """Bytes of one worker's arrays, from the first row (rows are fixed-shape after ``to_arrays``)."""
+        self.check()
         first = next(pq.ParquetFile(self.path).iter_batches(batch_size=1, columns=list(self.columns)))
         row = self.to_arrays({c: first.column(c).to_numpy(zero_copy_only=False) for c in self.columns})
         return sum(v.nbytes for v in row.values()) * -(-self.num_rows() // world)

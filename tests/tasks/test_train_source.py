@@ -43,5 +43,8 @@ def test_shard_bytes_from_the_first_row(split):
 
 
 def test_missing_split_names_the_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="train.parquet"):
-        TrainSource(tmp_path / "train.parquet", ("x",), _to_arrays).num_rows()
+    missing = TrainSource(tmp_path / "train.parquet", ("x",), _to_arrays)
+    with pytest.raises(FileNotFoundError, match="train.parquet.*run `facebench prepare`"):
+        missing.num_rows()
+    with pytest.raises(FileNotFoundError, match="train.parquet.*run `facebench prepare`"):
+        missing.shard_nbytes(2)
