@@ -88,11 +88,11 @@ def tune(sweep: str, params_file: Path = ParamsOpt, profile: Optional[str] = Pro
 def report(params_file: Path = ParamsOpt, profile: Optional[str] = ProfileOpt,
            out: Path = typer.Option(Path("reports"), help="output folder")) -> None:
     """Regenerate the leaderboards from MLflow (reports/leaderboard.md and .html)."""
-    from facebench.report import build_report
+    from facebench.report import LANDMARK_TASKS, build_report
     from facebench.tracking import tracking_uri
 
     params, paths = _setup(params_file, profile)
-    datasets = sorted({e.dataset for e in params.all_experiments.values() if e.task != "recognition"})  # landmark sets
+    datasets = sorted({e.dataset for e in params.all_experiments.values() if e.task in LANDMARK_TASKS})
     _print(build_report(tracking_uri(paths.root), paths.root / "data" / "prepared", out, params.profile, datasets))
 
 

@@ -82,6 +82,21 @@ def _recognition_figures(tracking_uri: str, runs: pd.DataFrame, with_profile: bo
     return pngs, figures, missing
 
 
+def _sweep_figures(trials: pd.DataFrame) -> tuple[dict[str, bytes], dict[tuple[str, str], render.Image]]:
+    """One figure per sweep (and profile) whose grid varies one or two parameters."""
+    pngs: dict[str, bytes] = {}
+    figures: dict[tuple[str, str], render.Image] = {}
+    if trials.empty:
+        return pngs, figures
+    for (sweep, profile), group in trials.groupby(["sweep", "profile"], sort=True):
+        png = render.sweep_figure(sweep, group)
+        if png is not None:
+            name = f"sweep_{sweep}_{profile}.png"
+            pngs[name] = png
+            figures[(sweep, profile)] = render.Image(name, f"`{sweep}` ({profile})")
+    return pngs, figures
+
+
 def build_report(tracking_uri: str, prepared_root: Path, out_dir: Path, profile: str | None,
                  datasets: list[str]) -> dict[str, Any]:
     """Write the leaderboard for ``datasets`` from the newest finished runs of ``profile`` (None: all).
@@ -102,20 +117,14 @@ def build_report(tracking_uri: str, prepared_root: Path, out_dir: Path, profile:
     pngs, figures, missing = _ced_figures(tracking_uri, runs, baselines, errors, datasets, profile is None)
     rec_pngs, rec_figures, rec_missing = _recognition_figures(tracking_uri, rec_runs, profile is None)
     pngs.update(rec_pngs)
-    sweep_figures = {}
-    for (sweep, sweep_profile), group in (trials.groupby(["sweep", "profile"], sort=True) if not trials.empty else []):
-        png = render.sweep_figure(sweep, group)
-        if png is not None:
-            name = f"sweep_{sweep}_{sweep_profile}.png"
-            pngs[name] = png
-            sweep_figures[(sweep, sweep_profile)] = render.Image(name, f"`{sweep}` ({sweep_profile})")
+    sweep_pngs, sweep_figures = _sweep_figures(trials)
+    pngs.update(sweep_pngs)
     missing += rec_missing
     shown = pd.concat([runs, rec_runs]) if not rec_runs.empty else runs
 
     doc = render.build_document(runs, baselines, trials, profile, datasets, figures,
-                                recognition=recognition.recognition_section(rec_runs, rec_figures, profile is None)
-                                if not rec_runs.empty else [], listed=shown,
-                                sweep_figures=sweep_figures)
+                                recognition=recognition.recognition_section(rec_runs, rec_figures, profile is None),
+                                listed=shown, sweep_figures=sweep_figures)
     markdown, page = render.to_markdown(doc), render.to_html(doc, pngs)
     written = []
     for name, data in sorted(pngs.items()):

@@ -8,13 +8,11 @@ Figure: the ROC curve of every head (the margin sweep is drawn with the other sw
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 
 from facebench.report.paper_numbers import RECOGNITION_NUMBERS, recognition_lookup
 from facebench.report.render import (
-    DAGGER, DASH, Block, Heading, Image, Para, Table, new_figure, png_bytes, pct, short,
+    DAGGER, DASH, Block, Heading, Image, Para, Table, cited_cell, new_figure, png_bytes, pct, run_metric, short,
 )
 
 HEAD_ORDER = ("softmax", "nsl", "sphereface", "cosface", "arcface")
@@ -39,16 +37,9 @@ def backbone_label(row: pd.Series) -> str:
     return f"SphereFace-{depth}" if isinstance(depth, str) and depth else "SphereFace"
 
 
-def _metric(row: pd.Series, name: str) -> float | None:
-    value = row.get(f"metrics.{name}")
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
-
-
 def _paper_cell(loss: str) -> str:
     number = recognition_lookup(loss)
-    if number is None:
-        return DASH
-    return f"{number.lfw_percent:.2f}" + ("" if number.verified else DAGGER)
+    return DASH if number is None else cited_cell(number.lfw_percent, number.verified)
 
 
 def leaderboard_table(runs: pd.DataFrame, with_profile: bool) -> Table:
@@ -59,8 +50,8 @@ def leaderboard_table(runs: pd.DataFrame, with_profile: bool) -> Table:
         rows.append([HEAD_LABEL.get(row["loss"], row["loss"]), backbone_label(row), f"`{row['dataset']}`",
                      f"`{row.get('params.eval_dataset') or DASH}`"]
                     + ([f"`{row['profile']}`"] if with_profile else [])
-                    + [short(row["run_id"]), pct(_metric(row, "lfw_accuracy")), pct(_metric(row, "lfw_accuracy_std"))]
-                    + [pct(_metric(row, f"lfw_tar_at_far_{far}")) for far in FARS] + [_paper_cell(row["loss"])])
+                    + [short(row["run_id"]), pct(run_metric(row, "lfw_accuracy")), pct(run_metric(row, "lfw_accuracy_std"))]
+                    + [pct(run_metric(row, f"lfw_tar_at_far_{far}")) for far in FARS] + [_paper_cell(row["loss"])])
     n_text = 5 + (1 if with_profile else 0)
     return Table(headers, rows, [False] * n_text + [True] * (len(headers) - n_text))
 
@@ -86,9 +77,10 @@ def roc_figure(curves: list[tuple[str, str, pd.DataFrame]]) -> bytes:
 
 
 def recognition_section(runs: pd.DataFrame, figures: list[Image], with_profile: bool) -> list[Block]:
-    blocks: list[Block] = [Heading(2, "Face recognition: CASIA-WebFace to LFW (CosFace paper)")]
+    """Nothing when there is no recognition run (a landmark-only project's report has no such section)."""
     if runs.empty:
-        return blocks + [Para("No finished recognition run in the store for this profile.")]
+        return []
+    blocks: list[Block] = [Heading(2, "Face recognition: CASIA-WebFace to LFW (CosFace paper)")]
     blocks.append(Para(
         "Each head trains the same backbone on the identity set and is verified on LFW-layout pairs: every image is"
         " embedded with its mirror (summed), a pair's score is the cosine of the two embeddings, and accuracy is the"
@@ -100,7 +92,7 @@ def recognition_section(runs: pd.DataFrame, figures: list[Image], with_profile: 
     cited = [n for n in RECOGNITION_NUMBERS if n.loss in set(runs["loss"])]
     if cited:
         blocks.append(Para("Sources: " + "; ".join(
-            f"{HEAD_LABEL.get(n.loss, n.loss)} {n.lfw_percent:.2f}{'' if n.verified else DAGGER} — {n.source}"
+            f"{HEAD_LABEL.get(n.loss, n.loss)} {cited_cell(n.lfw_percent, n.verified)} — {n.source}"
             + (f" ({n.note})" if n.note else "") for n in cited) + "."))
     blocks.extend(figures)
     return blocks

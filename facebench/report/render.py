@@ -87,17 +87,20 @@ def pct(value: float | None) -> str:
     return f"{100.0 * value:.2f}"
 
 
+def cited_cell(value: float, verified: bool) -> str:
+    """A published figure, daggered when we could not check it against the paper."""
+    return f"{value:.2f}" + ("" if verified else DAGGER)
+
+
 def paper_cell(number: PaperNumber | None) -> str:
-    if number is None:
-        return DASH
-    return f"{number.nme_percent:.2f}" + ("" if number.verified else DAGGER)
+    return DASH if number is None else cited_cell(number.nme_percent, number.verified)
 
 
 def short(run_id: str) -> str:
     return f"`{run_id[:8]}`" if run_id else DASH
 
 
-def _metric(row: pd.Series, name: str) -> float | None:
+def run_metric(row: pd.Series, name: str) -> float | None:
     value = row.get(f"metrics.{name}")
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
@@ -168,7 +171,7 @@ def nme_table(dataset: str, runs: pd.DataFrame, baseline: pd.DataFrame, with_pro
         cells = _row_head(row, is_baseline, with_profile)
         for split in splits:
             for suffix, kind in kinds:
-                cells.append(pct(_metric(row, f"test_{split}_{suffix}")))
+                cells.append(pct(run_metric(row, f"test_{split}_{suffix}")))
                 if _papered(dataset, kind):
                     ablated = bool(row.get("variant", ""))  # the papers' figures are for the full model
                     number = None if is_baseline or ablated else lookup(dataset, split, row["model"], row["loss"],
@@ -189,10 +192,10 @@ def robustness_table(dataset: str, runs: pd.DataFrame, baseline: pd.DataFrame, w
     rows = []
     for split in splits:
         for row, is_baseline in _rows(runs, baseline):
-            if _metric(row, f"test_{split}_nme") is None:
+            if run_metric(row, f"test_{split}_nme") is None:
                 continue
             rows.append([split] + _row_head(row, is_baseline, with_profile)
-                        + [pct(_metric(row, f"test_{split}_{m}")) for m in ("auc08", "fr08", "auc10", "fr10")])
+                        + [pct(run_metric(row, f"test_{split}_{m}")) for m in ("auc08", "fr08", "auc10", "fr10")])
     n_head = 1 + len(_head_columns(with_profile))
     return Table(headers, rows, [False] * n_head + [True] * (len(headers) - n_head))
 
@@ -211,7 +214,7 @@ def ablation_table(dataset: str, runs: pd.DataFrame) -> Table | None:
     for _, row in rows_in.iterrows():
         off = str(row.get("variant", "") or "")
         rows.append(["no" if f"no {part}" in off else "yes" for part in ABLATION_PARTS] + [short(row["run_id"])]
-                    + [pct(_metric(row, f"test_{s}_nme")) for s in splits])
+                    + [pct(run_metric(row, f"test_{s}_nme")) for s in splits])
     return Table(headers, rows, [False] * 4 + [True] * len(splits))
 
 
