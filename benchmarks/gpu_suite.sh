@@ -40,5 +40,22 @@ step prepare_w300 150 bash -c "$PY -m facebench.cli synth w300 --params params_g
   $PY -m facebench.cli prepare w300 --params params_gpu.yaml --profile paper"
 step heatmap_train 330 $PY benchmarks/train_throughput.py --params params_gpu.yaml --profile paper \
   --experiment w300_hg_awing --gpu --epochs 2 --out "$OUT_DIR/heatmap_train_throughput.json"
-# 6. the tests that need a GPU (they skip elsewhere)
-step gpu_tests 90 $PY -m pytest -q -p no:cacheprovider tests/data/test_transforms.py tests/data/test_heatmaps.py tests/tasks tests/mtcnn
+# 6. MTCNN alone (issue 6: 100 frames/s at batch 1 on 640x480, min face 20): `facebench bench mtcnn` on the GPU
+#    and this machine's CPU, then launches/syncs per frame with CUDA graphs and eagerly, timed alternately
+step mtcnn_bench 90 $PY -m facebench.cli bench mtcnn --device cuda --device cpu --batch-size 1 --batch-size 8 \
+  --batch-size 32 --seconds 3 --out "$OUT_DIR/mtcnn_bench.json"
+step mtcnn_profile 90 $PY benchmarks/mtcnn_profile.py --device cuda --rounds 3 --seconds 2 --out "$OUT_DIR/mtcnn_profile.txt"
+# 7. CosFace (issue 5): CASIA-style identities scaled to thousands (2,000 identities, 10-20 images each) and
+#    LFW at its size, then the paper profile (SphereFace-20, LMCL, SGD, batch 512, bf16) through Ray Train
+#    beside a bare loop over the same model and crops resident on the GPU
+sed 's/casia_identities: 10575, casia_images: \[20, 70\]/casia_identities: 2000, casia_images: [10, 20]/' \
+  params.yaml > params_rec.yaml
+step prepare_casia 200 bash -c "$PY -m facebench.cli synth casia --params params_rec.yaml --profile paper && \
+  $PY -m facebench.cli synth lfw --params params_rec.yaml --profile paper && \
+  $PY -m facebench.cli prepare casia --params params_rec.yaml --profile paper && \
+  $PY -m facebench.cli prepare lfw --params params_rec.yaml --profile paper"
+step recognition_train 240 $PY benchmarks/train_throughput.py --params params_rec.yaml --profile paper \
+  --experiment casia_cosface --gpu --epochs 3 --out "$OUT_DIR/recognition_train_throughput.json"
+# 8. the tests that need a GPU (they skip elsewhere)
+step gpu_tests 120 $PY -m pytest -q -p no:cacheprovider tests/data/test_transforms.py tests/data/test_heatmaps.py \
+  tests/tasks tests/mtcnn

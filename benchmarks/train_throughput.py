@@ -9,6 +9,7 @@ ratio pipeline / bare on the same machine.
 
     python benchmarks/train_throughput.py --experiment aflw_cnn6_wing --epochs 3 [--gpu]
     python benchmarks/train_throughput.py --experiment w300_hg_awing --epochs 3 [--gpu]   # heatmaps
+    python benchmarks/train_throughput.py --experiment casia_cosface --epochs 3 [--gpu]   # recognition
 
 On CUDA the figures include the peak GPU memory of the bare loop and of the pipeline's worker.
 """
@@ -24,47 +25,58 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from facebench.config import Paths, load_params, resolve_experiment
-from facebench.data.parquet import decode_crops, read_samples
 from facebench.tasks import build_task
 from facebench.train.ray_trainer import fit, make_optimizer
 
 
-def bare_loop(task, exp, device: torch.device, epochs: int, augment: bool) -> float:
-    """Best epoch's images/s of a plain loop over raw crops already on the device (no I/O, no Ray).
+def resident_batches(task, device: torch.device) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(raw, ready): the whole training split on the device as the trainer's workers hold it (raw crops,
+    from the task's ``train_source``), and once more already in network form (the upper bound's input:
+    crops resized / scaled once up front, no augmentation)."""
+    arrays = task.train_source().read_shard(0, 1)
+    raw = {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}
+    if hasattr(task, "test_transform"):  # landmark tasks: resize the crops to the network input
+        norm = raw.get("norm", torch.ones(len(raw["image"]), device=device))
+        out = task.test_transform(raw["image"], raw["landmarks"], norm)
+        ready = {"image": out["image"].contiguous(), "landmarks": out["landmarks"].contiguous(), "norm": norm}
+    else:  # recognition: scale to [-1, 1], no mirroring
+        from facebench.tasks.recognition import to_network_input
 
-    ``augment=False``: the crops are resized once up front, so a step is the model alone (the upper
-    bound). ``augment=True``: each batch goes through the task's device augmentation first, as in
-    the pipeline, which separates the augmentation's cost from the pipeline's.
+        ready = {"image": to_network_input(raw["image"]).contiguous(), "label": raw["label"]}
+    return raw, ready
+
+
+def bare_loop(task, exp, device: torch.device, epochs: int, augment: bool) -> float:
+    """Best epoch's images/s of a plain loop over the training split already on the device (no I/O, no Ray).
+
+    ``augment=False``: the crops are in network form up front, so a step is the model alone (the upper
+    bound). ``augment=True``: each batch of raw crops goes through the task's device augmentation first,
+    as in the pipeline, which separates the augmentation's cost from the pipeline's.
     """
-    path = task.train_path
-    df = read_samples(path)
-    crops = torch.from_numpy(decode_crops(df["image"], task.crop_size, task.crop_size, task.image_encoding, str(path)))
-    crops = crops.to(device)
-    landmarks = torch.from_numpy(np.stack(df["landmarks"].to_numpy()).astype(np.float32)).to(device)
-    norm = torch.ones(len(df), device=device)
-    resized = task.test_transform(crops, landmarks, norm)
-    x, y = resized["image"].contiguous(), resized["landmarks"].contiguous()
+    raw, ready = resident_batches(task, device)
     model = task.build_model().to(device)
     loss_fn = task.build_loss().to(device)
     opt = make_optimizer(model, exp.train)
     bs = exp.train.batch_size
     amp = exp.train.amp and device.type == "cuda"
+    n = len(raw["image"])
     best = 0.0
     for epoch in range(epochs):
-        perm = torch.randperm(len(x), device=device)
+        perm = torch.randperm(n, device=device)
         if device.type == "cuda":
             torch.cuda.synchronize()
         start, seen = time.perf_counter(), 0
-        for i in range(0, len(x) - bs + 1, bs):
+        for i in range(0, n - bs + 1, bs):
             idx = perm[i:i + bs]
             if augment:
-                batch = task.augment_batch({"image": crops[idx], "landmarks": landmarks[idx], "norm": norm[idx]})
-            else:  # heatmap tasks render their target maps here, as the pipeline does per batch
-                batch = task.add_targets({"image": x[idx], "landmarks": y[idx], "norm": norm[idx]})
+                batch = task.augment_batch({k: v[idx] for k, v in raw.items()})
+            else:
+                batch = {k: v[idx] for k, v in ready.items()}
+                if hasattr(task, "add_targets"):  # heatmap tasks render their target maps per batch, as the pipeline
+                    batch = task.add_targets(batch)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
                 loss = task.training_step(model, loss_fn, batch)
             opt.zero_grad(set_to_none=True)
@@ -128,7 +140,7 @@ def main() -> None:
         "experiment": exp.key, "model": exp.model, "batch_size": exp.train.batch_size, "epochs": args.epochs,
         "device": torch.cuda.get_device_name() if args.gpu else f"CPU ({platform.processor() or platform.machine()}, "
                                                                   f"{os.cpu_count()} cores)",
-        "train_images": len(read_samples(task.train_path, columns=["norm"])),
+        "train_images": task.train_source().num_rows(),
         "bare_images_per_s": round(bare, 1),
         "bare_with_device_augmentation_images_per_s": round(bare_aug, 1),
         "pipeline_last_epoch": [{"shuffle_buffer_batches": b, "images_per_s": round(r, 1), "ratio": round(r / bare, 3),

@@ -17,11 +17,15 @@ import torch
 
 # Elements of one (groups, K, K) overlap block; bigger problems are cut into chunks or blocks.
 NMS_BLOCK_ELEMENTS = 1 << 24
+# Up to this many K x K elements (K <= 1024 boxes) all groups share one matrix (``_nms_one_matrix``).
+NMS_ONE_MATRIX_ELEMENTS = 1 << 20
 
 
 def take(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """``t[index]`` along dim 0 via index_select: same result, but it avoids the advanced-indexing kernel,
     which on CPU costs milliseconds (thread-pool overhead) for a few thousand elements."""
+    if index.dim() == 1:  # the common case, one dispatch instead of three
+        return t.index_select(0, index)
     return t.index_select(0, index.reshape(-1)).reshape(*index.shape, *t.shape[1:])
 
 
@@ -89,6 +93,20 @@ def _nms_blocks(boxes: torch.Tensor, threshold: float, mode: str, block: int) ->
     return keep
 
 
+def _nms_one_matrix(boxes: torch.Tensor, order: torch.Tensor, threshold: float, mode: str,
+                    groups: torch.Tensor | None) -> torch.Tensor:
+    """Greedy NMS of all groups in one (K, K) system: a pair counts only within a group. For the few
+    hundred boxes of one frame this is ~20 tensor ops against ~60 for the padded-groups path, which is
+    what a single-image call on a GPU pays for (each op is a kernel launch, not arithmetic)."""
+    b = take(boxes, order).float()
+    suppress = (box_overlap(b, b, mode) > threshold).triu_(1)
+    if groups is not None:
+        g = take(groups, order)
+        suppress &= g[:, None] == g[None, :]
+    keep = _greedy_keep(suppress, torch.ones(len(b), dtype=torch.bool, device=boxes.device))
+    return take(order, keep.nonzero().squeeze(1))  # already in score order (ties: input order)
+
+
 def nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float, mode: str = "union",
         groups: torch.Tensor | None = None) -> torch.Tensor:
     """Greedy non-maximum suppression; indices of the kept boxes, highest score first.
@@ -101,6 +119,8 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float, mode: str =
     if n == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
     order = torch.argsort(scores, descending=True, stable=True)
+    if n * n <= NMS_ONE_MATRIX_ELEMENTS:  # one score-ordered K x K system, other groups masked out
+        return _nms_one_matrix(boxes, order, threshold, mode, groups)
     if groups is None:
         groups = torch.zeros(n, dtype=torch.long, device=boxes.device)
     _, inverse, counts = torch.unique(groups, return_inverse=True, return_counts=True)

@@ -22,11 +22,16 @@ what make common implementations slow:
   200-px face at 24 points).
 - NMS over scales and after R-Net / O-Net is batched over images (``boxes.nms`` with groups). Host syncs
   are the unavoidable data-dependent sizes (candidate counts) and the NMS convergence checks.
+- At batch 1 a GPU cascade is bound by host-side kernel launches (~600 per frame measured on an H100),
+  not by arithmetic. On CUDA the fixed-shape front (pyramid + P-Net) is replayed as one CUDA graph, crops +
+  R-Net and crops + O-Net as one graph each per power-of-two bucket of boxes, and the box code avoids
+  launches that do nothing (one-matrix NMS for small sets, single-dispatch gathers).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +45,7 @@ from facebench.mtcnn.boxes import calibrate, nms, square, take
 PNET_STRIDE = 2
 GAP = 2  # black pixels around every canvas region: bilinear reads at a region's edge see black
 PAD_VALUE = (0.0 - 127.5) / 128.0  # a black pixel, MTCNN's crop padding, after normalisation
+GRAPH_MIN_BOXES, GRAPH_MAX_BOXES = 64, 4096  # box buckets of the captured R-Net / O-Net graphs
 
 PAPER = {"min_face": 20, "scale_factor": 0.709, "thresholds": (0.6, 0.7, 0.7), "nms": (0.5, 0.7, 0.7)}
 # Denser pyramid, smaller faces and lower thresholds: the usual settings for WIDER FACE precision-recall.
@@ -195,6 +201,39 @@ def _grid_offsets(threshold: float, mode: str) -> list[tuple[int, int]]:
     return out
 
 
+class _Captured:
+    """``fn(*inputs)`` captured once as a CUDA graph; ``replay()`` reruns it on the inputs' current contents
+    and returns the same output tensors. Off CUDA there is no graph and ``replay()`` calls ``fn`` again:
+    the tests use that to check the static-buffer logic (bucket padding, output slicing) on a CPU."""
+
+    def __init__(self, fn, inputs: tuple[torch.Tensor, ...], device: torch.device):
+        self.fn, self.inputs, self.graph = fn, inputs, None
+        if device.type == "cuda":
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):  # warm-up outside the graph: cuDNN plans, cached constants
+                fn(*inputs)
+            torch.cuda.current_stream(device).wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.outputs = fn(*inputs)
+        else:
+            self.outputs = None
+
+    def replay(self):
+        if self.graph is None:
+            self.outputs = self.fn(*self.inputs)
+        else:
+            self.graph.replay()
+        return self.outputs
+
+
+def _run(net: torch.nn.Module, chunks) -> tuple[torch.Tensor, ...]:
+    """``net`` on each chunk, its outputs concatenated (no copy when there is one chunk)."""
+    outs = [net(c) for c in chunks]
+    return tuple(outs[0]) if len(outs) == 1 else tuple(torch.cat(o) for o in zip(*outs))
+
+
 class MTCNNDetector:
     """Face detection + 5 landmarks with the three-stage cascade; ``detect`` takes a list of RGB uint8 images.
 
@@ -202,6 +241,10 @@ class MTCNNDetector:
     per-scale NMS (P-Net) and of the R-Net and O-Net stages (NMS over scales uses ``nms[1]``, as the
     authors do with 0.7). ``weights_dir=None`` loads the published weights from the default location.
     ``pnet_pixels`` / ``rnet_batch`` / ``onet_batch`` cap the work per network call (memory, not results).
+    ``cuda_graphs`` (CUDA only) replays the pyramid + P-Net, and crops + R-Net / O-Net, as captured graphs
+    when all images of a batch have one size (same results; far fewer host-side launches, see
+    ``_front_graphed`` and ``_net_on_crops``). Setting ``detector.cuda_graphs = True`` on a CPU detector
+    runs the same static-buffer code without graphs (for tests).
     ``resize`` builds the pyramid with antialiased bilinear (default; fast uint8 path on CPU) or with
     area averaging (what most Python ports use; several times slower on CPU). Borderline detections
     differ between the two (e.g. a 0.87 vs no false positive on the astronaut's collar), clear faces do not.
@@ -212,7 +255,7 @@ class MTCNNDetector:
                  thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
                  nms: tuple[float, float, float] = (0.5, 0.7, 0.7),
                  resize: str = "antialias", pnet_pixels: int = 1 << 23, rnet_batch: int = 4096,
-                 onet_batch: int = 1024):
+                 onet_batch: int = 1024, cuda_graphs: bool = True):
         if min_face < 1 or not 0 < scale_factor < 1:
             raise ValueError(f"need min_face >= 1 and 0 < scale_factor < 1, got {min_face}, {scale_factor}")
         if weights_dir is None:
@@ -229,6 +272,8 @@ class MTCNNDetector:
             raise ValueError(f"resize must be 'antialias' or 'area', got {resize!r}")
         self.resize = resize
         self.pnet_pixels, self.rnet_batch, self.onet_batch = pnet_pixels, rnet_batch, onet_batch
+        self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
+        self._graphs: dict[tuple, _Captured] = {}
         offsets = _grid_offsets(self.nms_thresholds[0], "union")
         self._offsets = torch.tensor(offsets, dtype=torch.long, device=self.device).reshape(-1, 2)
         # Greedy order is (score desc, raster index asc): a neighbour earlier in raster order wins ties.
@@ -240,6 +285,7 @@ class MTCNNDetector:
         self._pinned: torch.Tensor | None = None
         self._pinned_copied: torch.cuda.Event | None = None
         self._geometry: dict[tuple, tuple[torch.Tensor, ...]] = {}
+        self._constants: dict[tuple[float, ...], torch.Tensor] = {}
 
     @classmethod
     def preset(cls, name: str, weights_dir: str | Path | None = None, device: str | torch.device = "cpu",
@@ -398,6 +444,13 @@ class MTCNNDetector:
             out = F.interpolate(src, size=(int(h), int(w)), mode="bilinear", align_corners=False, antialias=True)
         return out.permute(0, 2, 3, 1)
 
+    def _constant(self, values: tuple[float, ...]) -> torch.Tensor:
+        """A small float tensor on the device, made once (each fresh one is a host-to-device copy)."""
+        t = self._constants.get(values)
+        if t is None:
+            t = self._constants[values] = torch.tensor(values, dtype=torch.float32, device=self.device)
+        return t
+
     @staticmethod
     def _flat(canvas: torch.Tensor) -> torch.Tensor:
         """The canvases stacked vertically as one (1, 3, N*Hc, Wc) image (a view, no copy)."""
@@ -411,23 +464,91 @@ class MTCNNDetector:
         lay = self._layout(batch.shape[1], batch.shape[2])
         if not lay.levels:
             return empty
-        b = self._prepare(batch, sizes, lay)
-        boxes, idx = self._stage1(b, lay)
+        front = None
+        if self.cuda_graphs and all(sz == (lay.height, lay.width) for sz in sizes):
+            try:
+                front = self._front_graphed(batch, sizes, lay)
+            except RuntimeError as err:  # a capture this torch/driver refuses: run eagerly from now on
+                warnings.warn(f"MTCNN: CUDA graph capture failed ({err}); running the cascade eagerly")
+                self.cuda_graphs = False
+                self._graphs.clear()
+        b, prob, reg = front.outputs if front is not None else self._front(batch, sizes, lay)
+        boxes, idx = self._stage1(b, lay, prob, reg)
         if len(boxes) == 0:
             return empty
-        boxes, idx = self._stage2(b, lay, boxes, idx)
+        boxes, idx = self._stage2(b, lay, boxes, idx, front)
         if len(boxes) == 0:
             return empty
-        boxes, scores, landmarks, idx = self._stage3(b, lay, boxes, idx)
+        boxes, scores, landmarks, idx = self._stage3(b, lay, boxes, idx, front)
         order = torch.argsort(idx, stable=True)  # nms gives score order; group by image keeping it
         return take(torch.cat((idx[:, None].float(), boxes, scores[:, None], landmarks.flatten(1)), dim=1), order)
 
-    def _stage1(self, b: _Batch, lay: _Layout) -> tuple[torch.Tensor, torch.Tensor]:
+    def _front(self, batch: torch.Tensor, sizes: list[tuple[int, int]], lay: _Layout
+               ) -> tuple[_Batch, torch.Tensor, torch.Tensor]:
+        """Canvas and P-Net's probability and regression maps: fixed shapes, no host sync."""
+        b = self._prepare(batch, sizes, lay)
         x = b.canvas[:, :lay.pnet_h, :lay.pnet_w].permute(0, 3, 1, 2)
         per_call = max(1, self.pnet_pixels // (lay.pnet_h * lay.pnet_w))  # bounds activation memory
-        outs = [self.pnet(c.contiguous(memory_format=torch.channels_last)) for c in x.split(per_call)]
-        prob = torch.cat([o[0] for o in outs])
-        reg = torch.cat([o[1] for o in outs])
+        prob, reg = _run(self.pnet, [c.contiguous(memory_format=torch.channels_last) for c in x.split(per_call)])
+        return b, prob, reg
+
+    def _front_graphed(self, batch: torch.Tensor, sizes: list[tuple[int, int]], lay: _Layout) -> "_Captured":
+        """``_front`` as one captured graph per batch shape, replayed on ``batch``: the pyramid's resizes
+        and P-Net are ~80 kernel launches whose shapes never change, which at batch 1 cost more host time
+        than GPU time. Its ``outputs`` are (batch, prob, reg)."""
+        key = ("front", tuple(batch.shape))
+        entry = self._graphs.get(key)
+        if entry is None:
+            if len(self._graphs) >= 32:  # many batch shapes: start again (a box graph reads its front's canvas)
+                self._graphs.clear()
+            cuda = self.device.type == "cuda"
+
+            def front(static: torch.Tensor) -> tuple[_Batch, torch.Tensor, torch.Tensor]:
+                if cuda:
+                    self._canvas_buffer = None  # the graph's canvas comes from its own memory pool
+                return self._front(static, sizes, lay)
+
+            entry = self._capture(key, front, batch.clone())
+            if cuda:
+                self._canvas_buffer = None
+        else:
+            entry.inputs[0].copy_(batch)
+        entry.replay()
+        return entry
+
+    def _net_on_crops(self, b: _Batch, lay: _Layout, boxes: torch.Tensor, idx: torch.Tensor, stage: int,
+                      front: "_Captured | None") -> tuple[torch.Tensor, ...]:
+        """R-Net (stage 2) or O-Net (stage 3) outputs for the crops of ``boxes``. With a graphed ``front``
+        (so the canvas is a static tensor), crops + network are one captured graph per
+        power-of-two bucket of boxes (~100 launches each): the boxes are copied into the bucket's static
+        buffer, and rows past len(boxes) hold harmless leftovers whose outputs are cut off."""
+        size, net, chunk = (RNET_SIZE, self.rnet, self.rnet_batch) if stage == 2 else (ONET_SIZE, self.onet, self.onet_batch)
+        k = len(boxes)
+        if front is None or k > GRAPH_MAX_BOXES:
+            return _run(net, self._crops(b, lay, boxes, idx, size).split(chunk))
+        bucket = max(GRAPH_MIN_BOXES, 1 << (k - 1).bit_length())
+        key = (stage, bucket, tuple(front.inputs[0].shape))
+        entry = self._graphs.get(key)
+        if entry is None:
+            static_boxes = boxes.new_tensor([0.0, 0.0, PNET_SIZE, PNET_SIZE]).repeat(bucket, 1)
+            static_idx = idx.new_zeros(bucket)
+            static_boxes[:k], static_idx[:k] = boxes, idx
+
+            def crops_net(bx: torch.Tensor, ix: torch.Tensor) -> tuple[torch.Tensor, ...]:
+                return _run(net, self._crops(front.outputs[0], lay, bx, ix, size).split(chunk))
+
+            entry = self._capture(key, crops_net, static_boxes, static_idx)
+        else:
+            entry.inputs[0][:k] = boxes
+            entry.inputs[1][:k] = idx
+        return tuple(o[:k] for o in entry.replay())
+
+    def _capture(self, key: tuple, fn, *inputs: torch.Tensor) -> "_Captured":
+        entry = self._graphs[key] = _Captured(fn, inputs, self.device)
+        return entry
+
+    def _stage1(self, b: _Batch, lay: _Layout, prob: torch.Tensor, reg: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         cell_level = lay.tensors["cell_level"]
         if cell_level.shape != prob.shape[1:]:
             raise RuntimeError(f"P-Net map {tuple(prob.shape[1:])} != layout {tuple(cell_level.shape)}")
@@ -503,42 +624,38 @@ class MTCNNDetector:
         src = torch.where(ok, src_s, torch.inf).argmin(1)
         src = torch.where(ok.any(1), src, torch.where(src_ok, src_s, -1.0).argmax(1))
         at = idx * b.src_sx.shape[1] + src
-        sx, sy = take(b.src_sx.view(-1), at), take(b.src_sy.view(-1), at)
-
-        steps = (torch.arange(size, device=self.device, dtype=torch.float32) + 0.5) / size
-        xs = boxes[:, 0:1] + steps[None] * (boxes[:, 2] - boxes[:, 0])[:, None]  # (K, size) image coords
-        ys = boxes[:, 1:2] + steps[None] * (boxes[:, 3] - boxes[:, 1])[:, None]
-        u = xs * sx[:, None] + take(lay.tensors["src_ox"], src)[:, None]
-        v = ys * sy[:, None] + take(lay.tensors["src_oy"], src)[:, None] + (idx * ch)[:, None].float()
-        gx = (2.0 / cw) * u - 1.0
-        gy = (2.0 / (n * ch)) * v - 1.0
-        grid = torch.stack((gx[:, None, :].expand(k, size, size), gy[:, :, None].expand(k, size, size)), dim=-1)
-        out = F.grid_sample(self._flat(b.canvas), grid.reshape(1, k * size, size, 2), mode="bilinear",
+        scale = torch.stack((take(b.src_sx.view(-1), at), take(b.src_sy.view(-1), at)), 1)  # (K, 2) x, y
+        origin = torch.stack((take(lay.tensors["src_ox"], src), take(lay.tensors["src_oy"], src) + idx * ch), 1)
+        # Each crop is an axis-aligned affine map of the output grid (affine_grid's cells sit at
+        # (i + 0.5) / size of the box, as the crop's pixel centres) into the flat canvas' [-1, 1] frame.
+        extent = self._constant((cw, n * ch))
+        wh = boxes[:, 2:] - boxes[:, :2]
+        theta = torch.zeros(k, 2, 3, device=self.device)
+        theta[:, [0, 1], [0, 1]] = wh * scale / extent
+        theta[:, :, 2] = (2.0 / extent) * ((boxes[:, :2] + wh / 2) * scale + origin) - 1.0
+        grid = F.affine_grid(theta, [k, 3, size, size], align_corners=False)
+        out = F.grid_sample(self._flat(b.canvas), grid.view(1, k * size, size, 2), mode="bilinear",
                             padding_mode="border", align_corners=False)
         out = out.view(3, k, size, size).transpose(0, 1)
-        inside_x = (xs >= 0) & (xs < take(b.img_w, idx)[:, None])
-        inside_y = (ys >= 0) & (ys < take(b.img_h, idx)[:, None])
-        inside = inside_y[:, None, :, None] & inside_x[:, None, None, :]
+        # Pixels outside the image are MTCNN's black padding (the canvas only has a GAP of black).
+        steps = (torch.arange(size, device=self.device, dtype=torch.float32) + 0.5) / size
+        xy = boxes[:, :2, None] + steps * wh[:, :, None]  # (K, 2, size) image coordinates
+        limit = torch.stack((take(b.img_w, idx), take(b.img_h, idx)), 1)
+        ok = (xy >= 0) & (xy < limit[:, :, None])
+        inside = ok[:, None, 1, :, None] & ok[:, None, 0, None, :]
         return torch.where(inside, out, PAD_VALUE).contiguous(memory_format=torch.channels_last)
 
-    def _stage2(self, b: _Batch, lay: _Layout, boxes: torch.Tensor,
-                idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        crops = self._crops(b, lay, boxes, idx, RNET_SIZE)
-        outs = [self.rnet(c) for c in crops.split(self.rnet_batch)]
-        prob = torch.cat([o[0] for o in outs])
-        reg = torch.cat([o[1] for o in outs])
+    def _stage2(self, b: _Batch, lay: _Layout, boxes: torch.Tensor, idx: torch.Tensor,
+                front: "_Captured | None" = None) -> tuple[torch.Tensor, torch.Tensor]:
+        prob, reg = self._net_on_crops(b, lay, boxes, idx, 2, front)
         keep = (prob > self.thresholds[1]).nonzero().squeeze(1)
         boxes, prob, reg, idx = (take(v, keep) for v in (boxes, prob, reg, idx))
         k = nms(boxes, prob, self.nms_thresholds[1], "union", groups=idx)
         return square(calibrate(take(boxes, k), take(reg, k))), take(idx, k)
 
-    def _stage3(self, b: _Batch, lay: _Layout, boxes: torch.Tensor, idx: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        crops = self._crops(b, lay, boxes, idx, ONET_SIZE)
-        outs = [self.onet(c) for c in crops.split(self.onet_batch)]
-        prob = torch.cat([o[0] for o in outs])
-        reg = torch.cat([o[1] for o in outs])
-        lms = torch.cat([o[2] for o in outs])
+    def _stage3(self, b: _Batch, lay: _Layout, boxes: torch.Tensor, idx: torch.Tensor,
+                front: "_Captured | None" = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        prob, reg, lms = self._net_on_crops(b, lay, boxes, idx, 3, front)
         keep = (prob > self.thresholds[2]).nonzero().squeeze(1)
         boxes, prob, reg, lms, idx = (take(v, keep) for v in (boxes, prob, reg, lms, idx))
         wh = (boxes[:, 2:] - boxes[:, :2])[:, None, :]

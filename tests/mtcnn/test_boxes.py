@@ -80,9 +80,11 @@ def test_nms_empty():
 
 
 @pytest.mark.parametrize("mode", ["union", "min"])
-@pytest.mark.parametrize("block_elements", [1 << 24, 40, 3000])  # one block; blocked single group; chunks
-def test_nms_matches_loop_on_random_clusters(mode, block_elements, monkeypatch):
-    monkeypatch.setattr(B, "NMS_BLOCK_ELEMENTS", block_elements)
+@pytest.mark.parametrize("block_elements,one_matrix", [(1 << 24, 1 << 20),  # all groups in one matrix
+                                                       (1 << 24, 0), (40, 0), (3000, 0)])  # padded groups:
+def test_nms_matches_loop_on_random_clusters(mode, block_elements, one_matrix, monkeypatch):  # one block;
+    monkeypatch.setattr(B, "NMS_BLOCK_ELEMENTS", block_elements)  # blocked single group; chunks
+    monkeypatch.setattr(B, "NMS_ONE_MATRIX_ELEMENTS", one_matrix)
     rng = np.random.default_rng(0)
     centres = rng.uniform(0, 200, (6, 2))
     xy = centres[rng.integers(0, 6, 150)] + rng.normal(0, 6, (150, 2))

@@ -186,3 +186,37 @@ def test_cuda_matches_cpu(detector, image):
         assert len(faces) == len(cpu)
         assert np.allclose(faces[0].box, cpu[0].box, atol=2.0)
         assert abs(faces[0].score - cpu[0].score) < 1e-2
+
+
+def _graph_sequence(image: np.ndarray) -> list[list[np.ndarray]]:
+    """Calls of varying batch and box counts, so that captured buffers hold leftovers from earlier calls."""
+    mirrored = np.ascontiguousarray(image[:, ::-1])
+    crowd = np.concatenate([image[:256], mirrored[256:]])
+    return [[image], [crowd], [mirrored], [image, mirrored, crowd], [crowd], [np.ascontiguousarray(image[:300])]]
+
+
+def _assert_same_detections(a: np.ndarray, b: np.ndarray, atol: float) -> None:
+    assert a.shape == b.shape
+    assert np.array_equal(a[:, 0], b[:, 0])  # image index
+    assert np.allclose(a[:, 1:], b[:, 1:], atol=atol)
+
+
+@pytest.mark.parametrize("preset", ["paper", "wider"])
+def test_graph_buffers_match_eager(image, preset):
+    """The captured-graph path (static buffers, power-of-two box buckets, outputs cut to the boxes) gives
+    the eager cascade's detections; on a CPU it runs the same code with every replay a plain call."""
+    eager = MTCNNDetector.preset(preset, WEIGHTS)
+    graphed = MTCNNDetector.preset(preset, WEIGHTS)
+    graphed.cuda_graphs = True
+    for images in _graph_sequence(image):
+        _assert_same_detections(eager.detect_arrays(images), graphed.detect_arrays(images), atol=1e-3)
+    assert any(key[0] == 3 for key in graphed._graphs)  # O-Net buffers were used, not only the front
+
+
+@pytest.mark.gpu
+def test_cuda_graphs_match_eager_cuda(image):
+    eager = MTCNNDetector(WEIGHTS, "cuda", cuda_graphs=False)
+    graphed = MTCNNDetector(WEIGHTS, "cuda")
+    for images in _graph_sequence(image) * 2:  # the second round replays graphs captured in the first
+        _assert_same_detections(eager.detect_arrays(images), graphed.detect_arrays(images), atol=1e-2)
+    assert graphed.cuda_graphs and graphed._graphs  # captured, not fallen back to eager
