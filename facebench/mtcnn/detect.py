@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.nn import functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from facebench.models.mtcnn import ONET_SIZE, PNET_SIZE, RNET_SIZE, load_published
 from facebench.mtcnn.boxes import calibrate, nms, square, take
@@ -201,6 +202,21 @@ def _grid_offsets(threshold: float, mode: str) -> list[tuple[int, int]]:
     return out
 
 
+class _NoNewHostTensors(TorchDispatchMode):
+    """Raises where code would make a tensor from host data (a literal, an index list): inside a CUDA graph
+    capture that is a pageable host-to-device copy, which the capture refuses. The CPU stand-in for a
+    capture runs under this, so the tests catch it without a GPU."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten.lift_fresh.default:
+            raise RuntimeError("a tensor made from host data inside a captured MTCNN step")
+        return func(*args, **(kwargs or {}))
+
+
+class _CaptureFailed(Exception):
+    """A CUDA graph capture raised (the cause is chained)."""
+
+
 class _Captured:
     """``fn(*inputs)`` captured once as a CUDA graph; ``replay()`` reruns it on the inputs' current contents
     and returns the same output tensors. Off CUDA there is no graph and ``replay()`` calls ``fn`` again:
@@ -215,14 +231,19 @@ class _Captured:
                 fn(*inputs)
             torch.cuda.current_stream(device).wait_stream(side)
             self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self.outputs = fn(*inputs)
+            try:
+                with torch.cuda.graph(self.graph):
+                    self.outputs = fn(*inputs)
+            except RuntimeError as err:
+                raise _CaptureFailed() from err
         else:
+            fn(*inputs)  # the warm-up, as on CUDA: caches fill here, not under the stand-in capture
             self.outputs = None
 
     def replay(self):
         if self.graph is None:
-            self.outputs = self.fn(*self.inputs)
+            with _NoNewHostTensors():
+                self.outputs = self.fn(*self.inputs)
         else:
             self.graph.replay()
         return self.outputs
@@ -464,14 +485,18 @@ class MTCNNDetector:
         lay = self._layout(batch.shape[1], batch.shape[2])
         if not lay.levels:
             return empty
-        front = None
         if self.cuda_graphs and all(sz == (lay.height, lay.width) for sz in sizes):
             try:
-                front = self._front_graphed(batch, sizes, lay)
-            except RuntimeError as err:  # a capture this torch/driver refuses: run eagerly from now on
-                warnings.warn(f"MTCNN: CUDA graph capture failed ({err}); running the cascade eagerly")
+                return self._stages(batch, sizes, lay, self._front_graphed(batch, sizes, lay))
+            except _CaptureFailed as err:  # a capture this torch/driver refuses: run eagerly from now on
+                warnings.warn(f"MTCNN: CUDA graph capture failed ({err.__cause__}); running the cascade eagerly")
                 self.cuda_graphs = False
                 self._graphs.clear()
+        return self._stages(batch, sizes, lay, None)
+
+    def _stages(self, batch: torch.Tensor, sizes: list[tuple[int, int]], lay: _Layout,
+                front: "_Captured | None") -> torch.Tensor:
+        empty = torch.zeros(0, 16, device=self.device)
         b, prob, reg = front.outputs if front is not None else self._front(batch, sizes, lay)
         boxes, idx = self._stage1(b, lay, prob, reg)
         if len(boxes) == 0:
@@ -630,9 +655,8 @@ class MTCNNDetector:
         # (i + 0.5) / size of the box, as the crop's pixel centres) into the flat canvas' [-1, 1] frame.
         extent = self._constant((cw, n * ch))
         wh = boxes[:, 2:] - boxes[:, :2]
-        theta = torch.zeros(k, 2, 3, device=self.device)
-        theta[:, [0, 1], [0, 1]] = wh * scale / extent
-        theta[:, :, 2] = (2.0 / extent) * ((boxes[:, :2] + wh / 2) * scale + origin) - 1.0
+        shift = (2.0 / extent) * ((boxes[:, :2] + wh / 2) * scale + origin) - 1.0
+        theta = torch.cat((torch.diag_embed(wh * scale / extent), shift[:, :, None]), dim=2)  # (K, 2, 3)
         grid = F.affine_grid(theta, [k, 3, size, size], align_corners=False)
         out = F.grid_sample(self._flat(b.canvas), grid.view(1, k * size, size, 2), mode="bilinear",
                             padding_mode="border", align_corners=False)
