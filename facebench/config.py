@@ -87,6 +87,9 @@ class RecognitionSettings(Strict):
     CosFace's own results use 64). Profiles shrink it for CPUs."""
 
     depth: int = Field(default=20, description="conv layers of the SphereFace network: 4, 10, 20, 36 or 64")
+    shard_head: bool = Field(default=True, description="on several Ray Train workers, split the classifier's "
+                             "classes over them (each holds 1/R of the weight; the softmax runs on collectives), "
+                             "so that the head need not fit one GPU; one worker holds it whole")
     train: dict[str, Any] = Field(default_factory=dict, description="overrides of the profile's train settings "
                                   "for recognition experiments (the CosFace schedule, not the Wing one)")
 
@@ -307,6 +310,7 @@ class ResolvedExperiment(Strict):
     heatmap: ResolvedHeatmap | None = None
     eval_dataset: str | None = None
     backbone_depth: int | None = None  # recognition: layers of the SphereFace network
+    shard_head: bool | None = None  # recognition: classifier split over the workers
 
     def config_hash(self) -> str:
         """Hash of everything that changes the result; names the Ray run so a changed config starts afresh."""
@@ -319,14 +323,15 @@ def resolve_experiment(params: Params, key: str, **train_overrides: Any) -> Reso
     if key not in known:
         raise ConfigError(f"params.yaml: no experiment {key!r}; known: {sorted(known)}")
     exp = known[key]
-    heatmap, depth, task_train = None, None, {}
+    heatmap, depth, shard_head, task_train = None, None, None, {}
     if isinstance(exp, HeatmapExperimentConfig):
         settings = params.active.heatmaps.model_dump()
         task_train = settings.pop("train")
         heatmap = ResolvedHeatmap(**settings, weight_map=exp.weight_map, boundary=exp.boundary,
                                   coordconv=exp.coordconv)
     if isinstance(exp, RecognitionExperimentConfig):
-        depth, task_train = params.active.recognition.depth, params.active.recognition.train
+        settings = params.active.recognition
+        depth, shard_head, task_train = settings.depth, settings.shard_head, settings.train
     profile_train = params.active.train
     if exp.pdb and profile_train.pdb_epochs is not None:
         profile_train = profile_train.model_copy(update={"epochs": profile_train.pdb_epochs})
@@ -347,6 +352,7 @@ def resolve_experiment(params: Params, key: str, **train_overrides: Any) -> Reso
         heatmap=heatmap,
         eval_dataset=getattr(exp, "eval_dataset", None),
         backbone_depth=depth,
+        shard_head=shard_head,
     )
 
 

@@ -381,7 +381,7 @@ class ShardedMarginHead(nn.Module):
         if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
             raise ValueError(f"labels must lie in [0, {self.num_classes})")
         world, rank = dist.get_world_size(self.group), dist.get_rank(self.group)
-        size = torch.tensor([x.shape[0]], dtype=torch.long)
+        size = torch.tensor([x.shape[0]], dtype=torch.long, device=x.device)  # NCCL gathers device tensors only
         sizes_t = [torch.zeros_like(size) for _ in range(world)]
         dist.all_gather(sizes_t, size, group=self.group)
         sizes = [int(s) for s in sizes_t]
@@ -390,7 +390,30 @@ class ShardedMarginHead(nn.Module):
         labels_all = _GatherRows.apply(labels, sizes, rank, 1.0, self.group)
         local = labels_all - self.class_start
         local = torch.where((local >= 0) & (local < self.head.num_classes), local, torch.full_like(local, -1))
-        return _ShardedCrossEntropy.apply(self.head.logits(x_all, local), local, self.group)
+        logits = self.head.logits(x_all, local)  # bf16 under autocast: the softmax sums want float32 at least
+        return _ShardedCrossEntropy.apply(logits.to(torch.promote_types(logits.dtype, torch.float32)), local, self.group)
+
+    # --- checkpoints hold the whole head, as one unsharded worker would ---------------------------
+    def sharded_names(self) -> list[str]:
+        """This module's tensors whose rows are this rank's classes (the weight, Softmax's bias); buffers
+        (A-Softmax's iteration count) are the same on every rank."""
+        return [f"head.{name}" for name, _ in self.head.named_parameters()]
+
+    def gather_rows(self, local: torch.Tensor) -> torch.Tensor:
+        """Every rank's class rows of a sharded tensor, in class order (a collective: call on every rank)."""
+        world = dist.get_world_size(self.group)
+        counts = [b - a for a, b in (shard_range(self.num_classes, world, r) for r in range(world))]
+        padded = local.new_zeros((max(counts), *local.shape[1:]))
+        padded[: local.shape[0]] = local.detach()
+        parts = [torch.empty_like(padded) for _ in counts]
+        dist.all_gather(parts, padded, group=self.group)
+        return torch.cat([p[:n] for p, n in zip(parts, counts)])
+
+    def local_rows(self, full: torch.Tensor) -> torch.Tensor:
+        """This rank's rows of a whole-head tensor."""
+        if full.shape[0] != self.num_classes:
+            raise ValueError(f"expected {self.num_classes} class rows, got a tensor of shape {tuple(full.shape)}")
+        return full[self.class_start:self.class_end].clone()
 
 
 def make_sharded_head(name: str, embedding_dim: int, num_classes: int, group=None,

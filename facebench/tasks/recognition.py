@@ -16,11 +16,13 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from facebench.config import ResolvedExperiment
 from facebench.data.parquet import read_metadata
-from facebench.losses.margin import HEAD_NAMES, make_head
+from facebench.losses.margin import HEAD_NAMES, ShardedMarginHead, make_head, make_sharded_head
 from facebench.metrics.verification import evaluate_pairs
 from facebench.tasks import TrainSource
 
@@ -61,13 +63,25 @@ class RecognitionTask:
 
     # --- what the trainer asks for -------------------------------------------------------------
     def build_model(self) -> nn.Module:
+        """Backbone + head. Inside a multi-worker run with ``shard_head``, each worker holds 1/R of the
+        classifier (``ShardedMarginHead``, softmax by collectives) and DDP syncs only the backbone."""
         from facebench.models.sphereface import SphereFaceNet
 
         params = {k: v for k, v in self.exp.loss_params.items() if k != "weight"}
         if self.exp.model != "sphereface":
             raise ValueError(f"{self.exp.key}: recognition task has no model {self.exp.model!r} (known: sphereface)")
         backbone = SphereFaceNet(depth=self.exp.backbone_depth or 20, embedding_dim=EMBEDDING_DIM, input_size=self.crop)
-        return Recognizer(backbone, make_head(self.exp.loss, EMBEDDING_DIM, self.num_classes, **params))
+        if not (self.exp.shard_head and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return Recognizer(backbone, make_head(self.exp.loss, EMBEDDING_DIM, self.num_classes, **params))
+        # DDP averages the backbone's gradients over the R workers, while the sharded loss is already the
+        # mean over all of them: the head scales its embedding gradients by R to undo the averaging.
+        head = make_sharded_head(self.exp.loss, EMBEDDING_DIM, self.num_classes, ddp_grad_compensation=True, **params)
+        model = Recognizer(backbone, head)
+        print(f"[{self.exp.key}] classifier split over {dist.get_world_size()} workers: classes "
+              f"[{head.class_start}, {head.class_end}) of {self.num_classes} on rank {dist.get_rank()}", flush=True)
+        DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+            model, [f"head.{name}" for name in head.sharded_names()])  # each worker's slice is its own
+        return model
 
     def build_loss(self) -> nn.Module:
         return nn.CrossEntropyLoss()
@@ -85,7 +99,16 @@ class RecognitionTask:
         return {"image": images, "label": batch["label"].long()}
 
     def training_step(self, model: nn.Module, loss_fn: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return loss_fn(model(batch["image"], batch["label"]).float(), batch["label"])
+        out = model(batch["image"], batch["label"])  # logits, or the loss itself from a sharded head
+        return out if out.dim() == 0 else loss_fn(out.float(), batch["label"])
+
+    # --- checkpoints: always in the whole-head layout, whatever the number of workers ---------------
+    def checkpoint_state(self, model: nn.Module, opt: torch.optim.Optimizer) -> tuple[dict, dict]:
+        return whole_head_state(model, opt)
+
+    def restore_checkpoint_state(self, model: nn.Module, opt: torch.optim.Optimizer, state: dict,
+                                 optim: dict) -> tuple[dict, dict]:
+        return this_workers_state(model, state, optim)
 
     def inference_model(self, model: nn.Module) -> nn.Module:
         return model  # forward(images) gives the embeddings
@@ -135,3 +158,42 @@ class IdentityArrays:
 
         images = decode_crops(batch["image"], self.crop[0], self.crop[1], self.encoding, self.where)
         return {"image": images, "label": np.asarray(batch["identity"], dtype=np.int64)}
+
+
+def whole_head_state(model: Recognizer, opt: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """(model state, optimiser state) as one worker with the whole head would hold them, so that
+    evaluation, the MLflow model and a resume on any number of workers read the same files. With a
+    sharded head this gathers the class rows (a collective: the trainer calls it on every rank)."""
+    state, optim = model.state_dict(), opt.state_dict()
+    head = model.head
+    if not isinstance(head, ShardedMarginHead):
+        return state, optim
+    index = {name: i for i, (name, _) in enumerate(model.named_parameters())}
+    optim = {**optim, "state": dict(optim["state"])}
+    for name in head.sharded_names():
+        key = f"head.{name}"
+        state[key] = head.gather_rows(state[key])
+        slot = optim["state"].get(index[key])
+        if slot is not None:  # momentum / Adam moments of the slice
+            optim["state"][index[key]] = {k: head.gather_rows(v) if torch.is_tensor(v) and v.dim() else v
+                                          for k, v in slot.items()}
+    # "head.head.weight" -> "head.weight": the unsharded Recognizer's names
+    return {k.removeprefix("head.") if k.startswith("head.head.") else k: v for k, v in state.items()}, optim
+
+
+def this_workers_state(model: Recognizer, state: dict, optim: dict) -> tuple[dict, dict]:
+    """The inverse of ``whole_head_state`` for this worker's model: its slice of the whole head."""
+    head = model.head
+    if not isinstance(head, ShardedMarginHead):
+        return state, optim
+    index = {name: i for i, (name, _) in enumerate(model.named_parameters())}
+    optim = {**optim, "state": dict(optim["state"])}
+    state = {f"head.{k}" if k.startswith("head.") else k: v for k, v in state.items()}
+    for name in head.sharded_names():
+        key = f"head.{name}"
+        state[key] = head.local_rows(state[key])
+        slot = optim["state"].get(index[key])
+        if slot is not None:
+            optim["state"][index[key]] = {k: head.local_rows(v) if torch.is_tensor(v) and v.dim() else v
+                                          for k, v in slot.items()}
+    return state, optim

@@ -54,6 +54,8 @@ def run_params(exp: ResolvedExperiment) -> dict[str, Any]:
         extra["backbone_depth"] = exp.backbone_depth
     if exp.eval_dataset is not None:
         extra["eval_dataset"] = exp.eval_dataset
+    if exp.shard_head is not None:  # the classifier split over the workers when there are several
+        extra["shard_head"] = exp.shard_head and exp.train.num_workers > 1
     return {
         "dataset": exp.dataset,
         "model": exp.model,

@@ -111,9 +111,14 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            model.load_state_dict(torch.load(Path(d) / CHECKPOINT_MODEL, weights_only=True, map_location="cpu"))
+            model_state = torch.load(Path(d) / CHECKPOINT_MODEL, weights_only=True, map_location="cpu")
             state = torch.load(Path(d) / CHECKPOINT_OPTIM, weights_only=True, map_location="cpu")
-            opt.load_state_dict(state["optimizer"])
+            optim_state = state["optimizer"]
+            restore = getattr(task, "restore_checkpoint_state", None)  # a model split over the workers
+            if restore is not None:
+                model_state, optim_state = restore(model, opt, model_state, optim_state)
+            model.load_state_dict(model_state)
+            opt.load_state_dict(optim_state)
             sched.load_state_dict(state["scheduler"])
             start_epoch = json.loads((Path(d) / CHECKPOINT_STATE).read_text())["epoch"]
         if rank == 0:
@@ -173,14 +178,16 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         }
         if device.type == "cuda":
             metrics["gpu_peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+        # Every rank: a task whose model is split over the workers gathers the whole state here.
+        export = getattr(task, "checkpoint_state", None)
+        model_state, optim_state = export(unwrap(model), opt) if export else (unwrap(model).state_dict(), opt.state_dict())
         with tempfile.TemporaryDirectory() as tmp:
             ckpt = None
             if rank == 0:
                 if done % t.val_every == 0 or last:
                     metrics.update(task.validate(unwrap(model), device))
-                torch.save(unwrap(model).state_dict(), Path(tmp) / CHECKPOINT_MODEL)
-                torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()},
-                           Path(tmp) / CHECKPOINT_OPTIM)
+                torch.save(model_state, Path(tmp) / CHECKPOINT_MODEL)
+                torch.save({"optimizer": optim_state, "scheduler": sched.state_dict()}, Path(tmp) / CHECKPOINT_OPTIM)
                 (Path(tmp) / CHECKPOINT_STATE).write_text(json.dumps({"epoch": done}))
                 if last:
                     evaluation = task.evaluate(unwrap(model), device)

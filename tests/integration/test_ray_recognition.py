@@ -1,5 +1,6 @@
-"""The recognition task through the real trainer: 2 Ray Train workers (DDP, gloo), an MLflow SQLite store,
-the LFW protocol at the end and the model logged as an exported graph that gives embeddings."""
+"""The recognition task through the real trainer: 2 Ray Train workers (DDP on the backbone, the classifier
+split over the two workers, gloo), an MLflow SQLite store, the LFW protocol at the end and the model logged
+as an exported graph that gives embeddings (the checkpoint holds the whole head, gathered from both)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ def test_cosface_trains_on_two_workers_and_is_verified_on_lfw(ray_local, recogni
     assert run.info.status == "FINISHED"
     assert run.data.tags["facebench.paper"] == "cosface" and run.data.tags["facebench.loss"] == "cosface"
     assert run.data.params["loss.m"] == "0.35" and run.data.params["train.num_workers"] == "2"
+    assert run.data.params["shard_head"] == "True"  # each worker held half the classifier
     assert 0.0 <= run.data.metrics["lfw_accuracy"] <= 1.0
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1, 2]
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}

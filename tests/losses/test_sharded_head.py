@@ -100,3 +100,54 @@ def test_shard_range_covers_all_classes_contiguously():
         assert max(sizes) - min(sizes) <= 1
     with pytest.raises(ValueError, match="cannot be split"):
         shard_range(3, 4, 0)
+
+
+def check_checkpoint_rank(rank: int, port: int) -> None:
+    """One SGD-momentum step on each rank's rows, then: the gathered checkpoint equals the unsharded model's
+    state and optimiser state after the same step on the whole batch, and restoring it gives the slices."""
+    from facebench.tasks.recognition import Recognizer, this_workers_state, whole_head_state
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,
+                            timeout=timedelta(seconds=60))
+    try:
+        g = torch.Generator().manual_seed(0)
+        x_full = torch.randn(7, D, generator=g)
+        y_full = torch.tensor([0, 6, 3, 4, 1, 4, 5])
+        whole = Recognizer(torch.nn.Identity(), make_head("softmax", D, C))
+        with torch.no_grad():
+            whole.head.weight.copy_(torch.randn(C, D, generator=g))
+            whole.head.bias.copy_(torch.randn(C, generator=g))
+        sharded = Recognizer(torch.nn.Identity(), make_sharded_head("softmax", D, C))
+        start, end = sharded.head.class_start, sharded.head.class_end
+        with torch.no_grad():
+            sharded.head.head.weight.copy_(whole.head.weight[start:end])
+            sharded.head.head.bias.copy_(whole.head.bias[start:end])
+        opts = [torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9) for m in (whole, sharded)]
+        torch.nn.functional.cross_entropy(whole(x_full, y_full), y_full).backward()
+        sharded(x_full[ROWS[rank]], y_full[ROWS[rank]]).backward()
+        for opt in opts:
+            opt.step()
+
+        state, optim = whole_head_state(sharded, opts[1])
+        want_state, want_optim = whole.state_dict(), opts[0].state_dict()
+        assert state.keys() == want_state.keys()
+        for key in want_state:
+            torch.testing.assert_close(state[key], want_state[key], atol=1e-6, rtol=0)
+        for i, slot in want_optim["state"].items():
+            torch.testing.assert_close(optim["state"][i]["momentum_buffer"], slot["momentum_buffer"], atol=1e-6, rtol=0)
+
+        fresh = Recognizer(torch.nn.Identity(), make_sharded_head("softmax", D, C))
+        fresh_opt = torch.optim.SGD(fresh.parameters(), lr=0.1, momentum=0.9)
+        local_state, local_optim = this_workers_state(fresh, state, optim)
+        fresh.load_state_dict(local_state)  # strict: names and shapes of this worker's slice
+        fresh_opt.load_state_dict(local_optim)
+        torch.testing.assert_close(fresh.head.head.weight, sharded.head.head.weight)
+        torch.testing.assert_close(fresh_opt.state[fresh.head.head.bias]["momentum_buffer"],
+                                   opts[1].state[sharded.head.head.bias]["momentum_buffer"])
+    finally:
+        dist.destroy_process_group()
+
+
+def test_sharded_checkpoint_is_the_whole_head_and_restores_the_slices():
+    mp.start_processes(check_checkpoint_rank, args=(free_port(),), nprocs=WORLD, join=True, start_method="fork")
