@@ -59,3 +59,11 @@ step recognition_train 240 $PY benchmarks/train_throughput.py --params params_re
 # 8. the tests that need a GPU (they skip elsewhere)
 step gpu_tests 120 $PY -m pytest -q -p no:cacheprovider tests/data/test_transforms.py tests/data/test_heatmaps.py \
   tests/tasks tests/mtcnn
+# 9. The two-stage framework (issue 3) on AFLW at its paper size (step `prepare` first): stage 1 (CNN-6) trained
+#    through Ray Train beside the bare loop and kept; its predictions re-crop every face (rotation removed, box
+#    corrected) for stage 2, the paper-width CNN-7, whose training is measured the same way
+step stage1_train 240 $PY benchmarks/train_throughput.py --profile paper --experiment aflw_cnn6_wing --gpu \
+  --epochs 20 --save-model --out "$OUT_DIR/stage1_train_throughput.json"
+step recrop 120 $PY -m facebench.cli recrop aflw_cnn67_wing --profile paper --device cuda
+step stage2_train 240 $PY benchmarks/train_throughput.py --profile paper --experiment aflw_cnn67_wing --gpu \
+  --epochs 4 --out "$OUT_DIR/stage2_train_throughput.json"

@@ -75,6 +75,26 @@ def train(experiment: str, params_file: Path = ParamsOpt, profile: Optional[str]
 
 
 @app.command()
+def recrop(experiment: str, params_file: Path = ParamsOpt, profile: Optional[str] = ProfileOpt,
+           device: str = typer.Option("cpu", help="where stage 1 runs: cpu or cuda")) -> None:
+    """Re-crop a two-stage experiment's faces from its stage-1 (CNN-6) model's predictions, for CNN-7."""
+    import torch
+
+    from facebench.data.two_stage import recrop_experiment
+
+    params, paths = _setup(params_file, profile)
+    try:
+        exp = resolve_experiment(params, experiment)
+        if exp.stage1 is None:
+            raise ConfigError(f"params.yaml: {experiment!r} is not in two_stage_experiments (no stage1)")
+        summary = recrop_experiment(exp, paths, torch.device(device))
+    except (ConfigError, FileNotFoundError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    _print(summary)
+
+
+@app.command()
 def tune(sweep: str, params_file: Path = ParamsOpt, profile: Optional[str] = ProfileOpt) -> None:
     """Sweep a loss's hyperparameters on Ray Tune (ASHA); nested MLflow runs."""
     from facebench.train.tune import run_sweep

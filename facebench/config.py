@@ -94,6 +94,15 @@ class RecognitionSettings(Strict):
                                   "for recognition experiments (the CosFace schedule, not the Wing one)")
 
 
+class TwoStageSettings(Strict):
+    """CNN-7's size in a profile: the paper's network is too slow for a 2-core CPU, so profiles may
+    narrow it (the two-stage geometry and the 128-px input stay)."""
+
+    width: float = Field(default=1.0, gt=0, description="CNN-7 channel multiplier (1: the paper's 64..512)")
+    train: dict[str, Any] = Field(default_factory=dict, description="overrides of the profile's train settings "
+                                  "for two-stage (CNN-7) experiments")
+
+
 class Profile(Strict):
     synth: SynthSettings
     train: TrainSettings
@@ -101,6 +110,7 @@ class Profile(Strict):
     heatmaps: HeatmapSettings | None = Field(default=None, description="needed when heatmap experiments exist")
     recognition: RecognitionSettings | None = Field(default=None,
                                                     description="needed when recognition experiments exist")
+    two_stage: TwoStageSettings = Field(default_factory=TwoStageSettings)
 
 
 LANDMARK_FORMATS = ("w300", "aflw_full")
@@ -138,7 +148,22 @@ class ExperimentConfig(Strict):
     paper: Literal["wing"]
     task: Literal["landmarks"]
     dataset: str
-    model: Literal["cnn6"]
+    model: Literal["cnn6", "resnet50"]
+    loss: str
+    pdb: bool = False
+    train: dict[str, Any] = Field(default_factory=dict, description="overrides of the profile's train settings")
+
+
+class TwoStageExperimentConfig(Strict):
+    """The second stage of the Wing paper's two-stage framework: CNN-7 on faces re-cropped from a CNN-6
+    experiment's predictions (in-plane rotation removed, box corrected; facebench/data/two_stage.py)."""
+
+    paper: Literal["wing"]
+    task: Literal["landmarks"]
+    dataset: str
+    model: Literal["cnn7"]
+    stage1: str = Field(description="the CNN-6 experiment (in `experiments`, same dataset) whose predictions "
+                        "re-crop this experiment's faces")
     loss: str
     pdb: bool = False
     train: dict[str, Any] = Field(default_factory=dict, description="overrides of the profile's train settings")
@@ -188,6 +213,7 @@ class Params(Strict):
     experiments: dict[str, ExperimentConfig]
     heatmap_experiments: dict[str, HeatmapExperimentConfig] = Field(default_factory=dict)
     recognition_experiments: dict[str, RecognitionExperimentConfig] = Field(default_factory=dict)
+    two_stage_experiments: dict[str, TwoStageExperimentConfig] = Field(default_factory=dict)
     sweeps: dict[str, SweepConfig] = Field(default_factory=dict)
     heatmap_sweeps: dict[str, SweepConfig] = Field(default_factory=dict)
     recognition_sweeps: dict[str, SweepConfig] = Field(default_factory=dict)
@@ -197,11 +223,18 @@ class Params(Strict):
         if self.profile not in self.profiles:
             raise ValueError(f"profile {self.profile!r} is not one of {sorted(self.profiles)}")
         tables = {"experiments": self.experiments, "heatmap_experiments": self.heatmap_experiments,
-                  "recognition_experiments": self.recognition_experiments}
+                  "recognition_experiments": self.recognition_experiments,
+                  "two_stage_experiments": self.two_stage_experiments}
         _no_shared_keys(tables)
+        for key, exp in self.two_stage_experiments.items():
+            first = self.experiments.get(exp.stage1)
+            if first is None or first.model != "cnn6" or first.dataset != exp.dataset:
+                raise ValueError(f"two_stage_experiments.{key}.stage1 {exp.stage1!r} must be a CNN-6 row of "
+                                 f"`experiments` on dataset {exp.dataset!r}")
         for name, profile in self.profiles.items():
             for section, settings, table in (("heatmaps", profile.heatmaps, "heatmap_experiments"),
-                                             ("recognition", profile.recognition, "recognition_experiments")):
+                                             ("recognition", profile.recognition, "recognition_experiments"),
+                                             ("two_stage", profile.two_stage, "two_stage_experiments")):
                 if tables[table] and settings is None:
                     raise ValueError(f"profiles.{name}.{section} is missing ({table} need it)")
                 bad = set(settings.train if settings else {}) - set(TrainSettings.model_fields)
@@ -222,7 +255,7 @@ class Params(Strict):
                     raise ValueError(f"{section}.{key}.train has unknown keys {sorted(bad)}")
         sweep_tables = {"sweeps": self.sweeps, "heatmap_sweeps": self.heatmap_sweeps,
                         "recognition_sweeps": self.recognition_sweeps}
-        for (section, sweeps), experiments in zip(sweep_tables.items(), tables.values()):
+        for (section, sweeps), experiments in zip(sweep_tables.items(), list(tables.values())[:3]):
             for key, sweep in sweeps.items():
                 if sweep.experiment not in experiments:
                     raise ValueError(f"{section}.{key}.experiment {sweep.experiment!r} is not one of {sorted(experiments)}")
@@ -230,9 +263,10 @@ class Params(Strict):
         return self
 
     @property
-    def all_experiments(self) -> dict[str, "ExperimentConfig | HeatmapExperimentConfig | RecognitionExperimentConfig"]:
+    def all_experiments(self) -> dict[str, "ExperimentConfig | HeatmapExperimentConfig | RecognitionExperimentConfig | TwoStageExperimentConfig"]:
         """The experiment tables together (DVC keeps them apart so each stage tracks only its own parameters)."""
-        return {**self.experiments, **self.heatmap_experiments, **self.recognition_experiments}
+        return {**self.experiments, **self.heatmap_experiments, **self.recognition_experiments,
+                **self.two_stage_experiments}
 
     @property
     def all_sweeps(self) -> dict[str, SweepConfig]:
@@ -311,6 +345,13 @@ class ResolvedExperiment(Strict):
     eval_dataset: str | None = None
     backbone_depth: int | None = None  # recognition: layers of the SphereFace network
     shard_head: bool | None = None  # recognition: classifier split over the workers
+    stage1: str | None = None  # two-stage: the CNN-6 experiment whose predictions re-crop the faces
+    cnn7_width: float | None = None  # two-stage: CNN-7 channel multiplier
+
+    @property
+    def prepared_name(self) -> str:
+        """The prepared set under data/prepared/ this experiment trains and tests on."""
+        return f"stage2/{self.key}" if self.stage1 else self.dataset
 
     def config_hash(self) -> str:
         """Hash of everything that changes the result; names the Ray run so a changed config starts afresh."""
@@ -323,7 +364,7 @@ def resolve_experiment(params: Params, key: str, **train_overrides: Any) -> Reso
     if key not in known:
         raise ConfigError(f"params.yaml: no experiment {key!r}; known: {sorted(known)}")
     exp = known[key]
-    heatmap, depth, shard_head, task_train = None, None, None, {}
+    heatmap, depth, shard_head, cnn7_width, task_train = None, None, None, None, {}
     if isinstance(exp, HeatmapExperimentConfig):
         settings = params.active.heatmaps.model_dump()
         task_train = settings.pop("train")
@@ -332,6 +373,8 @@ def resolve_experiment(params: Params, key: str, **train_overrides: Any) -> Reso
     if isinstance(exp, RecognitionExperimentConfig):
         settings = params.active.recognition
         depth, shard_head, task_train = settings.depth, settings.shard_head, settings.train
+    if isinstance(exp, TwoStageExperimentConfig):
+        cnn7_width, task_train = params.active.two_stage.width, params.active.two_stage.train
     profile_train = params.active.train
     if exp.pdb and profile_train.pdb_epochs is not None:
         profile_train = profile_train.model_copy(update={"epochs": profile_train.pdb_epochs})
@@ -353,6 +396,8 @@ def resolve_experiment(params: Params, key: str, **train_overrides: Any) -> Reso
         eval_dataset=getattr(exp, "eval_dataset", None),
         backbone_depth=depth,
         shard_head=shard_head,
+        stage1=getattr(exp, "stage1", None),
+        cnn7_width=cnn7_width,
     )
 
 

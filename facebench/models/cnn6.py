@@ -1,4 +1,4 @@
-"""CNN-6, the plain landmark regression network of the Wing loss paper (Feng et al., CVPR 2018, Sec. 3).
+"""CNN-6 and CNN-7, the plain landmark regression networks of the Wing loss paper (Feng et al., CVPR 2018).
 
 Input 64x64x3; five blocks of 3x3 convolution (32, 64, 128, 256, 512 channels) + ReLU + 2x2 max
 pooling halve the map 64 -> 2; a fully connected layer of 1024 units with ReLU; an output layer
@@ -12,6 +12,10 @@ Our choices where the sources we could read are silent (the paper's own text was
 here; a third-party summary confirms 5 x conv/pool/ReLU + 2 FC, 64x64x3 in, 2L out): BatchNorm
 after each convolution (``batch_norm=True``; False gives the plain conv/ReLU/pool stack),
 optional dropout before the output layer, 'same' padding, the head initialised at the centre.
+
+CNN-7 is the second stage of the paper's two-stage framework: 128x128x3 input, one more conv block (so
+six halve the map 128 -> 2) and 64 kernels in the first layer. Ours: the channels double from 64 and stop
+at 512 (64, 128, 256, 512, 512, 512), the same FC 1024 head.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from torch import nn
 
 INPUT_SIZE = 64
 CHANNELS = (32, 64, 128, 256, 512)
+CNN7_INPUT_SIZE = 128
+CNN7_CHANNELS = (64, 128, 256, 512, 512, 512)
 FC_UNITS = 1024
 
 
@@ -33,23 +39,24 @@ def conv_block(in_ch: int, out_ch: int, batch_norm: bool) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class CNN6(nn.Module):
-    """Images (N, 3, 64, 64), float32 scaled to [-1, 1] by the data pipeline
+class PlainCNN(nn.Module):
+    """Images (N, 3, S, S), float32 scaled to [-1, 1] by the data pipeline
     (facebench.data.transforms.LandmarkBatchTransform, on the training device) -> coordinates (N, 2L) in input pixels,
-    interleaved x0, y0, x1, y1, ... with 0-based pixel centres (so the image centre is 31.5).
+    interleaved x0, y0, x1, y1, ... with 0-based pixel centres (so the image centre is (S - 1) / 2).
     """
 
-    def __init__(self, num_landmarks: int, batch_norm: bool = True, dropout: float = 0.0):
+    def __init__(self, num_landmarks: int, input_size: int, channels: tuple[int, ...], batch_norm: bool = True,
+                 dropout: float = 0.0):
         super().__init__()
         if num_landmarks < 1:
             raise ValueError(f"num_landmarks must be positive, got {num_landmarks}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        self.num_landmarks = num_landmarks
-        chans = (3, *CHANNELS)
+        self.num_landmarks, self.input_size = num_landmarks, input_size
+        chans = (3, *channels)
         self.features = nn.Sequential(*[conv_block(a, b, batch_norm) for a, b in zip(chans[:-1], chans[1:])])
-        side = INPUT_SIZE // 2 ** len(CHANNELS)  # 2
-        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(CHANNELS[-1] * side * side, FC_UNITS), nn.ReLU(inplace=True))
+        side = input_size // 2 ** len(channels)  # 2
+        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(channels[-1] * side * side, FC_UNITS), nn.ReLU(inplace=True))
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.head = nn.Linear(FC_UNITS, 2 * num_landmarks)
         self._init_weights()
@@ -63,9 +70,28 @@ class CNN6(nn.Module):
         # Start from "every landmark at the image centre": the first steps then see errors of
         # a face's size (tens of pixels), not of the raw output scale.
         nn.init.normal_(self.head.weight, std=1e-3)
-        nn.init.constant_(self.head.bias, (INPUT_SIZE - 1) / 2.0)
+        nn.init.constant_(self.head.bias, (self.input_size - 1) / 2.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[1:] != (3, INPUT_SIZE, INPUT_SIZE):
-            raise ValueError(f"CNN6 expects (N, 3, {INPUT_SIZE}, {INPUT_SIZE}) images, got {tuple(x.shape)}")
+        s = self.input_size
+        if x.dim() != 4 or x.shape[1:] != (3, s, s):
+            raise ValueError(f"{type(self).__name__} expects (N, 3, {s}, {s}) images, got {tuple(x.shape)}")
         return self.head(self.drop(self.fc(self.features(x))))
+
+
+class CNN6(PlainCNN):
+    """The first stage, and the network of the loss comparisons: 64x64 in, 5 blocks of 32 to 512."""
+
+    def __init__(self, num_landmarks: int, batch_norm: bool = True, dropout: float = 0.0):
+        super().__init__(num_landmarks, INPUT_SIZE, CHANNELS, batch_norm, dropout)
+
+
+class CNN7(PlainCNN):
+    """The second stage of the two-stage framework: 128x128 in, 6 blocks of 64 to 512. ``width`` scales
+    every block's channels (1: the paper's network, ~9 training images/s on 2 CPU cores; 0.25: ~100)."""
+
+    def __init__(self, num_landmarks: int, batch_norm: bool = True, dropout: float = 0.0, width: float = 1.0):
+        if width <= 0:
+            raise ValueError(f"width must be positive, got {width}")
+        channels = tuple(max(8, round(c * width)) for c in CNN7_CHANNELS)
+        super().__init__(num_landmarks, CNN7_INPUT_SIZE, channels, batch_norm, dropout)

@@ -77,7 +77,7 @@ def lookup(dataset: str, split: str, model: str, loss: str, pdb: bool, normalise
     """The paper's figure for exactly this setting and normaliser kind, or None where it gives none."""
     for number in PAPER_NUMBERS:
         if (number.dataset, number.split, number.model, number.loss, number.normaliser) == (
-                dataset, split, model, loss, normaliser) and number.pdb == pdb:
+                dataset, split, model, loss, normaliser) and number.pdb in (None, pdb):  # None: either
             return number
     return None
 

@@ -35,11 +35,13 @@ NORMALISER_TEXT = {
     "inter_pupil": "the inter-pupil distance (eye centres, means of the eye contours)",
     "face_size": "the face-box width (the Wing author's AFLW-Full protocol)",
 }
-MODEL_LABEL = {"cnn6": "CNN-6", "cnn6/7": "CNN-6/7 (two-stage)", "hourglass": "Hourglass",
-               "mean_shape": "mean shape (baseline)"}
+MODEL_LABEL = {"cnn6": "CNN-6", "cnn6/7": "CNN-6/7 (two-stage)", "cnn7": "CNN-6/7 (two-stage)",
+               "resnet50": "ResNet-50", "hourglass": "Hourglass", "mean_shape": "mean shape (baseline)"}
+# A run's model -> the paper figures' name for it: a CNN-7 row is the second stage of the two-stage system.
+PAPER_MODEL = {"cnn7": "cnn6/7"}
 LOSS_LABEL = {"l2": "L2", "l1": "L1", "smooth_l1": "smooth L1", "wing": "Wing",
               "hm_mse": "MSE (heatmap)", "hm_l1": "L1 (heatmap)", "hm_wing": "Wing (heatmap)", "awing": "AWing"}
-TRAINED_MODELS = ("cnn6", "hourglass")  # paper figures for other models go to a table of their own
+TRAINED_MODELS = ("cnn6", "hourglass")  # paper figures for other models go apart, unless a run has one
 DASH = "—"
 DAGGER = "†"
 
@@ -174,7 +176,8 @@ def nme_table(dataset: str, runs: pd.DataFrame, baseline: pd.DataFrame, with_pro
                 cells.append(pct(run_metric(row, f"test_{split}_{suffix}")))
                 if _papered(dataset, kind):
                     ablated = bool(row.get("variant", ""))  # the papers' figures are for the full model
-                    number = None if is_baseline or ablated else lookup(dataset, split, row["model"], row["loss"],
+                    model = PAPER_MODEL.get(row["model"], row["model"])
+                    number = None if is_baseline or ablated else lookup(dataset, split, model, row["loss"],
                                                                         bool(row["pdb"]), kind)
                     cells.append(paper_cell(number))
                     if number is not None and number not in cited:
@@ -218,9 +221,10 @@ def ablation_table(dataset: str, runs: pd.DataFrame) -> Table | None:
     return Table(headers, rows, [False] * 4 + [True] * len(splits))
 
 
-def other_models_table(dataset: str) -> Table | None:
-    """The paper's figures for models we do not train here: shown apart, never beside a CNN-6 row."""
-    numbers = [n for n in PAPER_NUMBERS if n.dataset == dataset and n.model not in TRAINED_MODELS]
+def other_models_table(dataset: str, trained: set[str] = frozenset()) -> Table | None:
+    """The paper's figures for models no run here trains: shown apart, never beside a CNN-6 row."""
+    shown = set(TRAINED_MODELS) | {PAPER_MODEL.get(m, m) for m in trained}
+    numbers = [n for n in PAPER_NUMBERS if n.dataset == dataset and n.model not in shown]
     if not numbers:
         return None
     rows = [[label(MODEL_LABEL, n.model), label(LOSS_LABEL, n.loss), n.split, KIND_NAME[n.normaliser],
@@ -261,7 +265,7 @@ def dataset_section(dataset: str, runs: pd.DataFrame, baseline: pd.DataFrame, fi
         blocks.append(Para("The stacked hourglass with AWing, each row turning one of the paper's parts off (primary"
                            " normaliser). The paper's own ablation is on its full-size network and the real data."))
         blocks.append(ablation)
-    others = other_models_table(dataset)
+    others = other_models_table(dataset, set(runs["model"]) if len(runs) else set())
     if others is not None:
         blocks.append(Para("The papers' own systems on this dataset use models we do not train here; they are listed"
                            " apart from our rows, with the normaliser each figure uses:"))

@@ -21,7 +21,7 @@ from facebench.losses.landmark import make_landmark_loss
 from facebench.metrics import landmarks as lm
 from facebench.tasks import TrainSource
 
-INPUT_SIZE = {"cnn6": 64}
+INPUT_SIZE = {"cnn6": 64, "cnn7": 128, "resnet50": 224}
 
 # Test splits per dataset format, the first one is validated every `val_every` epochs.
 TEST_SPLITS = {"w300": ["full", "common", "challenging"], "aflw_full": ["test", "frontal"]}
@@ -50,6 +50,14 @@ class LandmarkTask:
             from facebench.models.cnn6 import CNN6
 
             return CNN6(num_landmarks=self.num_landmarks)
+        if self.exp.model == "cnn7":
+            from facebench.models.cnn6 import CNN7
+
+            return CNN7(num_landmarks=self.num_landmarks, width=self.exp.cnn7_width or 1.0)
+        if self.exp.model == "resnet50":
+            from facebench.models.resnet50 import ResNet50Regressor
+
+            return ResNet50Regressor(num_landmarks=self.num_landmarks)
         raise ValueError(f"landmark task has no model {self.exp.model!r}")
 
     def inference_model(self, model: nn.Module) -> nn.Module:

@@ -111,3 +111,28 @@ def test_recognition_profiles_resolve_depth_and_schedule():
     assert resolve_experiment(default, "casia_sphereface").loss_params == {"m": 4}
     # the landmark rows keep their own schedule
     assert resolve_experiment(paper, "aflw_cnn6_l1").train.optimizer == paper.active.train.optimizer
+
+
+def test_two_stage_rows_resolve_stage1_width_and_their_own_data():
+    """A CNN-7 row names its CNN-6 stage 1, trains on the re-cropped set, and takes the profile's width."""
+    paper = load_params(REPO / "params.yaml", profile="paper")
+    exp = resolve_experiment(paper, "aflw_cnn67_wing")
+    assert (exp.model, exp.stage1, exp.cnn7_width) == ("cnn7", "aflw_cnn6_wing", 1.0)
+    assert exp.prepared_name == "stage2/aflw_cnn67_wing" and exp.dataset == "aflw"
+    assert exp.train.batch_size == paper.active.train.batch_size  # the Wing paper's schedule, as CNN-6
+    default = load_params(REPO / "params.yaml", profile="default")
+    assert resolve_experiment(default, "aflw_cnn67_wing").cnn7_width == 0.25
+    assert resolve_experiment(default, "aflw_cnn6_wing").prepared_name == "aflw"
+
+
+@pytest.mark.parametrize("stage1,fragment", [("w300_cnn6_wing", "on dataset 'aflw'"),  # other dataset
+                                             ("nope", "must be a CNN-6 row"),
+                                             ("casia_cosface", "must be a CNN-6 row")])  # not in `experiments`
+def test_two_stage_stage1_must_be_a_cnn6_row_of_the_same_dataset(tmp_path, stage1, fragment):
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["two_stage_experiments"]["aflw_cnn67_wing"]["stage1"] = stage1
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="two_stage_experiments.aflw_cnn67_wing.stage1") as err:
+        load_params(path)
+    assert fragment in str(err.value)

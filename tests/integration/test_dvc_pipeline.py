@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -53,6 +54,8 @@ def test_smoke_dvc_repro_is_incremental(tmp_path):
     params["recognition_experiments"] = {k: v for k, v in params["recognition_experiments"].items()
                                          if k == "casia_cosface"}
     params["recognition_sweeps"] = {}
+    params["two_stage_experiments"] = {k: v for k, v in params["two_stage_experiments"].items()
+                                       if k == "aflw_cnn67_wing"}  # stage 1: aflw_cnn6_wing, kept above
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING", "RAY_ADDRESS"))}
@@ -68,9 +71,13 @@ def test_smoke_dvc_repro_is_incremental(tmp_path):
     assert {s for s in ran if s.startswith("train@")} == {f"train@{k}" for k in params["experiments"]}
     assert "train_heatmaps@w300_hg_awing" in ran
     assert {"synth@casia", "synth@lfw", "prepare@casia", "prepare@lfw", "train_recognition@casia_cosface"} <= ran
+    assert {"recrop@aflw_cnn67_wing", "train_two_stage@aflw_cnn67_wing"} <= ran
+    manifest = json.loads((project / "data" / "prepared" / "stage2" / "aflw_cnn67_wing" / "manifest.json").read_text())
+    assert manifest["stage1"] == "aflw_cnn6_wing" and manifest["splits"]["test"]["rows"] > 0
     board = (project / "reports" / "leaderboard.md").read_text()
     assert "| Hourglass | AWing |" in board
     assert "| LMCL (CosFace) | SphereFace-4 | `casia` | `lfw` |" in board
+    assert "| CNN-6/7 (two-stage) | Wing |" in board
     assert (project / "reports" / "figures" / "roc_lfw.png").exists()
     for key in params["experiments"]:
         assert params["experiments"][key]["loss"] in board
@@ -82,4 +89,6 @@ def test_smoke_dvc_repro_is_incremental(tmp_path):
     params["losses"]["wing"]["w"] = 8.0
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     third = _run(["dvc", "repro"], project, env)
-    assert _stages_run(third) == {"train@aflw_cnn6_wing", "report"}
+    # the Wing stage, then what reads its model: the stage-2 crops and the CNN-7 row (also Wing)
+    assert _stages_run(third) == {"train@aflw_cnn6_wing", "recrop@aflw_cnn67_wing",
+                                  "train_two_stage@aflw_cnn67_wing", "report"}

@@ -78,3 +78,16 @@ def test_rejects_bad_arguments():
         CNN6(5, dropout=1.0)
     with pytest.raises(ValueError, match="64"):
         CNN6(5)(torch.zeros(1, 3, 128, 128))
+
+
+def test_cnn7_is_six_blocks_from_64_channels_on_128_pixels():
+    from facebench.models.cnn6 import CNN7
+
+    model = CNN7(19)
+    chans = [3, 64, 128, 256, 512, 512, 512]  # by hand: 9 k_in k_out + BN (2 k_out) per block, 128 -> 2
+    want = sum(9 * a * b + 2 * b for a, b in zip(chans[:-1], chans[1:])) + 2048 * 1024 + 1024 + 1024 * 38 + 38
+    assert sum(p.numel() for p in model.parameters()) == want
+    out = model.eval()(torch.zeros(2, 3, 128, 128))
+    assert out.shape == (2, 38) and torch.allclose(out, torch.full_like(out, 63.5), atol=0.5)
+    narrow = CNN7(19, width=0.25)  # the CPU profile's: 16 .. 128 channels
+    assert [m.out_channels for m in narrow.modules() if isinstance(m, torch.nn.Conv2d)] == [16, 32, 64, 128, 128, 128]

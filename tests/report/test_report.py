@@ -253,6 +253,9 @@ def test_paper_numbers_match_only_the_same_kind():
     assert lookup("w300", "full", "cnn6", "wing", False, "inter_pupil") is None  # the 4.04 is CNN-6/7
     assert lookup("w300", "full", "cnn6/7", "wing", None, "inter_pupil").nme_percent == 4.04
     assert lookup("w300", "full", "cnn6/7", "wing", None, "inter_ocular") is None
+    # the paper does not say whether its two-stage system used PDB: its figure stands beside either row
+    assert lookup("aflw", "test", "cnn6/7", "wing", False, "face_size").nme_percent == 1.65
+    assert lookup("aflw", "test", "cnn6/7", "wing", True, "face_size").nme_percent == 1.65
 
 
 def test_build_report_all_profiles_shows_each_profile(store, prepared, tmp_path):
