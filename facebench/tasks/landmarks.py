@@ -51,7 +51,7 @@ class LandmarkTask:
 
             return CNN6(num_landmarks=self.num_landmarks)
         if self.exp.model == "cnn7":
-            from facebench.models.cnn6 import CNN7
+            from facebench.models.cnn7 import CNN7
 
             return CNN7(num_landmarks=self.num_landmarks, width=self.exp.cnn7_width or 1.0)
         if self.exp.model == "resnet50":

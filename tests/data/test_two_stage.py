@@ -10,7 +10,8 @@ import torch
 
 from facebench.data.two_stage import (EYE_INDICES, map_back, recrop_matrices, recrop_split, similarity_scale,
                                       two_stage_predict)
-from facebench.models.cnn6 import CNN6, CNN7
+from facebench.models.cnn6 import CNN6
+from facebench.models.cnn7 import CNN7
 
 
 def upright_face() -> np.ndarray:

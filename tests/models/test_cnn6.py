@@ -81,7 +81,7 @@ def test_rejects_bad_arguments():
 
 
 def test_cnn7_is_six_blocks_from_64_channels_on_128_pixels():
-    from facebench.models.cnn6 import CNN7
+    from facebench.models.cnn7 import CNN7
 
     model = CNN7(19)
     chans = [3, 64, 128, 256, 512, 512, 512]  # by hand: 9 k_in k_out + BN (2 k_out) per block, 128 -> 2
