@@ -348,10 +348,6 @@ class ResolvedExperiment(Strict):
     stage1: str | None = None  # two-stage: the CNN-6 experiment whose predictions re-crop the faces
     cnn7_width: float | None = None  # two-stage: CNN-7 channel multiplier
 
-    @property
-    def prepared_name(self) -> str:
-        """The prepared set under data/prepared/ this experiment trains and tests on."""
-        return f"stage2/{self.key}" if self.stage1 else self.dataset
 
     def config_hash(self) -> str:
         """Hash of everything that changes the result; names the Ray run so a changed config starts afresh."""
@@ -411,6 +407,11 @@ class Paths(Strict):
 
     def prepared(self, dataset: str) -> Path:
         return self.root / "data" / "prepared" / dataset
+
+    def training_data(self, exp: ResolvedExperiment) -> Path:
+        """The prepared set an experiment trains and tests on: its dataset's, or for a two-stage row the
+        faces re-cropped by its stage 1 (kept outside data/prepared, which the sweeps depend on whole)."""
+        return self.root / "data" / "stage2" / exp.key if exp.stage1 else self.prepared(exp.dataset)
 
     def model_dir(self, experiment: str) -> Path:
         return self.root / "models" / experiment

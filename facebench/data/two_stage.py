@@ -122,11 +122,11 @@ def recrop_split(src: Path, dst: Path, stage1: torch.nn.Module, stage1_input: in
         warped = warp_crops(c, m, out_size).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
         out_images.append(warped.cpu().numpy())
         out_points.append(transform_points(g, m).cpu().numpy())
-        out_norm.append((torch.from_numpy(norm[i:i + batch_size]).to(device) * scale).cpu().numpy())
+        out_norm.append((torch.from_numpy(norm[i:i + batch_size].copy()).to(device) * scale).cpu().numpy())
         half = out_size / (2 * (1 + 2 * margin))
         mid = (out_size - 1) / 2
         out_box.append(np.tile([mid - half, mid - half, mid + half, mid + half], (len(c), 1)).astype(np.float32))
-        err = (first - g).norm(dim=-1).mean(-1) / torch.from_numpy(norm[i:i + batch_size]).to(device)
+        err = (first - g).norm(dim=-1).mean(-1) / torch.from_numpy(norm[i:i + batch_size].copy()).to(device)
         stage1_nme.append(err.cpu().numpy())
     images = np.concatenate(out_images)
     rows = {
@@ -151,7 +151,7 @@ def _nullable(column) -> list:
 
 def recrop_experiment(exp, paths, device: torch.device) -> dict:
     """Every prepared split of ``exp.dataset`` re-cropped by the trained stage-1 model ``exp.stage1``,
-    written whole (or not at all) to data/prepared/stage2/<exp.key>/ with a manifest."""
+    written whole (or not at all) to data/stage2/<exp.key>/ with a manifest."""
     from facebench.atomic import build_dir
     from facebench.models.cnn6 import CNN6, INPUT_SIZE
 
@@ -175,5 +175,5 @@ def recrop_experiment(exp, paths, device: torch.device) -> dict:
         (tmp / "manifest.json").write_text(json.dumps({"experiment": exp.key, "stage1": exp.stage1,
                                                        "source": str(src_dir), "splits": summary}, indent=2) + "\n")
 
-    build_dir(paths.prepared(exp.prepared_name), write)
+    build_dir(paths.training_data(exp), write)
     return {"experiment": exp.key, "stage1": exp.stage1, "splits": summary}

@@ -79,7 +79,7 @@ def train_experiment(exp: ResolvedExperiment, paths: Paths) -> dict[str, Any]:
     print(f"[{exp.key}] MLflow run {run_id} in {tracking.experiment_name(exp.paper)} ({uri})", flush=True)
     try:
         tracking.log_params(client, run_id, run_params(exp))
-        prepared = paths.prepared(exp.prepared_name)
+        prepared = paths.training_data(exp)
         outcome = fit(exp, prepared, paths.storage, name, tracking_uri=uri, run_id=run_id)
         task = build_task(exp, prepared)
         final = task.summarise(outcome.evaluation)

@@ -66,7 +66,7 @@ def run_sweep(params: Params, sweep_key: str, paths: Paths) -> dict[str, Any]:
                                          "mode": sweep.mode})
     print(f"[sweep {sweep_key}] parent MLflow run {parent}; grid {sweep.grid}", flush=True)
     trainable = ray.tune.with_parameters(
-        _trial, base=exp.model_dump(mode="json"), prepared_dir=str(paths.prepared(exp.prepared_name).resolve()),
+        _trial, base=exp.model_dump(mode="json"), prepared_dir=str(paths.training_data(exp).resolve()),
         storage=str(paths.storage.resolve()), uri=uri, experiment_id=experiment_id, parent_run_id=parent,
         sweep=sweep_key)
     tuner = ray.tune.Tuner(

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from facebench.config import ConfigError, load_params, resolve_experiment
+from facebench.config import ConfigError, Paths, load_params, resolve_experiment
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -118,11 +118,12 @@ def test_two_stage_rows_resolve_stage1_width_and_their_own_data():
     paper = load_params(REPO / "params.yaml", profile="paper")
     exp = resolve_experiment(paper, "aflw_cnn67_wing")
     assert (exp.model, exp.stage1, exp.cnn7_width) == ("cnn7", "aflw_cnn6_wing", 1.0)
-    assert exp.prepared_name == "stage2/aflw_cnn67_wing" and exp.dataset == "aflw"
+    paths = Paths(root=REPO)
+    assert paths.training_data(exp) == REPO / "data" / "stage2" / "aflw_cnn67_wing" and exp.dataset == "aflw"
     assert exp.train.batch_size == paper.active.train.batch_size  # the Wing paper's schedule, as CNN-6
     default = load_params(REPO / "params.yaml", profile="default")
     assert resolve_experiment(default, "aflw_cnn67_wing").cnn7_width == 0.25
-    assert resolve_experiment(default, "aflw_cnn6_wing").prepared_name == "aflw"
+    assert paths.training_data(resolve_experiment(default, "aflw_cnn6_wing")) == REPO / "data" / "prepared" / "aflw"
 
 
 @pytest.mark.parametrize("stage1,fragment", [("w300_cnn6_wing", "on dataset 'aflw'"),  # other dataset

@@ -72,7 +72,7 @@ def test_smoke_dvc_repro_is_incremental(tmp_path):
     assert "train_heatmaps@w300_hg_awing" in ran
     assert {"synth@casia", "synth@lfw", "prepare@casia", "prepare@lfw", "train_recognition@casia_cosface"} <= ran
     assert {"recrop@aflw_cnn67_wing", "train_two_stage@aflw_cnn67_wing"} <= ran
-    manifest = json.loads((project / "data" / "prepared" / "stage2" / "aflw_cnn67_wing" / "manifest.json").read_text())
+    manifest = json.loads((project / "data" / "stage2" / "aflw_cnn67_wing" / "manifest.json").read_text())
     assert manifest["stage1"] == "aflw_cnn6_wing" and manifest["splits"]["test"]["rows"] > 0
     board = (project / "reports" / "leaderboard.md").read_text()
     assert "| Hourglass | AWing |" in board
