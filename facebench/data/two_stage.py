@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from facebench.data.parquet import RAW_RGB8, decode_crops, read_metadata, read_samples, write_samples
-from facebench.data.transforms import invert_affine, transform_points, warp_crops
+from facebench.config import Paths, ResolvedExperiment
+from facebench.data.transforms import LandmarkBatchTransform, invert_affine, transform_points, warp_crops
 
 # Eye centres per layout: the mean of each eye's six contour points (68-point iBUG) or the annotated
 # centre (19-point AFLW-Full: LeftEyeCenter, RightEyeCenter). Image-left first.
@@ -76,8 +77,6 @@ def map_back(points: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def stage1_points(model: torch.nn.Module, crops: torch.Tensor, input_size: int) -> torch.Tensor:
     """Stage 1's points (N, L, 2) in crop pixels, for uint8 crops (N, S, S, 3) on the model's device."""
-    from facebench.data.transforms import LandmarkBatchTransform
-
     n, size = crops.shape[0], crops.shape[1]
     dummy = torch.zeros(n, model.num_landmarks * 2, device=crops.device)
     batch = LandmarkBatchTransform(input_size, None, None)(crops, dummy, torch.ones(n, device=crops.device))
@@ -149,7 +148,7 @@ def _nullable(column) -> list:
     return [None if v is None or (isinstance(v, float) and np.isnan(v)) else v for v in column.tolist()]
 
 
-def recrop_experiment(exp, paths, device: torch.device) -> dict:
+def recrop_experiment(exp: ResolvedExperiment, paths: Paths, device: torch.device) -> dict:
     """Every prepared split of ``exp.dataset`` re-cropped by the trained stage-1 model ``exp.stage1``,
     written whole (or not at all) to data/stage2/<exp.key>/ with a manifest."""
     from facebench.atomic import build_dir

@@ -165,35 +165,30 @@ def whole_head_state(model: Recognizer, opt: torch.optim.Optimizer) -> tuple[dic
     evaluation, the MLflow model and a resume on any number of workers read the same files. With a
     sharded head this gathers the class rows (a collective: the trainer calls it on every rank)."""
     state, optim = model.state_dict(), opt.state_dict()
-    head = model.head
-    if not isinstance(head, ShardedMarginHead):
+    if not isinstance(model.head, ShardedMarginHead):
         return state, optim
-    index = {name: i for i, (name, _) in enumerate(model.named_parameters())}
-    optim = {**optim, "state": dict(optim["state"])}
-    for name in head.sharded_names():
-        key = f"head.{name}"
-        state[key] = head.gather_rows(state[key])
-        slot = optim["state"].get(index[key])
-        if slot is not None:  # momentum / Adam moments of the slice
-            optim["state"][index[key]] = {k: head.gather_rows(v) if torch.is_tensor(v) and v.dim() else v
-                                          for k, v in slot.items()}
+    state, optim = _map_head_rows(model, state, optim, model.head.gather_rows)
     # "head.head.weight" -> "head.weight": the unsharded Recognizer's names
     return {k.removeprefix("head.") if k.startswith("head.head.") else k: v for k, v in state.items()}, optim
 
 
 def this_workers_state(model: Recognizer, state: dict, optim: dict) -> tuple[dict, dict]:
     """The inverse of ``whole_head_state`` for this worker's model: its slice of the whole head."""
-    head = model.head
-    if not isinstance(head, ShardedMarginHead):
+    if not isinstance(model.head, ShardedMarginHead):
         return state, optim
-    index = {name: i for i, (name, _) in enumerate(model.named_parameters())}
-    optim = {**optim, "state": dict(optim["state"])}
     state = {f"head.{k}" if k.startswith("head.") else k: v for k, v in state.items()}
-    for name in head.sharded_names():
+    return _map_head_rows(model, state, optim, model.head.local_rows)
+
+
+def _map_head_rows(model: Recognizer, state: dict, optim: dict, rows) -> tuple[dict, dict]:
+    """``rows`` applied to the sharded head's tensors in a (sharded-layout) model state and to their
+    optimiser moments (momentum, Adam's); copies, the live optimiser state is left alone."""
+    index = {name: i for i, (name, _) in enumerate(model.named_parameters())}
+    state, optim = dict(state), {**optim, "state": dict(optim["state"])}
+    for name in model.head.sharded_names():
         key = f"head.{name}"
-        state[key] = head.local_rows(state[key])
+        state[key] = rows(state[key])
         slot = optim["state"].get(index[key])
         if slot is not None:
-            optim["state"][index[key]] = {k: head.local_rows(v) if torch.is_tensor(v) and v.dim() else v
-                                          for k, v in slot.items()}
+            optim["state"][index[key]] = {k: rows(v) if torch.is_tensor(v) and v.dim() else v for k, v in slot.items()}
     return state, optim
