@@ -59,19 +59,32 @@ def prepare(dataset: str, params_file: Path = ParamsOpt, profile: Optional[str] 
 def train(experiment: str, params_file: Path = ParamsOpt, profile: Optional[str] = ProfileOpt,
           num_workers: Optional[int] = typer.Option(None, help="override the Ray Train worker count"),
           use_gpu: Optional[bool] = typer.Option(None, "--gpu/--cpu", help="override the profile's device"),
-          epochs: Optional[int] = typer.Option(None, help="override the profile's epochs")) -> None:
+          epochs: Optional[int] = typer.Option(None, help="override the profile's epochs"),
+          seed: Optional[int] = typer.Option(None, help="train another seed: tracked in MLflow only (models/ and "
+                                             "metrics/ keep the DVC run's outputs); the leaderboard averages the "
+                                             "seeds of a configuration")) -> None:
     """Train one experiment on Ray Train, tracked in MLflow."""
     from facebench.train.experiment import train_experiment
 
     params, paths = _setup(params_file, profile)
-    overrides = {k: v for k, v in {"num_workers": num_workers, "use_gpu": use_gpu, "epochs": epochs}.items()
-                 if v is not None}
+    overrides = {k: v for k, v in {"num_workers": num_workers, "use_gpu": use_gpu, "epochs": epochs,
+                                   "seed": seed}.items() if v is not None}
+    # A row's `seeds` list trains once per seed. The first seed's run writes the DVC outputs and goes
+    # last, so it is also the newest run: the one the leaderboard's run column and CED curves show.
+    row_seeds = getattr(params.all_experiments.get(experiment), "seeds", None) if seed is None else None
+    order = (row_seeds[1:] + row_seeds[:1]) if row_seeds else [None]
     try:
-        exp = resolve_experiment(params, experiment, **overrides)
+        runs = [resolve_experiment(params, experiment, **overrides, **({} if s is None else {"seed": s}))
+                for s in order]
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)
-    _print(train_experiment(exp, paths))
+    for i, exp in enumerate(runs):
+        last = i == len(runs) - 1
+        if len(runs) > 1:
+            typer.echo(f"[{experiment}] seed {exp.train.seed} ({i + 1} of {len(runs)}"
+                       f"{', writes the stage outputs' if last else ''})")
+        _print(train_experiment(exp, paths, write_outputs=seed is None and last))
 
 
 @app.command()

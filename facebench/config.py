@@ -151,6 +151,8 @@ class ExperimentConfig(Strict):
     model: Literal["cnn6", "resnet50"]
     loss: str
     pdb: bool = False
+    seeds: list[int] | None = Field(default=None, min_length=1, description="train once per seed (the first "
+                                    "seed's model is the stage's output; the leaderboard shows mean and spread)")
     train: dict[str, Any] = Field(default_factory=dict, description="overrides of the profile's train settings")
 
 
@@ -166,6 +168,8 @@ class TwoStageExperimentConfig(Strict):
                         "re-crop this experiment's faces")
     loss: str
     pdb: bool = False
+    seeds: list[int] | None = Field(default=None, min_length=1, description="train once per seed (the first "
+                                    "seed's model is the stage's output; the leaderboard shows mean and spread)")
     train: dict[str, Any] = Field(default_factory=dict, description="overrides of the profile's train settings")
 
 
@@ -226,11 +230,6 @@ class Params(Strict):
                   "recognition_experiments": self.recognition_experiments,
                   "two_stage_experiments": self.two_stage_experiments}
         _no_shared_keys(tables)
-        for key, exp in self.two_stage_experiments.items():
-            first = self.experiments.get(exp.stage1)
-            if first is None or first.model != "cnn6" or first.dataset != exp.dataset:
-                raise ValueError(f"two_stage_experiments.{key}.stage1 {exp.stage1!r} must be a CNN-6 row of "
-                                 f"`experiments` on dataset {exp.dataset!r}")
         for name, profile in self.profiles.items():
             for section, settings, table in (("heatmaps", profile.heatmaps, "heatmap_experiments"),
                                              ("recognition", profile.recognition, "recognition_experiments"),
@@ -253,6 +252,12 @@ class Params(Strict):
                 bad = set(exp.train) - set(TrainSettings.model_fields)
                 if bad:
                     raise ValueError(f"{section}.{key}.train has unknown keys {sorted(bad)}")
+        # after the rows' own fields, so a wrong dataset is named where it is wrong
+        for key, exp in self.two_stage_experiments.items():
+            first = self.experiments.get(exp.stage1)
+            if first is None or first.model != "cnn6" or first.dataset != exp.dataset:
+                raise ValueError(f"two_stage_experiments.{key}.stage1 {exp.stage1!r} must be a CNN-6 row of "
+                                 f"`experiments` on dataset {exp.dataset!r}")
         sweep_tables = {"sweeps": self.sweeps, "heatmap_sweeps": self.heatmap_sweeps,
                         "recognition_sweeps": self.recognition_sweeps}
         for (section, sweeps), experiments in zip(sweep_tables.items(), list(tables.values())[:3]):

@@ -149,8 +149,8 @@ def _nullable(column) -> list:
 
 
 def recrop_experiment(exp: ResolvedExperiment, paths: Paths, device: torch.device) -> dict:
-    """Every prepared split of ``exp.dataset`` re-cropped by the trained stage-1 model ``exp.stage1``,
-    written whole (or not at all) to data/stage2/<exp.key>/ with a manifest."""
+    """Every prepared split of ``exp.dataset`` that ``exp`` reads (``train_pdb`` for PDB rows only)
+    re-cropped by the trained stage-1 model ``exp.stage1``, written whole (or not at all) to data/stage2/<exp.key>/ with a manifest."""
     from facebench.atomic import build_dir
     from facebench.models.cnn6 import CNN6, INPUT_SIZE
 
@@ -158,7 +158,8 @@ def recrop_experiment(exp: ResolvedExperiment, paths: Paths, device: torch.devic
     weights = paths.model_dir(exp.stage1) / "model.pt"
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: stage-1 model not found (train {exp.stage1} first)")
-    splits = sorted(src_dir.glob("*.parquet"))
+    # A row without PDB never reads the pose-balanced copy (the largest split): it is not re-cropped.
+    splits = sorted(p for p in src_dir.glob("*.parquet") if exp.pdb or p.name != "train_pdb.parquet")
     if not splits:
         raise FileNotFoundError(f"{src_dir}: no prepared splits (run `facebench prepare {exp.dataset}`)")
     stage1 = CNN6(int(read_metadata(splits[0])["num_landmarks"]))

@@ -15,7 +15,7 @@ import pandas as pd
 
 from facebench.atomic import atomic_write_bytes, atomic_write_text
 from facebench.report import render
-from facebench.report import recognition
+from facebench.report import recognition, wing_tables
 from facebench.report.leaderboard import (
     baseline_ced, baseline_errors, baseline_frame, collect_runs, collect_sweeps, load_ced, load_curve, splits_of,
 )
@@ -124,7 +124,8 @@ def build_report(tracking_uri: str, prepared_root: Path, out_dir: Path, profile:
 
     doc = render.build_document(runs, baselines, trials, profile, datasets, figures,
                                 recognition=recognition.recognition_section(rec_runs, rec_figures, profile is None),
-                                listed=shown, sweep_figures=sweep_figures)
+                                listed=shown, sweep_figures=sweep_figures,
+                                paper_tables=wing_tables.wing_section(runs, synthetic=profile != "paper"))
     markdown, page = render.to_markdown(doc), render.to_html(doc, pngs)
     written = []
     for name, data in sorted(pngs.items()):

@@ -2,7 +2,9 @@
 
 The rules come from the MLflow conventions (facebench/tracking.py): only FINISHED runs count, and
 where several runs share (experiment key, profile) the newest by start time wins, so a re-run
-replaces its predecessor in the report without anyone deleting runs.
+replaces its predecessor in the report without anyone deleting runs. Runs of other seeds
+(``facebench train <exp> --seed N``) join the newest run's row when every other parameter matches:
+the row then reports the mean and the standard deviation over seeds.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from facebench.metrics import landmarks as lm  # noqa: E402
 SPLITS: dict[str, tuple[str, ...]] = {"w300": ("common", "challenging", "full"), "aflw": ("test", "frontal")}
 CED_MAX = 0.10  # CED range, as the training runs log it (tasks/landmarks.py)
 RUN_COLUMNS = ["experiment", "profile", "run_id", "run_name", "start_time", "paper", "task", "dataset", "model",
-               "loss", "pdb", "variant", "code_version"]
+               "loss", "pdb", "variant", "code_version", "seeds", "seed_run_ids"]
 PAPER_ORDER = {"wing": 0, "awing": 1}  # coordinate regression first, then heatmap regression
 TRIAL_COLUMNS = ["sweep", "profile", "parent_run_id", "base_experiment", "run_id", "metric", "mode", "score",
                  "stopped_early"]
@@ -72,17 +74,57 @@ def _loss_rank(loss: str) -> tuple[int, str]:
     return (order.index(loss), loss) if loss in order else (len(order), loss)
 
 
-def collect_runs(tracking_uri: str, profile: str | None) -> pd.DataFrame:
-    """One row per experiment key (per (key, profile) when profile is None): its newest FINISHED run.
+SEED_PARAM = "train.seed"  # how run_params logs the training seed (facebench/train/experiment.py)
 
-    Columns: RUN_COLUMNS (tags without their ``facebench.`` prefix; pdb as bool), then
-    ``params.<name>`` and ``metrics.<name>`` (final values), like ``mlflow.search_runs``.
+
+def _experiment_key(run) -> tuple[str, str]:
+    return run.data.tags["facebench.experiment"], run.data.tags.get("facebench.profile", "")
+
+
+def _seed_runs(runs: list) -> list[list]:
+    """Per experiment (and profile): its newest run, then the newest run of each other seed whose
+    parameters, the seed aside, equal the newest run's (a changed schedule or loss starts afresh)."""
+    groups: dict[tuple[str, str], list] = {}
+    for run in runs:
+        groups.setdefault(_experiment_key(run), []).append(run)
+    out = []
+    for group in groups.values():
+        newest = _newest(group, lambda r: 0)[0]
+        same = {k: v for k, v in newest.data.params.items() if k != SEED_PARAM}
+        peers = [r for r in group if r is not newest
+                 and {k: v for k, v in r.data.params.items() if k != SEED_PARAM} == same
+                 and r.data.params.get(SEED_PARAM) != newest.data.params.get(SEED_PARAM)]
+        out.append([newest] + sorted(_newest(peers, lambda r: r.data.params.get(SEED_PARAM)),
+                                     key=lambda r: str(r.data.params.get(SEED_PARAM))))
+    return out
+
+
+def _seed_metrics(seed_runs: list) -> dict[str, float]:
+    """``metrics.<m>``: the mean over the seeds; ``sd.<m>``: the sample standard deviation (several seeds)."""
+    names = sorted({k for r in seed_runs for k in r.data.metrics})
+    out: dict[str, float] = {}
+    for name in names:
+        values = np.array([r.data.metrics[name] for r in seed_runs if name in r.data.metrics], dtype=np.float64)
+        out[f"metrics.{name}"] = float(values.mean())
+        if len(values) > 1:
+            out[f"sd.{name}"] = float(values.std(ddof=1))
+    return out
+
+
+def collect_runs(tracking_uri: str, profile: str | None) -> pd.DataFrame:
+    """One row per experiment key (per (key, profile) when profile is None): its newest FINISHED run,
+    with its metrics averaged over the seeds that ran the same configuration.
+
+    Columns: RUN_COLUMNS (tags without their ``facebench.`` prefix; pdb as bool), ``seeds`` (how many
+    runs the metrics average) and ``seed_run_ids``, then ``params.<name>`` (the newest run's),
+    ``metrics.<name>`` (final values; the mean over seeds) and ``sd.<name>`` (their standard deviation,
+    where there are several seeds), like ``mlflow.search_runs``.
     """
     client = MlflowClient(tracking_uri)
     runs = [r for r in _search(client, _filter("train", profile)) if r.data.tags.get("facebench.experiment")]
-    runs = _newest(runs, lambda r: (r.data.tags["facebench.experiment"], r.data.tags.get("facebench.profile", "")))
     rows = []
-    for run in runs:
+    for seed_runs in _seed_runs(runs):
+        run = seed_runs[0]
         tags = run.data.tags
         row = {
             "experiment": tags["facebench.experiment"], "profile": tags.get("facebench.profile", ""),
@@ -93,8 +135,10 @@ def collect_runs(tracking_uri: str, profile: str | None) -> pd.DataFrame:
             "variant": tags.get("facebench.variant", ""),
             "code_version": tags.get("facebench.code_version", ""),
         }
+        row["seeds"] = len(seed_runs)
+        row["seed_run_ids"] = ",".join(r.info.run_id for r in seed_runs)
         row.update({f"params.{k}": v for k, v in run.data.params.items()})
-        row.update({f"metrics.{k}": float(v) for k, v in run.data.metrics.items()})
+        row.update(_seed_metrics(seed_runs))
         rows.append(row)
     rows.sort(key=lambda r: (r["dataset"], PAPER_ORDER.get(r["paper"], len(PAPER_ORDER)), r["paper"], r["model"],
                              r["pdb"], r["variant"], _loss_rank(r["loss"]), r["experiment"], r["profile"]))

@@ -12,7 +12,7 @@ import pandas as pd
 
 from facebench.report.paper_numbers import RECOGNITION_NUMBERS, recognition_lookup
 from facebench.report.render import (
-    DAGGER, DASH, Block, Heading, Image, Para, Table, cited_cell, new_figure, png_bytes, pct, run_metric, short,
+    DAGGER, DASH, Block, Heading, Image, Para, Table, cited_cell, new_figure, png_bytes, pct, run_cell, run_metric,
 )
 
 HEAD_ORDER = ("softmax", "nsl", "sphereface", "cosface", "arcface")
@@ -50,7 +50,7 @@ def leaderboard_table(runs: pd.DataFrame, with_profile: bool) -> Table:
         rows.append([HEAD_LABEL.get(row["loss"], row["loss"]), backbone_label(row), f"`{row['dataset']}`",
                      f"`{row.get('params.eval_dataset') or DASH}`"]
                     + ([f"`{row['profile']}`"] if with_profile else [])
-                    + [short(row["run_id"]), pct(run_metric(row, "lfw_accuracy")), pct(run_metric(row, "lfw_accuracy_std"))]
+                    + [run_cell(row), pct(run_metric(row, "lfw_accuracy")), pct(run_metric(row, "lfw_accuracy_std"))]
                     + [pct(run_metric(row, f"lfw_tar_at_far_{far}")) for far in FARS] + [_paper_cell(row["loss"])])
     n_text = 5 + (1 if with_profile else 0)
     return Table(headers, rows, [False] * n_text + [True] * (len(headers) - n_text))

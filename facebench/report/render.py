@@ -109,6 +109,22 @@ def run_metric(row: pd.Series, name: str) -> float | None:
     return float(value)
 
 
+def metric_cell(row: pd.Series, name: str) -> str:
+    """A run's metric in %: the mean over seeds, with ± the standard deviation when several seeds ran."""
+    text = pct(run_metric(row, name))
+    sd = row.get(f"sd.{name}")
+    if text != DASH and sd is not None and not (isinstance(sd, float) and math.isnan(sd)):
+        text += f" ± {100.0 * float(sd):.2f}"
+    return text
+
+
+def run_cell(row: pd.Series) -> str:
+    """The newest run of a row, and how many seeds its figures average when more than one."""
+    seeds = row.get("seeds")
+    many = seeds is not None and not (isinstance(seeds, float) and math.isnan(seeds)) and int(seeds) > 1
+    return short(row["run_id"]) + (f" ({int(seeds)} seeds)" if many else "")
+
+
 def label(mapping: dict[str, str], key: str) -> str:
     return mapping.get(key, key) if key else DASH
 
@@ -131,7 +147,7 @@ def _row_head(row: pd.Series, baseline: bool, with_profile: bool) -> list[str]:
             DASH if baseline else ("yes" if row["pdb"] else "no")]
     if with_profile:
         head.append(DASH if baseline else f"`{row['profile']}`")
-    head.append("baseline" if baseline else short(row["run_id"]))
+    head.append("baseline" if baseline else run_cell(row))
     return head
 
 
@@ -173,7 +189,7 @@ def nme_table(dataset: str, runs: pd.DataFrame, baseline: pd.DataFrame, with_pro
         cells = _row_head(row, is_baseline, with_profile)
         for split in splits:
             for suffix, kind in kinds:
-                cells.append(pct(run_metric(row, f"test_{split}_{suffix}")))
+                cells.append(metric_cell(row, f"test_{split}_{suffix}"))
                 if _papered(dataset, kind):
                     ablated = bool(row.get("variant", ""))  # the papers' figures are for the full model
                     model = PAPER_MODEL.get(row["model"], row["model"])
@@ -198,7 +214,7 @@ def robustness_table(dataset: str, runs: pd.DataFrame, baseline: pd.DataFrame, w
             if run_metric(row, f"test_{split}_nme") is None:
                 continue
             rows.append([split] + _row_head(row, is_baseline, with_profile)
-                        + [pct(run_metric(row, f"test_{split}_{m}")) for m in ("auc08", "fr08", "auc10", "fr10")])
+                        + [metric_cell(row, f"test_{split}_{m}") for m in ("auc08", "fr08", "auc10", "fr10")])
     n_head = 1 + len(_head_columns(with_profile))
     return Table(headers, rows, [False] * n_head + [True] * (len(headers) - n_head))
 
@@ -390,7 +406,9 @@ def header(profile: str | None) -> list[Block]:
              f" NSL, A-Softmax and ArcFace, verified on LFW-style pairs. Profile: {shown}."),
         Heading(2, "How to read this"),
         Para("Each row is the newest finished MLflow run of one experiment (model, loss, pose-based data"
-             " balancing). NME is the mean point-to-point error divided by a per-face normaliser, in %:"
+             " balancing); where runs of other seeds share all its other parameters (`facebench train --seed`),"
+             " a cell gives the mean ± the standard deviation over the seeds, and the run column says how many."
+             " NME is the mean point-to-point error divided by a per-face normaliser, in %:"
              " **lower is better**. The baseline places the mean training shape in each test face's box and"
              " learns nothing else; a model that does not beat it has not learned the task. A paper figure"
              f" stands only beside our figure of the same kind (dataset, split, model, loss, PDB, normaliser);"
@@ -406,11 +424,12 @@ def header(profile: str | None) -> list[Block]:
 
 def build_document(runs: pd.DataFrame, baselines: pd.DataFrame, trials: pd.DataFrame, profile: str | None,
                    datasets: list[str], figures: dict[str, list[Image]], recognition: list[Block] | None = None,
-                   listed: pd.DataFrame | None = None, sweep_figures: dict[tuple[str, str], Image] | None = None
-                   ) -> list[Block]:
-    """The landmark sections per dataset, then ``recognition`` (already built), the sweeps, and the
-    run list (``listed``: every run shown; the landmark runs by default)."""
-    doc = header(profile)
+                   listed: pd.DataFrame | None = None, sweep_figures: dict[tuple[str, str], Image] | None = None,
+                   paper_tables: list[Block] | None = None) -> list[Block]:
+    """``paper_tables`` (already built: the Wing paper's layout), the landmark sections per dataset, then
+    ``recognition`` (already built), the sweeps, and the run list (``listed``: every run shown; the
+    landmark runs by default)."""
+    doc = header(profile) + (paper_tables or [])
     for dataset in sorted(datasets):
         ours = runs[runs["dataset"] == dataset] if not runs.empty else runs
         base = baselines[baselines["dataset"] == dataset] if not baselines.empty else baselines

@@ -68,8 +68,9 @@ def run_params(exp: ResolvedExperiment) -> dict[str, Any]:
     }
 
 
-def train_experiment(exp: ResolvedExperiment, paths: Paths) -> dict[str, Any]:
-    """Train one experiment, track it, and write models/<exp>/, metrics/<exp>.json, plots/<exp>/."""
+def train_experiment(exp: ResolvedExperiment, paths: Paths, write_outputs: bool = True) -> dict[str, Any]:
+    """Train one experiment, track it, and write models/<exp>/, metrics/<exp>.json, plots/<exp>/
+    (the DVC outputs; ``write_outputs=False`` for an extra seed, which only MLflow keeps)."""
     uri = tracking.tracking_uri(paths.root)
     client = MlflowClient(uri)
     experiment_id = tracking.get_or_create_experiment(client, exp.paper, paths.root)
@@ -89,7 +90,8 @@ def train_experiment(exp: ResolvedExperiment, paths: Paths) -> dict[str, Any]:
         model = task.build_model()
         model.load_state_dict(outcome.state_dict)
         tracking.log_torch_model(uri, run_id, task.inference_model(model), task.example_input())
-        _write_outputs(exp, paths, run_id, final, curves, outcome.state_dict)
+        if write_outputs:
+            _write_outputs(exp, paths, run_id, final, curves, outcome.state_dict)
     except BaseException:
         tracking.end_run(client, run_id, status="FAILED")
         raise

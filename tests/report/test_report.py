@@ -44,7 +44,8 @@ def _ced(nme: float) -> pd.DataFrame:
 
 
 def _train_run(client: MlflowClient, exp_id: str, key: str, *, start: int, nme: float, status: str = "FINISHED",
-               profile: str = "smoke", pdb: bool = False, ced: bool = True) -> str:
+               profile: str = "smoke", pdb: bool = False, ced: bool = True, seed: int | None = None,
+               lr: float = 0.001) -> str:
     dataset, model, loss = key.split("_", 2)
     loss = loss.removesuffix("_pdb")
     tags = {"facebench.kind": "train", "facebench.experiment": key, "facebench.paper": "wing",
@@ -52,7 +53,9 @@ def _train_run(client: MlflowClient, exp_id: str, key: str, *, start: int, nme: 
             "facebench.loss": loss, "facebench.pdb": str(pdb).lower(), "facebench.profile": profile,
             "facebench.code_version": "0123456789abcdef0123"}
     run_id = client.create_run(exp_id, run_name=key, tags=tags, start_time=start).info.run_id
-    params = {"epochs": 2, "lr": 0.001, "batch_size": 16}
+    params = {"epochs": 2, "lr": lr, "batch_size": 16}
+    if seed is not None:
+        params["train.seed"] = seed
     if loss == "wing":
         params.update({"loss.w": 10.0, "loss.eps": 2.0})
     tracking.log_params(client, run_id, params)
@@ -365,3 +368,30 @@ def test_recognition_section_table_roc_and_margin_sweep(store, prepared, tmp_pat
     assert ids["cosface"] in summary["runs"].values()
     # The run list names the recognition runs too.
     assert md[md.index("## Runs"):].count("`casia_") == 3
+
+
+def test_seeds_of_one_configuration_average_and_others_stay_out(tmp_path):
+    """Runs of other seeds join the newest run's row only with the same parameters, one run per seed."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp_id = tracking.get_or_create_experiment(client, "wing", tmp_path)
+    ids = {
+        "seed1_stale": _train_run(client, exp_id, "aflw_cnn6_l1", start=500, nme=0.9, seed=1),
+        "seed0": _train_run(client, exp_id, "aflw_cnn6_l1", start=1_000, nme=0.02, seed=0),
+        "seed2_other_lr": _train_run(client, exp_id, "aflw_cnn6_l1", start=1_500, nme=0.5, seed=2, lr=0.01),
+        "seed1": _train_run(client, exp_id, "aflw_cnn6_l1", start=2_000, nme=0.03, seed=1),
+        "wing": _train_run(client, exp_id, "aflw_cnn6_wing", start=2_000, nme=0.04, seed=0),
+    }
+    runs = collect_runs(uri, "smoke").set_index("experiment")
+    l1 = runs.loc["aflw_cnn6_l1"]
+    assert l1["run_id"] == ids["seed1"] and l1["seeds"] == 2
+    assert set(l1["seed_run_ids"].split(",")) == {ids["seed0"], ids["seed1"]}
+    # hand-computed: mean(0.02, 0.03) = 0.025; sample sd = |0.03 - 0.02| / sqrt(2)
+    assert l1["metrics.test_test_nme"] == pytest.approx(0.025)
+    assert l1["sd.test_test_nme"] == pytest.approx(0.01 / np.sqrt(2))
+    assert runs.loc["aflw_cnn6_wing", "seeds"] == 1 and pd.isna(runs.loc["aflw_cnn6_wing", "sd.test_test_nme"])
+    build_report(uri, tmp_path / "none", tmp_path / "out", "smoke", ["aflw"])
+    board = (tmp_path / "out" / "leaderboard.md").read_text()
+    assert f"`{ids['seed1'][:8]}` (2 seeds)" in board
+    assert "| 2.50 ± 0.71 |" in board          # the AFLW test NME cell
+    assert "| 4.00 |" in board                  # one seed: no spread
