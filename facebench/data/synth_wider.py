@@ -98,38 +98,52 @@ def render_wider_scene(rng: np.random.Generator, width: int, height: int, max_fa
             np.asarray(points, np.float64).reshape(-1, 5, 2))
 
 
-def synth_wider(root: Path, n_images: int, seed: int, split: str = "val", width: int = 640, height: int = 480,
-                max_faces: int = 6, min_face: float = 10.0, max_face: float = 200.0) -> dict:
-    """Write ``n_images`` scenes of ``split`` under ``root`` in the WIDER FACE layout (whole or not at all)."""
-    rng = np.random.default_rng([seed, 0x51DE])
-    counts = {"images": n_images, "faces": 0, "zero_face_images": 0}
+def synth_wider(root: Path, n_images: int | dict[str, int], seed: int, split: str = "val", width: int = 640,
+                height: int = 480, max_faces: int = 6, min_face: float = 10.0, max_face: float = 200.0) -> dict:
+    """Write scenes under ``root`` in the WIDER FACE layout (whole or not at all): ``n_images`` of ``split``,
+    or a dict split -> image count for several splits (each split draws from its own random stream)."""
+    counts_in = n_images if isinstance(n_images, dict) else {split: n_images}
+    summary: dict = {"format": "wider", "root": str(root), "seed": int(seed), "splits": {}}
 
     def write(tmp: Path) -> None:
-        gt_lines, lm_lines = [], []
-        for k in range(n_images):
-            event = EVENTS[k % len(EVENTS)]
-            rel = f"{event}/{event.replace('--', '_')}_synth_{k}.jpg"
-            img, boxes, attrs, pts = render_wider_scene(rng, width, height, max_faces, min_face, max_face)
-            out = tmp / f"WIDER_{split}" / "images" / rel
-            out.parent.mkdir(parents=True, exist_ok=True)
-            ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
-            assert ok
-            out.write_bytes(buf.tobytes())
-            gt_lines += [rel, str(len(boxes))]
-            if len(boxes) == 0:
-                gt_lines.append("0 0 0 0 0 0 0 0 0 0 ")
-                counts["zero_face_images"] += 1
-            for box, attr, p in zip(boxes, attrs, pts):
-                x1, y1, w, h = (int(round(v)) for v in box)  # WIDER boxes are integers
-                gt_lines.append(" ".join(str(v) for v in (x1, y1, w, h, *attr)) + " ")
-                lm_lines.append(rel + "\t" + " ".join(f"{v:.2f}" for v in p.reshape(-1)))
-            counts["faces"] += len(boxes)
-            if (k + 1) % 100 == 0:
-                print(f"[synth wider] {k + 1}/{n_images} images", file=sys.stderr, flush=True)
-        split_dir = tmp / "wider_face_split"
-        split_dir.mkdir(parents=True, exist_ok=True)
-        (split_dir / f"wider_face_{split}_bbx_gt.txt").write_text("\n".join(gt_lines) + "\n")
-        (split_dir / f"wider_face_{split}_landmarks.txt").write_text("\n".join(lm_lines) + ("\n" if lm_lines else ""))
+        for index, (name, n) in enumerate(sorted(counts_in.items())):
+            rng = np.random.default_rng([seed, 0x51DE] + ([] if len(counts_in) == 1 else [index]))
+            summary["splits"][name] = _write_split(tmp, name, int(n), rng, width, height, max_faces, min_face,
+                                                   max_face)
 
     build_dir(Path(root), write)
-    return {"format": "wider", "root": str(root), "split": split, "seed": int(seed), **counts}
+    if len(counts_in) == 1:  # the single-split summary, as before: split, images, faces, zero_face_images
+        ((name, counts),) = summary.pop("splits").items()
+        summary.update({"split": name, **counts})
+    return summary
+
+
+def _write_split(tmp: Path, split: str, n_images: int, rng: np.random.Generator, width: int, height: int,
+                 max_faces: int, min_face: float, max_face: float) -> dict:
+    counts = {"images": n_images, "faces": 0, "zero_face_images": 0}
+    gt_lines, lm_lines = [], []
+    for k in range(n_images):
+        event = EVENTS[k % len(EVENTS)]
+        rel = f"{event}/{event.replace('--', '_')}_synth_{k}.jpg"
+        img, boxes, attrs, pts = render_wider_scene(rng, width, height, max_faces, min_face, max_face)
+        out = tmp / f"WIDER_{split}" / "images" / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        assert ok
+        out.write_bytes(buf.tobytes())
+        gt_lines += [rel, str(len(boxes))]
+        if len(boxes) == 0:
+            gt_lines.append("0 0 0 0 0 0 0 0 0 0 ")
+            counts["zero_face_images"] += 1
+        for box, attr, p in zip(boxes, attrs, pts):
+            x1, y1, w, h = (int(round(v)) for v in box)  # WIDER boxes are integers
+            gt_lines.append(" ".join(str(v) for v in (x1, y1, w, h, *attr)) + " ")
+            lm_lines.append(rel + "\t" + " ".join(f"{v:.2f}" for v in p.reshape(-1)))
+        counts["faces"] += len(boxes)
+        if (k + 1) % 100 == 0:
+            print(f"[synth wider] {split}: {k + 1}/{n_images} images", file=sys.stderr, flush=True)
+    split_dir = tmp / "wider_face_split"
+    split_dir.mkdir(parents=True, exist_ok=True)
+    (split_dir / f"wider_face_{split}_bbx_gt.txt").write_text("\n".join(gt_lines) + "\n")
+    (split_dir / f"wider_face_{split}_landmarks.txt").write_text("\n".join(lm_lines) + ("\n" if lm_lines else ""))
+    return counts

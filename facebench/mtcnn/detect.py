@@ -276,15 +276,19 @@ class MTCNNDetector:
                  thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
                  nms: tuple[float, float, float] = (0.5, 0.7, 0.7),
                  resize: str = "antialias", pnet_pixels: int = 1 << 23, rnet_batch: int = 4096,
-                 onet_batch: int = 1024, cuda_graphs: bool = True):
+                 onet_batch: int = 1024, cuda_graphs: bool = True,
+                 nets: "tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module] | None" = None):
         if min_face < 1 or not 0 < scale_factor < 1:
             raise ValueError(f"need min_face >= 1 and 0 < scale_factor < 1, got {min_face}, {scale_factor}")
-        if weights_dir is None:
-            from facebench.mtcnn import default_weights_dir
-
-            weights_dir = default_weights_dir()
         self.device = torch.device(device)
-        self.pnet, self.rnet, self.onet = load_published(weights_dir, self.device)
+        if nets is not None:  # networks in hand (training: a cascade whose later stages are not trained yet)
+            self.pnet, self.rnet, self.onet = (n.to(self.device).eval() for n in nets)
+        else:
+            if weights_dir is None:
+                from facebench.mtcnn import default_weights_dir
+
+                weights_dir = default_weights_dir()
+            self.pnet, self.rnet, self.onet = load_published(weights_dir, self.device)
         self.min_face = float(min_face)
         self.scale_factor = float(scale_factor)
         self.thresholds = tuple(float(t) for t in thresholds)
@@ -344,6 +348,27 @@ class MTCNNDetector:
         with torch.inference_mode():
             det = self._cascade(batch, sizes)
         return det.double().cpu().numpy()
+
+    def proposals(self, images: list[np.ndarray], stage: int) -> list[np.ndarray]:
+        """Per image, the (K, 4) boxes x1, y1, x2, y2 that pass P-Net (``stage`` 1) or P-Net and R-Net (2),
+        after their NMS and box calibration: what the next stage sees, so its training mines hard
+        examples from them (the paper's R-Net and O-Net training data)."""
+        if stage not in (1, 2):
+            raise ValueError(f"proposals come from stage 1 (P-Net) or 2 (R-Net), not {stage}")
+        out = [np.zeros((0, 4)) for _ in images]
+        if not images:
+            return out
+        batch, sizes = self._to_batch(images)
+        with torch.inference_mode():
+            lay = self._layout(batch.shape[1], batch.shape[2])
+            if not lay.levels:
+                return out
+            b, prob, reg = self._front(batch, sizes, lay)
+            boxes, idx = self._stage1(b, lay, prob, reg)
+            if stage == 2 and len(boxes):
+                boxes, idx = self._stage2(b, lay, boxes, idx)
+        boxes, idx = boxes.double().cpu().numpy(), idx.cpu().numpy()
+        return [boxes[idx == i] for i in range(len(images))]
 
     # ------------------------------------------------------------------ input and canvas
 

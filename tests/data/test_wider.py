@@ -82,3 +82,21 @@ def test_keep_lists_are_one_based_in_the_file_and_zero_based_here(tmp_path):
     scipy.io.savemat(str(path), {"event_list": events, "file_list": files})
     with pytest.raises(WiderFormatError, match="gt_list"):
         read_keep_lists(path)
+
+
+def test_landmark_file_pairs_points_with_faces_in_order_and_names_bad_lines(tmp_path):
+    from facebench.data.formats.wider import WiderFormatError, parse_bbx_gt, read_landmarks
+
+    images = parse_bbx_gt("a/one.jpg\n2\n1 2 10 10 0 0 0 0 0 0 \n30 30 8 8 0 0 0 0 0 0 \nb/none.jpg\n0\n"
+                          "0 0 0 0 0 0 0 0 0 0 \n")
+    path = tmp_path / "lm.txt"
+    path.write_text("a/one.jpg\t1 2 3 4 5 6 7 8 9 10\n")
+    points = read_landmarks(path, images)
+    assert points["a/one.jpg"][0].tolist() == [[1, 2], [3, 4], [5, 6], [7, 8], [9, 10]]
+    assert np.isnan(points["a/one.jpg"][1]).all() and points["b/none.jpg"].shape == (0, 5, 2)
+    path.write_text("a/one.jpg\t1 2 3 4 5 6 7 8 9 10\na/one.jpg\t1 2 3\n")
+    with pytest.raises(WiderFormatError, match=r"lm.txt:2: expected ten numbers"):
+        read_landmarks(path, images)
+    path.write_text("c/other.jpg\t1 2 3 4 5 6 7 8 9 10\n")
+    with pytest.raises(WiderFormatError, match=r"lm.txt:1: image 'c/other.jpg' is not in the annotation file"):
+        read_landmarks(path, images)

@@ -137,3 +137,34 @@ def read_keep_lists(mat_path: Path) -> dict[str, np.ndarray]:
                                                          f"found {indices.min()}")
             out[f"{event}/{names[j][0][0]}.jpg"] = indices - 1
     return out
+
+
+def read_landmarks(path: Path, images: list[WiderImage]) -> dict[str, np.ndarray]:
+    """The five-point file beside a ``*_bbx_gt.txt`` (``wider_face_<split>_landmarks.txt``; ours, WIDER has
+    none): ``path<TAB>x1 y1 ... x5 y5`` per face, in the bbx_gt file's face order. Returns path -> (n, 5, 2)
+    for every image of ``images`` (NaN rows for faces the file does not mark); errors name the line."""
+    path = Path(path)
+    if not path.is_file():
+        raise WiderFormatError(str(path), 0, "landmark file not found (expected wider_face_split/"
+                                             "wider_face_<split>_landmarks.txt)")
+    faces = {im.path: len(im.boxes) for im in images}
+    out = {p: np.full((n, 5, 2), np.nan, np.float32) for p, n in faces.items()}
+    seen: dict[str, int] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        name, _, values = line.partition("\t")
+        if name not in faces:
+            raise WiderFormatError(str(path), number, f"image {name!r} is not in the annotation file")
+        try:
+            points = np.asarray([float(v) for v in values.split()], dtype=np.float32)
+        except ValueError:
+            raise WiderFormatError(str(path), number, "expected ten numbers (x1 y1 ... x5 y5) after the tab") from None
+        if points.size != 10:
+            raise WiderFormatError(str(path), number, f"expected ten numbers (x1 y1 ... x5 y5), found {points.size}")
+        face = seen.get(name, 0)
+        if face >= faces[name]:
+            raise WiderFormatError(str(path), number, f"{name}: more landmark lines than its {faces[name]} faces")
+        out[name][face] = points.reshape(5, 2)
+        seen[name] = face + 1
+    return out

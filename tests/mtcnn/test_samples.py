@@ -1,0 +1,108 @@
+"""MTCNN training crops: the paper's IoU labels, targets that invert the cascade's calibration, the
+3:1:1:2 mix, pixels that match their boxes, and hard examples mined from a real cascade's proposals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from facebench.data.synth_wider import synth_wider
+from facebench.losses.mtcnn import LANDMARK, NEGATIVE, PART, POSITIVE
+from facebench.mtcnn import default_weights_dir
+from facebench.mtcnn.boxes import calibrate, iou
+from facebench.mtcnn.samples import (
+    box_targets, cut, label, landmark_targets, mix, read_scenes, write_training_data,
+)
+
+
+def test_iou_labels_follow_the_papers_thresholds():
+    got = label(np.array([0.0, 0.29, 0.3, 0.35, 0.4, 0.41, 0.65, 0.66, 1.0]))
+    assert got.tolist() == [NEGATIVE, NEGATIVE, -1, -1, -1, PART, PART, POSITIVE, POSITIVE]
+
+
+def test_targets_invert_calibration_and_landmarks_are_crop_fractions():
+    crops = np.array([[10.0, 20.0, 30.0, 40.0], [0.0, 0.0, 100.0, 100.0]])
+    faces = np.array([[12.0, 18.0, 33.0, 41.0], [5.0, 10.0, 95.0, 90.0]])
+    t = box_targets(crops, faces)
+    assert t[0].tolist() == pytest.approx([0.1, -0.1, 0.15, 0.05])  # hand: (12-10)/20, (18-20)/20, ...
+    back = calibrate(torch.from_numpy(crops), torch.from_numpy(t)).numpy()
+    assert back == pytest.approx(faces)
+    points = np.array([[[15.0, 30.0], [25.0, 30.0], [20.0, 35.0], [16.0, 38.0], [24.0, 38.0]]])
+    lm = landmark_targets(crops[:1], points)[0]
+    assert lm[:5].tolist() == pytest.approx([0.25, 0.75, 0.5, 0.3, 0.7])  # x: (15-10)/20, ...
+    assert lm[5:].tolist() == pytest.approx([0.5, 0.5, 0.75, 0.9, 0.9])   # y: (30-20)/20, ...
+
+
+def test_mix_keeps_the_3_1_1_2_ratio_as_far_as_the_scarcest_kind_allows():
+    kind = np.array([NEGATIVE] * 30 + [POSITIVE] * 7 + [PART] * 12 + [LANDMARK] * 20)
+    keep = mix(kind, np.random.default_rng(0), (NEGATIVE, POSITIVE, PART, LANDMARK))
+    counts = [int((kind[keep] == k).sum()) for k in (NEGATIVE, POSITIVE, PART, LANDMARK)]
+    assert counts == [21, 7, 7, 14]  # unit = min(30 // 3, 7, 12, 20 // 2) = 7
+    with pytest.raises(ValueError, match="no part"):
+        mix(np.array([NEGATIVE] * 6 + [POSITIVE] * 2), np.random.default_rng(0), (NEGATIVE, POSITIVE, PART))
+
+
+def test_cut_takes_the_boxes_pixels_and_pads_black():
+    image = np.zeros((50, 60, 3), np.uint8)
+    image[10:20, 30:40] = (200, 100, 50)
+    crops = cut(image, np.array([[30.0, 10.0, 40.0, 20.0], [-10.0, -10.0, 10.0, 10.0]]), 10)
+    assert (crops[0] == (200, 100, 50)).all()
+    assert (crops[1][:5, :5] == 0).all()  # outside the image
+
+
+@pytest.fixture(scope="module")
+def scenes_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("wider")
+    synth_wider(root, {"train": 6, "val": 3}, seed=5, max_faces=4, min_face=14, max_face=160)
+    return root
+
+
+def _check_rows(root, table, size):
+    scenes = {s.name: s for s in read_scenes(root, "train")}
+    for row in table.to_pylist()[:200]:
+        scene = scenes[row["source"]]
+        crop = np.asarray(row["crop_box"], np.float64)[None]
+        best = iou(torch.from_numpy(crop), torch.from_numpy(scene.boxes)).numpy().max() if len(scene.boxes) else 0.0
+        assert row["iou"] == pytest.approx(best, abs=1e-4)
+        kind = LANDMARK if row["kind"] == LANDMARK else int(label(np.array([best]))[0])
+        assert row["kind"] == kind
+        if row["kind"] in (POSITIVE, PART, LANDMARK):  # the target leads back to a face
+            face = calibrate(torch.from_numpy(crop), torch.tensor([row["box_target"]], dtype=torch.float64))
+            assert np.abs(scene.boxes - face.numpy()).max(axis=1).min() < 1e-3
+        assert len(row["image"]) == size * size * 3
+
+
+def test_pnet_set_from_synthetic_scenes(scenes_root, tmp_path):
+    manifest = write_training_data(scenes_root, tmp_path / "pnet", "pnet", seed=0, negatives=40, per_face=20)
+    table = pq.read_table(tmp_path / "pnet" / "train.parquet")
+    kept = manifest["splits"]["train"]["kept"]
+    assert kept["negative"] == 3 * kept["positive"] == 3 * kept["part"] > 0
+    assert "landmark" not in kept and manifest["splits"]["val"]["kept"]["positive"] > 0
+    _check_rows(scenes_root, table, 12)
+
+
+def test_onet_set_mines_a_real_cascades_proposals_and_has_landmark_faces(scenes_root, tmp_path):
+    from facebench.mtcnn.detect import MTCNNDetector
+
+    detector = MTCNNDetector(default_weights_dir(), min_face=14, thresholds=(0.5, 0.5, 0.5))
+    manifest = write_training_data(scenes_root, tmp_path / "onet", "onet", seed=0, negatives=40, per_face=20,
+                                   proposer=detector.proposals)
+    train = manifest["splits"]["train"]
+    assert train["proposals"] > 0 and train["mined_kept"] > 0
+    kept = train["kept"]
+    assert kept["negative"] == 3 * kept["positive"] == 3 * kept["part"] and kept["landmark"] == 2 * kept["positive"]
+    table = pq.read_table(tmp_path / "onet" / "train.parquet")
+    _check_rows(scenes_root, table, 48)
+    rows = table.to_pylist()
+    scenes = {s.name: s for s in read_scenes(scenes_root, "train")}
+    marks = [r for r in rows if r["kind"] == LANDMARK]
+    for r in marks[:50]:  # the landmark target leads back to the face's five points
+        crop = np.asarray(r["crop_box"], np.float64)
+        side = crop[2] - crop[0]
+        pts = np.stack([crop[0] + np.asarray(r["landmark_target"][:5]) * side,
+                        crop[1] + np.asarray(r["landmark_target"][5:]) * side], axis=1)
+        assert np.abs(scenes[r["source"]].landmarks - pts[None]).max(axis=(1, 2)).min() < 1e-2
+    with pytest.raises(ValueError, match="proposer"):
+        write_training_data(scenes_root, tmp_path / "rnet", "rnet", seed=0, negatives=4, per_face=2)
