@@ -107,6 +107,22 @@ def recrop(experiment: str, params_file: Path = ParamsOpt, profile: Optional[str
     _print(summary)
 
 
+@app.command("mtcnn-data")
+def mtcnn_data(experiment: str, params_file: Path = ParamsOpt, profile: Optional[str] = ProfileOpt,
+               device: str = typer.Option("cpu", help="where the earlier stages propose boxes: cpu or cuda")) -> None:
+    """Make an MTCNN stage's training crops (IoU-labelled, mixed 3:1:1:2, hard examples mined by the trained
+    earlier stages) from the prepared WIDER-format scenes."""
+    from facebench.data.stages import mtcnn_training_data
+
+    params, paths = _setup(params_file, profile)
+    try:
+        summary = mtcnn_training_data(params, experiment, paths, device)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    _print(summary)
+
+
 @app.command()
 def tune(sweep: str, params_file: Path = ParamsOpt, profile: Optional[str] = ProfileOpt) -> None:
     """Sweep a loss's hyperparameters on Ray Tune (ASHA); nested MLflow runs."""

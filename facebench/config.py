@@ -31,6 +31,8 @@ class SynthSettings(Strict):
     lfw_folds: int = Field(default=10, gt=1)
     lfw_pairs_per_fold: int = Field(default=300, gt=0, description="matched (and as many mismatched) pairs per fold")
     lfw_people_per_fold: int = Field(default=20, gt=1)
+    wider_images: dict[str, int] = Field(default_factory=lambda: {"train": 200, "val": 60},
+                                         description="synthetic WIDER FACE scenes (640x480) per split")
 
 
 class TrainSettings(Strict):
@@ -94,6 +96,24 @@ class RecognitionSettings(Strict):
                                   "for recognition experiments (the CosFace schedule, not the Wing one)")
 
 
+class MtcnnSettings(Strict):
+    """How many training crops MTCNN's stages get per scene (mtcnn/samples.py), and their schedule."""
+
+    negatives_per_scene: int = Field(default=50, gt=0, description="random squares per scene (mostly negatives)")
+    crops_per_face: int = Field(default=20, gt=0, description="jittered squares around each face (positives, "
+                                "parts; O-Net also as many tight ones for landmark faces)")
+    train: dict[str, Any] = Field(default_factory=dict, description="overrides of the profile's train settings "
+                                  "for the three MTCNN stages")
+    onet_train: dict[str, Any] = Field(default_factory=dict, description="further overrides for O-Net only")
+
+    @model_validator(mode="after")
+    def _known_train_keys(self) -> "MtcnnSettings":
+        bad = set(self.onet_train) - set(TrainSettings.model_fields)
+        if bad:
+            raise ValueError(f"onet_train has unknown keys {sorted(bad)}")
+        return self
+
+
 class TwoStageSettings(Strict):
     """CNN-7's size in a profile: the paper's network is too slow for a 2-core CPU, so profiles may
     narrow it (the two-stage geometry and the 128-px input stay)."""
@@ -111,15 +131,17 @@ class Profile(Strict):
     recognition: RecognitionSettings | None = Field(default=None,
                                                     description="needed when recognition experiments exist")
     two_stage: TwoStageSettings = Field(default_factory=TwoStageSettings)
+    mtcnn: MtcnnSettings | None = Field(default=None, description="needed when mtcnn_experiments exist")
 
 
 LANDMARK_FORMATS = ("w300", "aflw_full")
 IDENTITY_FORMATS = ("casia", "lfw")
+SCENE_FORMATS = ("wider",)
 
 
 class DatasetConfig(Strict):
     source: Literal["synth", "real"]
-    format: Literal["w300", "aflw_full", "casia", "lfw"]
+    format: Literal["w300", "aflw_full", "casia", "lfw", "wider"]
     root: str = Field(description="dataset root in the official layout")
     # landmark sets (w300, aflw_full)
     crop_size: int | None = Field(default=None, gt=0)
@@ -186,6 +208,21 @@ class RecognitionExperimentConfig(Strict):
     train: dict[str, Any] = Field(default_factory=dict, description="overrides of the profile's train settings")
 
 
+class MtcnnExperimentConfig(Strict):
+    """One stage of MTCNN's cascade (Zhang et al. 2016), trained on crops of WIDER-format scenes;
+    ``cascade`` names the trained earlier stages, whose proposals give this stage its hard examples."""
+
+    paper: Literal["mtcnn"]
+    task: Literal["detection"]
+    dataset: str
+    model: Literal["pnet", "rnet", "onet"]
+    loss: str = Field(description="the multi-task loss (losses.mtcnn: online hard sample mining ratio)")
+    cascade: list[str] = Field(default_factory=list, description="the earlier stages' experiments, in order "
+                               "(rnet: [pnet row]; onet: [pnet row, rnet row])")
+    pdb: Literal[False] = False
+    train: dict[str, Any] = Field(default_factory=dict, description="overrides of the profile's train settings")
+
+
 class HeatmapExperimentConfig(Strict):
     """A heatmap-regression experiment (Adaptive Wing paper); the flags are the paper's ablation axes."""
 
@@ -218,6 +255,7 @@ class Params(Strict):
     heatmap_experiments: dict[str, HeatmapExperimentConfig] = Field(default_factory=dict)
     recognition_experiments: dict[str, RecognitionExperimentConfig] = Field(default_factory=dict)
     two_stage_experiments: dict[str, TwoStageExperimentConfig] = Field(default_factory=dict)
+    mtcnn_experiments: dict[str, MtcnnExperimentConfig] = Field(default_factory=dict)
     sweeps: dict[str, SweepConfig] = Field(default_factory=dict)
     heatmap_sweeps: dict[str, SweepConfig] = Field(default_factory=dict)
     recognition_sweeps: dict[str, SweepConfig] = Field(default_factory=dict)
@@ -228,12 +266,13 @@ class Params(Strict):
             raise ValueError(f"profile {self.profile!r} is not one of {sorted(self.profiles)}")
         tables = {"experiments": self.experiments, "heatmap_experiments": self.heatmap_experiments,
                   "recognition_experiments": self.recognition_experiments,
-                  "two_stage_experiments": self.two_stage_experiments}
+                  "two_stage_experiments": self.two_stage_experiments, "mtcnn_experiments": self.mtcnn_experiments}
         _no_shared_keys(tables)
         for name, profile in self.profiles.items():
             for section, settings, table in (("heatmaps", profile.heatmaps, "heatmap_experiments"),
                                              ("recognition", profile.recognition, "recognition_experiments"),
-                                             ("two_stage", profile.two_stage, "two_stage_experiments")):
+                                             ("two_stage", profile.two_stage, "two_stage_experiments"),
+                                             ("mtcnn", profile.mtcnn, "mtcnn_experiments")):
                 if tables[table] and settings is None:
                     raise ValueError(f"profiles.{name}.{section} is missing ({table} need it)")
                 bad = set(settings.train if settings else {}) - set(TrainSettings.model_fields)
@@ -258,6 +297,12 @@ class Params(Strict):
             if first is None or first.model != "cnn6" or first.dataset != exp.dataset:
                 raise ValueError(f"two_stage_experiments.{key}.stage1 {exp.stage1!r} must be a CNN-6 row of "
                                  f"`experiments` on dataset {exp.dataset!r}")
+        want = {"pnet": [], "rnet": ["pnet"], "onet": ["pnet", "rnet"]}
+        for key, exp in self.mtcnn_experiments.items():
+            got = [self.mtcnn_experiments[k].model if k in self.mtcnn_experiments else None for k in exp.cascade]
+            if got != want[exp.model] or any(self.mtcnn_experiments[k].dataset != exp.dataset for k in exp.cascade):
+                raise ValueError(f"mtcnn_experiments.{key}.cascade {exp.cascade} must name the {want[exp.model]} "
+                                 f"rows of mtcnn_experiments on dataset {exp.dataset!r}, in that order")
         sweep_tables = {"sweeps": self.sweeps, "heatmap_sweeps": self.heatmap_sweeps,
                         "recognition_sweeps": self.recognition_sweeps}
         for (section, sweeps), experiments in zip(sweep_tables.items(), list(tables.values())[:3]):
@@ -268,10 +313,10 @@ class Params(Strict):
         return self
 
     @property
-    def all_experiments(self) -> dict[str, "ExperimentConfig | HeatmapExperimentConfig | RecognitionExperimentConfig | TwoStageExperimentConfig"]:
+    def all_experiments(self) -> dict[str, "ExperimentConfig | HeatmapExperimentConfig | RecognitionExperimentConfig | TwoStageExperimentConfig | MtcnnExperimentConfig"]:
         """The experiment tables together (DVC keeps them apart so each stage tracks only its own parameters)."""
         return {**self.experiments, **self.heatmap_experiments, **self.recognition_experiments,
-                **self.two_stage_experiments}
+                **self.two_stage_experiments, **self.mtcnn_experiments}
 
     @property
     def all_sweeps(self) -> dict[str, SweepConfig]:
@@ -352,6 +397,7 @@ class ResolvedExperiment(Strict):
     shard_head: bool | None = None  # recognition: classifier split over the workers
     stage1: str | None = None  # two-stage: the CNN-6 experiment whose predictions re-crop the faces
     cnn7_width: float | None = None  # two-stage: CNN-7 channel multiplier
+    cascade: list[str] | None = None  # MTCNN: the earlier stages' experiments
 
 
     def config_hash(self) -> str:
@@ -376,6 +422,9 @@ def resolve_experiment(params: Params, key: str, **train_overrides: Any) -> Reso
         depth, shard_head, task_train = settings.depth, settings.shard_head, settings.train
     if isinstance(exp, TwoStageExperimentConfig):
         cnn7_width, task_train = params.active.two_stage.width, params.active.two_stage.train
+    if isinstance(exp, MtcnnExperimentConfig):
+        mtcnn = params.active.mtcnn
+        task_train = {**mtcnn.train, **(mtcnn.onet_train if exp.model == "onet" else {})}
     profile_train = params.active.train
     if exp.pdb and profile_train.pdb_epochs is not None:
         profile_train = profile_train.model_copy(update={"epochs": profile_train.pdb_epochs})
@@ -399,6 +448,7 @@ def resolve_experiment(params: Params, key: str, **train_overrides: Any) -> Reso
         shard_head=shard_head,
         stage1=getattr(exp, "stage1", None),
         cnn7_width=cnn7_width,
+        cascade=list(exp.cascade) if isinstance(exp, MtcnnExperimentConfig) else None,
     )
 
 
@@ -416,7 +466,13 @@ class Paths(Strict):
     def training_data(self, exp: ResolvedExperiment) -> Path:
         """The prepared set an experiment trains and tests on: its dataset's, or for a two-stage row the
         faces re-cropped by its stage 1 (kept outside data/prepared, which the sweeps depend on whole)."""
+        if exp.cascade is not None:
+            return self.mtcnn_data(exp.key)
         return self.root / "data" / "stage2" / exp.key if exp.stage1 else self.prepared(exp.dataset)
+
+    def mtcnn_data(self, experiment: str) -> Path:
+        """An MTCNN stage's training crops (mtcnn/samples.py)."""
+        return self.root / "data" / "mtcnn" / experiment
 
     def model_dir(self, experiment: str) -> Path:
         return self.root / "models" / experiment

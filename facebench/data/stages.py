@@ -35,6 +35,10 @@ def synth_dataset(params: Params, name: str, paths: Paths) -> dict[str, Any]:
         from facebench.data.synth_identities import synth_lfw
 
         return synth_lfw(root, s.lfw_folds, s.lfw_pairs_per_fold, s.lfw_people_per_fold, seed=seed)
+    if cfg.format == "wider":
+        from facebench.data.synth_wider import synth_wider
+
+        return synth_wider(root, dict(s.wider_images), seed=seed)
     raise ConfigError(f"params.yaml: datasets.{name}.format {cfg.format!r} has no generator")
 
 
@@ -60,6 +64,10 @@ def prepare_dataset(params: Params, name: str, paths: Paths) -> dict[str, Any]:
     cfg = _dataset(params, name)
     if cfg.format in IDENTITY_FORMATS:
         return _prepare_identity_dataset(cfg, name, paths)
+    if cfg.format == "wider":  # detection scenes: an index of images, faces and five points
+        from facebench.data.formats.wider import prepare_scenes
+
+        return prepare_scenes(dataset_root(paths, name, cfg), paths.prepared(name))
     result = read_dataset(params, name, paths)
     flip = W300_FLIP if cfg.format == "w300" else AFLW19_FLIP
     return prepare_landmark_dataset(
@@ -84,3 +92,49 @@ def _dataset(params: Params, name: str):
     if name not in params.datasets:
         raise ConfigError(f"params.yaml: no dataset {name!r}; known: {sorted(params.datasets)}")
     return params.datasets[name]
+
+
+def mtcnn_training_data(params: Params, experiment: str, paths: Paths, device: str = "cpu") -> dict[str, Any]:
+    """One MTCNN stage's training crops (mtcnn/samples.py) -> data/mtcnn/<experiment>/; R-Net's and O-Net's
+    mine the proposals of the trained earlier stages (models/<stage>/model.pt)."""
+    from facebench.config import resolve_experiment
+    from facebench.data.formats.wider import load_scenes
+    from facebench.mtcnn.samples import write_training_data
+
+    exp = resolve_experiment(params, experiment)
+    if exp.cascade is None:
+        raise ConfigError(f"params.yaml: {experiment!r} is not in mtcnn_experiments")
+    cfg = _dataset(params, exp.dataset)
+    settings = params.active.mtcnn
+    proposer = None
+    if exp.cascade:
+        from facebench.mtcnn.detect import MTCNNDetector
+
+        detector = MTCNNDetector(nets=load_cascade(paths, exp.cascade), device=device, min_face=12,
+                                 thresholds=MINING_THRESHOLDS)
+        proposer = detector.proposals
+    raw_root = dataset_root(paths, exp.dataset, cfg)
+    return write_training_data(lambda split: load_scenes(paths.prepared(exp.dataset), split, raw_root),
+                               paths.mtcnn_data(experiment), exp.model, seed=params.seed * 1000 + cfg.seed,
+                               negatives=settings.negatives_per_scene, per_face=settings.crops_per_face,
+                               proposer=proposer)
+
+
+# Low cut-offs for mining: the next stage should see the earlier stages' doubtful boxes too.
+MINING_THRESHOLDS = (0.4, 0.4, 0.4)
+
+
+def load_cascade(paths: Paths, experiments: list[str]):
+    """P-Net, R-Net, O-Net modules: the trained ones of ``experiments`` (in cascade order), untrained
+    for the stages not yet trained (only the trained prefix is run)."""
+    import torch
+
+    from facebench.models.mtcnn import ONet, PNet, RNet
+
+    nets = [PNet(), RNet(), ONet()]
+    for i, key in enumerate(experiments):
+        weights = paths.model_dir(key) / "model.pt"
+        if not weights.is_file():
+            raise FileNotFoundError(f"{weights}: MTCNN stage not trained (run `facebench train {key}` first)")
+        nets[i].load_state_dict(torch.load(weights, weights_only=True, map_location="cpu"))
+    return tuple(nets)

@@ -72,9 +72,11 @@ class PNet(nn.Module):
         h = self.features(x)
         return self.conv4_1(h), self.conv4_2(h)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, logits: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Face probability and offsets; ``logits=True`` gives the raw heads (training goes through forward,
+        so DDP sees the call)."""
         cls, reg = self.logits(x)
-        return torch.softmax(cls, dim=1)[:, 1], reg
+        return (cls, reg) if logits else (torch.softmax(cls, dim=1)[:, 1], reg)
 
 
 class RNet(nn.Module):
@@ -102,9 +104,11 @@ class RNet(nn.Module):
         h = self.prelu4(self.dense4(_flatten_whc(x)))
         return self.dense5_1(h), self.dense5_2(h)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, logits: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Face probability and offsets; ``logits=True`` gives the raw heads (training goes through forward,
+        so DDP sees the call)."""
         cls, reg = self.logits(x)
-        return torch.softmax(cls, dim=1)[:, 1], reg
+        return (cls, reg) if logits else (torch.softmax(cls, dim=1)[:, 1], reg)
 
 
 class ONet(nn.Module):
@@ -142,8 +146,11 @@ class ONet(nn.Module):
         h = self.drop5(self.prelu5(self.dense5(_flatten_whc(x))))
         return self.dense6_1(h), self.dense6_2(h), self.dense6_3(h)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, logits: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Face probability, offsets, landmarks (N, 5, 2); ``logits=True`` gives the raw heads."""
         cls, reg, lm = self.logits(x)
+        if logits:
+            return cls, reg, lm
         landmarks = torch.stack((lm[:, :5], lm[:, 5:]), dim=-1)
         return torch.softmax(cls, dim=1)[:, 1], reg, landmarks
 

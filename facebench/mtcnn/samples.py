@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -34,7 +33,7 @@ import pyarrow.parquet as pq
 import torch
 
 from facebench.atomic import build_dir
-from facebench.data.formats.wider import read_bbx_gt, read_landmarks
+from facebench.data.formats.wider import Scene
 from facebench.losses.mtcnn import KIND_NAMES, LANDMARK, NEGATIVE, PART, POSITIVE
 from facebench.mtcnn.boxes import iou
 
@@ -42,30 +41,6 @@ IOU_NEGATIVE, IOU_PART, IOU_POSITIVE = 0.3, 0.4, 0.65
 MIX_RATIO = {NEGATIVE: 3, POSITIVE: 1, PART: 1, LANDMARK: 2}
 STAGE_SIZE = {"pnet": 12, "rnet": 24, "onet": 48}
 MIN_FACE = 12  # faces smaller than P-Net's window give no positive or part crops (they stay in the IoU test)
-
-
-@dataclass
-class Scene:
-    image_path: Path
-    name: str                # relative path, as the annotation file names it
-    boxes: np.ndarray        # (n, 4) float64 x1, y1, x2, y2 of the faces
-    landmarks: np.ndarray    # (n, 5, 2), NaN where unknown
-
-
-def read_scenes(root: Path, split: str) -> list[Scene]:
-    """The scenes of one split of a WIDER-layout root, with the five points of each face (NaN if none)."""
-    root = Path(root)
-    images = read_bbx_gt(root / "wider_face_split" / f"wider_face_{split}_bbx_gt.txt")
-    lm_path = root / "wider_face_split" / f"wider_face_{split}_landmarks.txt"
-    points = read_landmarks(lm_path, images) if lm_path.is_file() else {}
-    scenes = []
-    for im in images:
-        keep = ~im.degenerate
-        xywh = im.boxes[keep].astype(np.float64)
-        boxes = np.column_stack([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]]) if len(xywh) else np.zeros((0, 4))
-        lms = points.get(im.path, np.full((len(im.boxes), 5, 2), np.nan))[keep].astype(np.float64)
-        scenes.append(Scene(root / f"WIDER_{split}" / "images" / im.path, im.path, boxes, lms))
-    return scenes
 
 
 def label(best_iou: np.ndarray) -> np.ndarray:
@@ -227,24 +202,25 @@ def build_split(scenes: list[Scene], stage: str, rng: np.random.Generator, negat
     return table, counts
 
 
-def write_training_data(root: Path, out_dir: Path, stage: str, seed: int, negatives: int, per_face: int,
+def write_training_data(scenes_of: Callable[[str], list[Scene]], out_dir: Path, stage: str, seed: int,
+                        negatives: int, per_face: int,
                         proposer: Callable[[list[np.ndarray], int], list[np.ndarray]] | None = None,
                         splits: tuple[str, ...] = ("train", "val")) -> dict:
     """``out_dir``/{train,val}.parquet and manifest.json for one stage, written whole or not at all.
 
-    ``proposer(images, stage)`` gives the boxes the trained earlier stages propose (R-Net: P-Net's,
+    ``scenes_of(split)`` gives a split's scenes (``load_scenes`` or ``read_scenes``); ``proposer(images, stage)`` gives the boxes the trained earlier stages propose (R-Net: P-Net's,
     O-Net: P-Net's and R-Net's); P-Net's data needs none."""
     if stage not in STAGE_SIZE:
         raise ValueError(f"unknown MTCNN stage {stage!r}; expected one of {sorted(STAGE_SIZE)}")
     if stage != "pnet" and proposer is None:
         raise ValueError(f"{stage} training data mines the earlier stages' proposals: a proposer is required")
-    manifest: dict = {"stage": stage, "source": str(root), "seed": seed, "iou": {
+    manifest: dict = {"stage": stage, "seed": seed, "iou": {
         "negative_below": IOU_NEGATIVE, "part_above": IOU_PART, "positive_above": IOU_POSITIVE},
         "mix_ratio": {KIND_NAMES[k]: v for k, v in MIX_RATIO.items()}, "splits": {}}
 
     def write(tmp: Path) -> None:
         for index, split in enumerate(splits):
-            scenes = read_scenes(root, split)
+            scenes = scenes_of(split)
             rng = np.random.default_rng([seed, index, STAGE_SIZE[stage]])
             proposals = None
             if proposer is not None:

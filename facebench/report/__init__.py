@@ -15,7 +15,7 @@ import pandas as pd
 
 from facebench.atomic import atomic_write_bytes, atomic_write_text
 from facebench.report import render
-from facebench.report import recognition, wing_tables
+from facebench.report import detection, recognition, wing_tables
 from facebench.report.leaderboard import (
     baseline_ced, baseline_errors, baseline_frame, collect_runs, collect_sweeps, load_ced, load_curve, splits_of,
 )
@@ -111,6 +111,7 @@ def build_report(tracking_uri: str, prepared_root: Path, out_dir: Path, profile:
     if not runs.empty:
         runs = runs[runs["task"].isin(LANDMARK_TASKS) & runs["dataset"].isin(datasets)].reset_index(drop=True)
     rec_runs = recognition.recognition_runs(every)
+    det_runs = detection.detection_runs(every)
     trials = collect_sweeps(tracking_uri, profile)
     errors = baseline_errors(Path(prepared_root), datasets)
     baselines = baseline_frame(errors)
@@ -120,10 +121,12 @@ def build_report(tracking_uri: str, prepared_root: Path, out_dir: Path, profile:
     sweep_pngs, sweep_figures = _sweep_figures(trials)
     pngs.update(sweep_pngs)
     missing += rec_missing
-    shown = pd.concat([runs, rec_runs]) if not rec_runs.empty else runs
+    shown = pd.concat([f for f in (runs, rec_runs, det_runs) if not f.empty]) if not (
+        rec_runs.empty and det_runs.empty) else runs
 
     doc = render.build_document(runs, baselines, trials, profile, datasets, figures,
-                                recognition=recognition.recognition_section(rec_runs, rec_figures, profile is None),
+                                recognition=(recognition.recognition_section(rec_runs, rec_figures, profile is None)
+                                             + detection.detection_section(det_runs)),
                                 listed=shown, sweep_figures=sweep_figures,
                                 paper_tables=wing_tables.wing_section(runs, synthetic=profile != "paper"))
     markdown, page = render.to_markdown(doc), render.to_html(doc, pngs)

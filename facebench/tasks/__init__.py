@@ -30,7 +30,11 @@ def build_task(exp: ResolvedExperiment, prepared_dir: Path):
         from facebench.tasks.recognition import RecognitionTask
 
         return RecognitionTask(exp, prepared_dir)
-    raise ValueError(f"unknown task {exp.task!r} (known: landmarks, heatmaps, recognition)")
+    if exp.task == "detection":
+        from facebench.tasks.detection import DetectionTask
+
+        return DetectionTask(exp, prepared_dir)
+    raise ValueError(f"unknown task {exp.task!r} (known: landmarks, heatmaps, recognition, detection)")
 
 
 @dataclass(frozen=True)

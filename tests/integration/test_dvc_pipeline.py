@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from facebench.mtcnn import default_weights_dir
+
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
 
@@ -63,6 +65,7 @@ def test_smoke_dvc_repro_is_incremental(tmp_path):
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["DVC_NO_ANALYTICS"] = "true"
     env["RAY_USAGE_STATS_ENABLED"] = "0"
+    env["FACEBENCH_MTCNN_WEIGHTS"] = str(default_weights_dir())  # the copied package looks beside itself
     _run(["git", "init", "-q"], project, env)
     _run(["dvc", "init", "-q"], project, env)
 
@@ -73,6 +76,13 @@ def test_smoke_dvc_repro_is_incremental(tmp_path):
     assert "train_heatmaps@w300_hg_awing" in ran
     assert {"synth@casia", "synth@lfw", "prepare@casia", "prepare@lfw", "train_recognition@casia_cosface"} <= ran
     assert {"recrop@aflw_cnn67_wing", "train_two_stage@aflw_cnn67_wing"} <= ran
+    mtcnn = {"synth@wider", "prepare@wider", "mtcnn_data_pnet", "train_mtcnn_pnet", "mtcnn_data_rnet",
+             "train_mtcnn_rnet", "mtcnn_data_onet", "train_mtcnn_onet"}
+    assert mtcnn <= ran
+    onet_data = json.loads((project / "data" / "mtcnn" / "wider_onet" / "manifest.json").read_text())
+    assert onet_data["splits"]["train"]["proposals"] > 0 and onet_data["splits"]["train"]["kept"]["landmark"] > 0
+    onet = json.loads((project / "metrics" / "wider_onet.json").read_text())
+    assert 0.0 <= onet["test_trained_ap_hard"] <= 1.0 and onet["test_published_ap_hard"] > 0.0
     manifest = json.loads((project / "data" / "stage2" / "aflw_cnn67_wing" / "manifest.json").read_text())
     assert manifest["stage1"] == "aflw_cnn6_wing" and manifest["splits"]["test"]["rows"] > 0
     assert "train_pdb" not in manifest["splits"]  # a row without PDB never reads the pose-balanced copy
@@ -81,6 +91,7 @@ def test_smoke_dvc_repro_is_incremental(tmp_path):
     assert "| LMCL (CosFace) | SphereFace-4 | `casia` | `lfw` |" in board
     assert "| CNN-6/7 (two-stage) | Wing |" in board
     assert "## Wing loss paper: the paper's tables" in board
+    assert "## MTCNN (WIDER-format scenes)" in board and "| trained here (P-Net, R-Net, O-Net above) |" in board
     assert re.search(r"\| CNN-6 \| Wing \| no \| `[0-9a-f]{8}` \(2 seeds\) \| \d+\.\d\d ± \d+\.\d\d \|", board)
     assert (project / "reports" / "figures" / "roc_lfw.png").exists()
     for key in params["experiments"]:

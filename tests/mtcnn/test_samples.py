@@ -13,8 +13,9 @@ from facebench.losses.mtcnn import LANDMARK, NEGATIVE, PART, POSITIVE
 from facebench.mtcnn import default_weights_dir
 from facebench.mtcnn.boxes import calibrate, iou
 from facebench.mtcnn.samples import (
-    box_targets, cut, label, landmark_targets, mix, read_scenes, write_training_data,
+    box_targets, cut, label, landmark_targets, mix, write_training_data,
 )
+from facebench.data.formats.wider import read_scenes
 
 
 def test_iou_labels_follow_the_papers_thresholds():
@@ -75,7 +76,7 @@ def _check_rows(root, table, size):
 
 
 def test_pnet_set_from_synthetic_scenes(scenes_root, tmp_path):
-    manifest = write_training_data(scenes_root, tmp_path / "pnet", "pnet", seed=0, negatives=40, per_face=20)
+    manifest = write_training_data(lambda split: read_scenes(scenes_root, split), tmp_path / "pnet", "pnet", seed=0, negatives=40, per_face=20)
     table = pq.read_table(tmp_path / "pnet" / "train.parquet")
     kept = manifest["splits"]["train"]["kept"]
     assert kept["negative"] == 3 * kept["positive"] == 3 * kept["part"] > 0
@@ -87,7 +88,7 @@ def test_onet_set_mines_a_real_cascades_proposals_and_has_landmark_faces(scenes_
     from facebench.mtcnn.detect import MTCNNDetector
 
     detector = MTCNNDetector(default_weights_dir(), min_face=14, thresholds=(0.5, 0.5, 0.5))
-    manifest = write_training_data(scenes_root, tmp_path / "onet", "onet", seed=0, negatives=40, per_face=20,
+    manifest = write_training_data(lambda split: read_scenes(scenes_root, split), tmp_path / "onet", "onet", seed=0, negatives=40, per_face=20,
                                    proposer=detector.proposals)
     train = manifest["splits"]["train"]
     assert train["proposals"] > 0 and train["mined_kept"] > 0
@@ -105,4 +106,31 @@ def test_onet_set_mines_a_real_cascades_proposals_and_has_landmark_faces(scenes_
                         crop[1] + np.asarray(r["landmark_target"][5:]) * side], axis=1)
         assert np.abs(scenes[r["source"]].landmarks - pts[None]).max(axis=(1, 2)).min() < 1e-2
     with pytest.raises(ValueError, match="proposer"):
-        write_training_data(scenes_root, tmp_path / "rnet", "rnet", seed=0, negatives=4, per_face=2)
+        write_training_data(lambda split: read_scenes(scenes_root, split), tmp_path / "rnet", "rnet", seed=0, negatives=4, per_face=2)
+
+
+def test_prepared_scenes_round_trip_and_list_skipped_faces(scenes_root, tmp_path):
+    from facebench.data.formats.wider import load_scenes, prepare_scenes
+
+    manifest = prepare_scenes(scenes_root, tmp_path / "prepared")
+    for split in ("train", "val"):
+        raw, back = read_scenes(scenes_root, split), load_scenes(tmp_path / "prepared", split, scenes_root)
+        assert [s.name for s in raw] == [s.name for s in back]
+        for a, b in zip(raw, back):
+            assert np.allclose(a.boxes, b.boxes) and np.allclose(a.landmarks, b.landmarks, equal_nan=True)
+            assert b.image_path.is_file()
+        assert manifest["splits"][split]["faces"] == sum(len(s.boxes) for s in raw)
+        assert manifest["splits"][split]["skipped_faces"] == 0
+    gt = scenes_root / "wider_face_split" / "wider_face_val_bbx_gt.txt"
+    lines = gt.read_text().splitlines()
+    face_line = next(i for i, line in enumerate(lines) if len(line.split()) == 10 and line.split()[2] != "0")
+    parts = lines[face_line].split()
+    parts[2] = "0"  # zero width: left out, listed with its line
+    lines[face_line] = " ".join(parts)
+    bad = tmp_path / "bad"
+    import shutil
+    shutil.copytree(scenes_root, bad)
+    (bad / "wider_face_split" / "wider_face_val_bbx_gt.txt").write_text("\n".join(lines) + "\n")
+    manifest = prepare_scenes(bad, tmp_path / "prepared_bad")
+    assert manifest["splits"]["val"]["skipped_faces"] == 1
+    assert manifest["splits"]["val"]["skipped"][0]["why"] == "zero width or height"

@@ -395,3 +395,32 @@ def test_seeds_of_one_configuration_average_and_others_stay_out(tmp_path):
     assert f"`{ids['seed1'][:8]}` (2 seeds)" in board
     assert "| 2.50 ± 0.71 |" in board          # the AFLW test NME cell
     assert "| 4.00 |" in board                  # one seed: no spread
+
+
+def test_mtcnn_section_shows_each_stage_and_the_cascade_ap(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    exp_id = tracking.get_or_create_experiment(client, "mtcnn", tmp_path)
+    ids = {}
+    for i, (key, model) in enumerate((("wider_onet", "onet"), ("wider_pnet", "pnet"), ("wider_rnet", "rnet"))):
+        tags = {"facebench.kind": "train", "facebench.experiment": key, "facebench.paper": "mtcnn",
+                "facebench.task": "detection", "facebench.dataset": "wider", "facebench.model": model,
+                "facebench.loss": "mtcnn", "facebench.pdb": "false", "facebench.profile": "smoke"}
+        run = client.create_run(exp_id, run_name=key, tags=tags, start_time=1_000 + i).info.run_id
+        metrics = {"test_val_accuracy": 0.9 + 0.01 * i, "test_val_recall": 0.8, "test_val_box_rmse": 0.07}
+        if model == "onet":
+            metrics.update({"test_val_landmark_nme": 0.05, "test_trained_ap_easy": 0.61, "test_trained_ap_medium": 0.52,
+                            "test_trained_ap_hard": 0.4321, "test_trained_faces_hard": 250.0,
+                            "test_trained_landmark_nme": 0.081, "test_published_ap_hard": 0.7})
+        tracking.log_metrics(client, run, metrics)
+        client.set_terminated(run, status="FINISHED")
+        ids[model] = run
+    build_report(uri, tmp_path / "none", tmp_path / "out", "smoke", ["aflw"])
+    board = (tmp_path / "out" / "leaderboard.md").read_text()
+    section = board.split("## MTCNN (WIDER-format scenes)")[1]
+    stages = [line.split(" | ")[0] for line in section.splitlines() if line.startswith("| P-Net") or
+              line.startswith("| R-Net") or line.startswith("| O-Net")]
+    assert stages == ["| P-Net (12 px)", "| R-Net (24 px)", "| O-Net (48 px)"]  # cascade order, not run order
+    assert f"| trained here (P-Net, R-Net, O-Net above) | `{ids['onet'][:8]}` | 61.00 | 52.00 | 43.21 | 8.10 | 250 |" \
+        in section
+    assert "| published (the authors' Caffe model" in section and "approximation by face height" in section

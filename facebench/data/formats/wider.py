@@ -14,11 +14,15 @@ matched to one is neither a true nor a false positive). Easy ⊂ Medium ⊂ Hard
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
+from facebench.atomic import build_dir
 from facebench.data.formats import DatasetFormatError
 
 ATTRIBUTES = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
@@ -168,3 +172,76 @@ def read_landmarks(path: Path, images: list[WiderImage]) -> dict[str, np.ndarray
         out[name][face] = points.reshape(5, 2)
         seen[name] = face + 1
     return out
+
+
+# --- scenes: what detection training and evaluation read -----------------------------------------------
+@dataclass
+class Scene:
+    image_path: Path
+    name: str                # relative path, as the annotation file names it
+    boxes: np.ndarray        # (n, 4) float64 x1, y1, x2, y2 of the faces
+    landmarks: np.ndarray    # (n, 5, 2), NaN where unknown
+
+
+def prepare_scenes(root: Path, out_dir: Path, splits: tuple[str, ...] = ("train", "val")) -> dict:
+    """A WIDER-layout root -> ``out_dir``/<split>.parquet, one row per image (its faces as x1, y1, x2, y2 and
+    their five points), and manifest.json. Faces of zero width or height (the official files have some) are
+    left out of the boxes, counted and listed by image, face and line; an image file that is missing is an
+    error naming it. Written whole or not at all."""
+    manifest: dict = {"format": "wider", "splits": {}}
+
+    def write(tmp: Path) -> None:
+        for split in splits:
+            scenes, skipped = read_scenes(root, split, with_skipped=True)
+            missing = [s.name for s in scenes if not s.image_path.is_file()]
+            if missing:
+                raise FileNotFoundError(f"{root}/WIDER_{split}/images: {len(missing)} images of the annotation file "
+                                        f"are missing, e.g. {missing[:3]}")
+            table = pa.table({
+                "name": pa.array([s.name for s in scenes], type=pa.string()),
+                "boxes": pa.array([s.boxes.reshape(-1).tolist() for s in scenes], type=pa.list_(pa.float32())),
+                "landmarks": pa.array([s.landmarks.reshape(-1).tolist() for s in scenes], type=pa.list_(pa.float32())),
+            })
+            pq.write_table(table, tmp / f"{split}.parquet")
+            manifest["splits"][split] = {"images": len(scenes), "faces": int(sum(len(s.boxes) for s in scenes)),
+                                         "faces_with_landmarks": int(sum(np.isfinite(s.landmarks).all(axis=(1, 2)).sum()
+                                                                         for s in scenes)),
+                                         "zero_face_images": sum(len(s.boxes) == 0 for s in scenes),
+                                         "skipped_faces": len(skipped), "skipped": skipped}
+            print(f"[prepare wider] {split}: {len(scenes)} images, {manifest['splits'][split]['faces']} faces, "
+                  f"{len(skipped)} degenerate faces skipped", flush=True)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+    build_dir(Path(out_dir), write)
+    return manifest
+
+
+def load_scenes(prepared_dir: Path, split: str, raw_root: Path) -> list[Scene]:
+    """The scenes ``prepare_scenes`` wrote, with image paths under ``raw_root``."""
+    path = Path(prepared_dir) / f"{split}.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: prepared WIDER split not found (run `facebench prepare` on the dataset)")
+    out = []
+    for row in pq.read_table(path).to_pylist():
+        boxes = np.asarray(row["boxes"], np.float64).reshape(-1, 4)
+        out.append(Scene(Path(raw_root) / f"WIDER_{split}" / "images" / row["name"], row["name"], boxes,
+                         np.asarray(row["landmarks"], np.float64).reshape(-1, 5, 2)))
+    return out
+
+
+def read_scenes(root: Path, split: str, with_skipped: bool = False):
+    """The scenes of one split of a WIDER-layout root, with the five points of each face (NaN if none)."""
+    root = Path(root)
+    images = read_bbx_gt(root / "wider_face_split" / f"wider_face_{split}_bbx_gt.txt")
+    lm_path = root / "wider_face_split" / f"wider_face_{split}_landmarks.txt"
+    points = read_landmarks(lm_path, images) if lm_path.is_file() else {}
+    scenes, skipped = [], []
+    for im in images:
+        keep = ~im.degenerate
+        skipped += [{"image": im.path, "face": int(j), "line": im.line, "why": "zero width or height"}
+                    for j in np.flatnonzero(~keep)]
+        xywh = im.boxes[keep].astype(np.float64)
+        boxes = np.column_stack([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]]) if len(xywh) else np.zeros((0, 4))
+        lms = points.get(im.path, np.full((len(im.boxes), 5, 2), np.nan))[keep].astype(np.float64)
+        scenes.append(Scene(root / f"WIDER_{split}" / "images" / im.path, im.path, boxes, lms))
+    return (scenes, skipped) if with_skipped else scenes
