@@ -151,6 +151,8 @@ class DatasetConfig(Strict):
     pdb_component: int | None = None
     # identity sets (casia, lfw): the five-point alignment template, height x width
     template: Literal["112x96", "112x112"] = "112x96"
+    points: Literal["list", "mtcnn"] = Field(default="list", description="identity sets: align by the dataset's "
+                                             "landmark list, or by MTCNN's detected points (misses are listed)")
     exclude: list[str] | None = Field(default=None, description="CASIA identity folders to leave out "
                                       "(None: the three that overlap LFW, as SphereFace and CosFace do)")
     seed: int = 0

@@ -4,8 +4,10 @@ Each face is warped by the five-point similarity transform (``data/align.py``) o
 papers crop with (112x96 for SphereFace/CosFace, 112x112 for ArcFace) and stored as raw RGB8 in the
 prepared-sample Parquet, with its class label (``identity``) and its five points in crop pixels. The
 points come from the dataset's landmark list (``casia_landmark.txt`` / ``lfw_landmark.txt``: the
-ground truth of the synthetic sets, or the lists the SphereFace authors published for the real ones)
-until the MTCNN stage provides detected points.
+ground truth of the synthetic sets, or the lists the SphereFace authors published for the real ones),
+or from MTCNN (``detector``): the five points of the detected face nearest the image centre (these
+sets are centred on their subject, as SphereFace's preprocessing assumes). An image where the
+detector finds no face is a miss: counted and listed in the manifest's quarantine.
 
 Outputs (written whole into a folder beside ``out_dir``, swapped in at the end):
 * CASIA: ``train.parquet`` and ``manifest.json``;
@@ -104,19 +106,61 @@ def _landmarks(path: Path) -> dict[str, np.ndarray]:
     return {e.source: e.points for e in read_landmark_list(path)}
 
 
+MISSED = "MTCNN found no face"
+
+
+def detect_points(detector, items: list[tuple[str, Path]], batch: int = 16
+                  ) -> tuple[dict[str, np.ndarray], list[Quarantined]]:
+    """Five points per image from ``detector`` (an MTCNNDetector): the face whose box centre is nearest the
+    image centre. Returns the points by source and the misses (no face, or an unreadable image)."""
+    points: dict[str, np.ndarray] = {}
+    misses: list[Quarantined] = []
+    for start in range(0, len(items), batch):
+        chunk, images = [], []
+        for source, path in items[start:start + batch]:
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is None:
+                misses.append(Quarantined(source, "OpenCV cannot decode the image"))
+                continue
+            chunk.append(source)
+            images.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        for source, image, faces in zip(chunk, images, detector.detect(images) if images else []):
+            if not faces:
+                misses.append(Quarantined(source, MISSED))
+                continue
+            centre = np.array([image.shape[1], image.shape[0]], np.float64) / 2
+            off = [np.linalg.norm((f.box[:2] + f.box[2:]) / 2 - centre) for f in faces]
+            points[source] = np.asarray(faces[int(np.argmin(off))].landmarks, np.float64)
+        if (start // batch) % 10 == 9 or start + batch >= len(items):
+            _log("detect", f"{min(start + batch, len(items))}/{len(items)} images, {len(misses)} misses")
+    return points, misses
+
+
+def _points(root: Path, landmarks: Path | None, default: str, detector, items: list[tuple[str, Path]]
+            ) -> tuple[dict[str, np.ndarray], list[Quarantined], str]:
+    """The five points of each image: from the landmark list, or detected. Returns (points, misses, how)."""
+    if detector is None:
+        return _landmarks(Path(landmarks) if landmarks else root / default), [], "list"
+    points, misses = detect_points(detector, items)
+    return points, misses, "mtcnn"
+
+
 def prepare_casia(root: Path, out_dir: Path, *, template: str = "112x96", landmarks: Path | None = None,
-                  exclude: Iterable[str] = LFW_OVERLAP_IDS) -> dict[str, Any]:
-    """CASIA-WebFace identity folders -> aligned ``train.parquet`` with 0-based class labels."""
+                  exclude: Iterable[str] = LFW_OVERLAP_IDS, detector=None) -> dict[str, Any]:
+    """CASIA-WebFace identity folders -> aligned ``train.parquet`` with 0-based class labels (points from
+    the landmark list, or from ``detector``)."""
     root = Path(root)
     if template not in TEMPLATES:
         raise ValueError(f"unknown template {template!r}; choose from {sorted(TEMPLATES)}")
     read = read_casia(root, exclude=exclude)
-    points = _landmarks(Path(landmarks) if landmarks else root / "casia_landmark.txt")
-    items, quarantined = [], list(read.quarantined)
+    points, misses, how = _points(root, landmarks, "casia_landmark.txt", detector,
+                                  [(img.source, img.image_path) for img in read.images])
+    items, quarantined = [], list(read.quarantined) + misses
+    missed = {q.source for q in misses}
     for img in read.images:
         if img.source in points:
             items.append((img.source, img.image_path, points[img.source]))
-        else:
+        elif img.source not in missed:
             quarantined.append(Quarantined(img.source, "no entry in the landmark list"))
     labels = {img.source: img.identity for img in read.images}
     crops, bad = _align_all("casia", items, template)
@@ -125,10 +169,11 @@ def prepare_casia(root: Path, out_dir: Path, *, template: str = "112x96", landma
     if not sources:
         raise ValueError(f"{root}: no CASIA image could be aligned ({len(quarantined)} quarantined)")
     params = {"dataset": "casia", "template": template, "exclude": sorted(exclude),
-              "version": PREPARE_IDENTITY_VERSION}
+              "version": PREPARE_IDENTITY_VERSION, **({"points": how} if how != "list" else {})}
     params_hash = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
     kept_classes = sorted({labels[s] for s in sources})
-    manifest = {"dataset": "casia", "template": template, "counts": {"train": len(sources)},
+    manifest = {"dataset": "casia", "template": template, "points": how, "detector_misses": len(misses),
+                "counts": {"train": len(sources)},
                 "classes": len(read.classes), "classes_with_images": len(kept_classes),
                 "quarantined_count": len(quarantined),
                 "quarantined": [{"source": q.source, "reason": q.reason} for q in quarantined],
@@ -146,20 +191,22 @@ def prepare_casia(root: Path, out_dir: Path, *, template: str = "112x96", landma
 
 
 def prepare_lfw(root: Path, out_dir: Path, *, template: str = "112x96", landmarks: Path | None = None,
-                pairs: Path | None = None) -> dict[str, Any]:
-    """LFW pairs -> aligned ``images.parquet`` (each used image once) and ``pairs.parquet``."""
+                pairs: Path | None = None, detector=None) -> dict[str, Any]:
+    """LFW pairs -> aligned ``images.parquet`` (each used image once) and ``pairs.parquet`` (points from
+    the landmark list, or from ``detector``)."""
     root = Path(root)
     if template not in TEMPLATES:
         raise ValueError(f"unknown template {template!r}; choose from {sorted(TEMPLATES)}")
     read = read_lfw(root, pairs)
-    points = _landmarks(Path(landmarks) if landmarks else root / "lfw_landmark.txt")
     used = sorted({rel for p in read.pairs for rel in (p.left, p.right)})
-    quarantined = [Quarantined(q.source, q.reason) for q in read.quarantined]
+    points, misses, how = _points(root, landmarks, "lfw_landmark.txt", detector, [(rel, root / rel) for rel in used])
+    quarantined = [Quarantined(q.source, q.reason) for q in read.quarantined] + misses
+    missed = {q.source for q in misses}
     items = []
     for rel in used:
         if rel in points:
             items.append((rel, root / rel, points[rel]))
-        else:
+        elif rel not in missed:
             quarantined.append(Quarantined(rel, "no entry in the landmark list"))
     crops, bad = _align_all("lfw", items, template)
     quarantined += bad
@@ -172,9 +219,10 @@ def prepare_lfw(root: Path, out_dir: Path, *, template: str = "112x96", landmark
     if not kept_pairs:
         raise ValueError(f"{root}: no LFW pair has both images aligned ({len(quarantined)} quarantined)")
     sources = [s for s in used if s in crops]
-    params = {"dataset": "lfw", "template": template, "version": PREPARE_IDENTITY_VERSION}
+    params = {"dataset": "lfw", "template": template, "version": PREPARE_IDENTITY_VERSION,
+              **({"points": how} if how != "list" else {})}
     params_hash = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
-    manifest = {"dataset": "lfw", "template": template,
+    manifest = {"dataset": "lfw", "template": template, "points": how, "detector_misses": len(misses),
                 "counts": {"images": len(sources), "pairs": len(kept_pairs),
                            "matched": sum(p.same for p in kept_pairs), "folds": len({p.fold for p in kept_pairs})},
                 "quarantined_count": len(quarantined),

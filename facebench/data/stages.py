@@ -82,10 +82,15 @@ def _prepare_identity_dataset(cfg, name: str, paths: Paths) -> dict[str, Any]:
     from facebench.data.prepare_identity import prepare_casia, prepare_lfw
 
     root = dataset_root(paths, name, cfg)
+    detector = None
+    if cfg.points == "mtcnn":  # the published weights ($FACEBENCH_MTCNN_WEIGHTS to use trained ones)
+        from facebench.mtcnn.detect import MTCNNDetector
+
+        detector = MTCNNDetector()
     if cfg.format == "casia":
         exclude = LFW_OVERLAP_IDS if cfg.exclude is None else cfg.exclude
-        return prepare_casia(root, paths.prepared(name), template=cfg.template, exclude=exclude)
-    return prepare_lfw(root, paths.prepared(name), template=cfg.template)
+        return prepare_casia(root, paths.prepared(name), template=cfg.template, exclude=exclude, detector=detector)
+    return prepare_lfw(root, paths.prepared(name), template=cfg.template, detector=detector)
 
 
 def _dataset(params: Params, name: str):

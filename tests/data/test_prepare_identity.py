@@ -103,3 +103,33 @@ def test_lfw_protocol_on_the_prepared_pairs(tmp_path):
     assert perfect["tar_at_far"]["0.001"] == 1.0
     blind = evaluate_pairs(lambda b: np.ones((len(b), 4)), tmp_path / "prepared")
     assert blind["accuracy"] == pytest.approx(0.5, abs=0.2)  # every score equal: no better than chance
+
+
+def test_mtcnn_points_align_like_the_list_and_misses_are_listed(casia_root, tmp_path):
+    """Detected five points (published MTCNN) land near the synthetic ground truth; a faceless image is a
+    miss, counted and listed, not dropped silently."""
+    import shutil
+
+    import cv2
+
+    from facebench.data.formats.casia import read_landmark_list
+    from facebench.data.prepare_identity import MISSED, detect_points
+    from facebench.mtcnn import MTCNNDetector
+
+    root = tmp_path / "casia"
+    shutil.copytree(casia_root, root)
+    truth = {e.source: e.points for e in read_landmark_list(root / "casia_landmark.txt")}
+    blank = sorted(truth)[0]
+    image = cv2.imread(str(root / blank))
+    cv2.imwrite(str(root / blank), np.full_like(image, 90))  # no face left
+    detector = MTCNNDetector(min_face=20)
+    points, misses = detect_points(detector, [(s, root / s) for s in sorted(truth)])
+    assert [(q.source, q.reason) for q in misses] == [(blank, MISSED)]
+    for source, found in points.items():
+        gt = truth[source]
+        eyes = np.linalg.norm(gt[0] - gt[1])
+        assert np.linalg.norm(found - gt, axis=1).mean() < 0.25 * eyes, source
+    manifest = prepare_casia(root, tmp_path / "out", detector=detector)
+    assert manifest["points"] == "mtcnn" and manifest["detector_misses"] == 1
+    assert {"source": blank, "reason": MISSED} in manifest["quarantined"]
+    assert manifest["counts"]["train"] == len(truth) - 1
