@@ -123,6 +123,34 @@ def mtcnn_data(experiment: str, params_file: Path = ParamsOpt, profile: Optional
     _print(summary)
 
 
+@app.command("mtcnn-export")
+def mtcnn_export(params_file: Path = ParamsOpt, profile: Optional[str] = ProfileOpt,
+                 out: Path = typer.Option(Path("models/mtcnn_cascade"), help="folder for pnet.pt, rnet.pt, onet.pt")
+                 ) -> None:
+    """Write the trained cascade (the O-Net row of mtcnn_experiments and its earlier stages) in the published
+    weights' layout, for `facebench detect --weights`."""
+    import torch
+
+    from facebench.data.stages import load_cascade
+
+    params, paths = _setup(params_file, profile)
+    onets = [k for k, e in params.mtcnn_experiments.items() if e.model == "onet"]
+    if len(onets) != 1:
+        typer.echo(f"error: params.yaml: expected one O-Net row in mtcnn_experiments, found {onets}", err=True)
+        raise typer.Exit(2)
+    keys = params.mtcnn_experiments[onets[0]].cascade + onets
+    try:
+        nets = load_cascade(paths, keys)
+    except FileNotFoundError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2)
+    out = out if out.is_absolute() else paths.root / out
+    out.mkdir(parents=True, exist_ok=True)
+    for name, net in zip(("pnet", "rnet", "onet"), nets):
+        torch.save(net.state_dict(), out / f"{name}.pt")
+    _print({"weights": str(out), "from": keys})
+
+
 @app.command()
 def tune(sweep: str, params_file: Path = ParamsOpt, profile: Optional[str] = ProfileOpt) -> None:
     """Sweep a loss's hyperparameters on Ray Tune (ASHA); nested MLflow runs."""

@@ -83,6 +83,11 @@ def test_smoke_dvc_repro_is_incremental(tmp_path):
     assert onet_data["splits"]["train"]["proposals"] > 0 and onet_data["splits"]["train"]["kept"]["landmark"] > 0
     onet = json.loads((project / "metrics" / "wider_onet.json").read_text())
     assert 0.0 <= onet["test_trained_ap_hard"] <= 1.0 and onet["test_published_ap_hard"] > 0.0
+    _run(["facebench", "mtcnn-export"], project, env)  # the trained cascade in the published layout ...
+    astronaut = Path(default_weights_dir()).parents[1] / "images" / "astronaut.png"
+    out = _run(["facebench", "detect", str(astronaut), "--weights", "models/mtcnn_cascade"], project, env)
+    found = json.loads(out[out.index("["):])
+    assert found[0]["image"] == str(astronaut)  # ... loads in `facebench detect`
     manifest = json.loads((project / "data" / "stage2" / "aflw_cnn67_wing" / "manifest.json").read_text())
     assert manifest["stage1"] == "aflw_cnn6_wing" and manifest["splits"]["test"]["rows"] > 0
     assert "train_pdb" not in manifest["splits"]  # a row without PDB never reads the pose-balanced copy
