@@ -1,8 +1,8 @@
 """A whole cascade on WIDER-format scenes: average precision per subset and O-Net's landmark error.
 
 Real WIDER FACE validation ground truth carries per-face keep lists for easy, medium and hard
-(``formats/wider.read_keep_lists``). Synthetic scenes have none, so here the subsets are an
-approximation by face height: easy counts faces of 50 px and more, medium 30 and more, hard all
+(``formats/wider.read_keep_lists``): given them, the subsets are the official ones. Synthetic scenes
+have none, so there the subsets are an approximation by face height: easy counts faces of 50 px and more, medium 30 and more, hard all
 faces of 10 and more (nested, as WIDER's are); the faces a subset leaves out are ignored, neither
 hits nor misses (metrics/detection.py). The landmark error is O-Net's five points on the faces
 the cascade found (IoU >= 0.5), mean point distance over the face box's sqrt(w * h), in %.
@@ -23,8 +23,21 @@ def _xywh(boxes: np.ndarray) -> np.ndarray:
     return np.column_stack([boxes[:, :2], boxes[:, 2:4] - boxes[:, :2]]) if len(boxes) else np.zeros((0, 4))
 
 
-def evaluate_cascade(detector, scenes: list[Scene], batch: int = 8) -> dict[str, float]:
-    """AP per size subset and landmark NME of ``detector`` (an MTCNNDetector) on ``scenes``."""
+def subset_counts(scenes: list[Scene], keep_lists: dict[str, dict[str, np.ndarray]] | None
+                  ) -> dict[str, list[np.ndarray]]:
+    """Per subset, per scene, which faces count: the official keep lists (by the faces' annotation-file
+    index) when given, else the face-height approximation."""
+    if keep_lists is not None:
+        return {subset: [np.isin(s.face_ids, lists.get(s.name, np.zeros(0, np.int64))) for s in scenes]
+                for subset, lists in keep_lists.items()}
+    return {subset: [(s.boxes[:, 3] - s.boxes[:, 1]) >= h for s in scenes] for subset, h in SUBSET_MIN_HEIGHT.items()}
+
+
+def evaluate_cascade(detector, scenes: list[Scene], batch: int = 8,
+                     keep_lists: dict[str, dict[str, np.ndarray]] | None = None) -> dict[str, float]:
+    """AP per subset and landmark NME of ``detector`` (an MTCNNDetector) on ``scenes``; ``keep_lists``
+    (``formats.wider.official_keep_lists``) replaces the face-height subsets. ``official_subsets`` in the
+    result says which were used (1 or 0)."""
     detections: list[np.ndarray] = []
     for start in range(0, len(scenes), batch):
         images = []
@@ -35,11 +48,11 @@ def evaluate_cascade(detector, scenes: list[Scene], batch: int = 8) -> dict[str,
             images.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
         rows = detector.detect_arrays(images)
         detections += [rows[rows[:, 0] == i, 1:] for i in range(len(images))]
-    out: dict[str, float] = {"images": float(len(scenes)),
+    out: dict[str, float] = {"images": float(len(scenes)), "official_subsets": float(keep_lists is not None),
                              "detections": float(sum(len(d) for d in detections))}
     dets = [ImageDetections(_xywh(d[:, :4]), d[:, 4]) for d in detections]
-    for subset, min_height in SUBSET_MIN_HEIGHT.items():
-        truths = [ImageTruth(_xywh(s.boxes), (s.boxes[:, 3] - s.boxes[:, 1]) >= min_height) for s in scenes]
+    for subset, counts in subset_counts(scenes, keep_lists).items():
+        truths = [ImageTruth(_xywh(s.boxes), c) for s, c in zip(scenes, counts)]
         if sum(int(t.counts.sum()) for t in truths) == 0:
             continue
         out[f"ap_{subset}"] = float(average_precision(dets, truths)["ap"])

@@ -123,17 +123,20 @@ class DetectionTask:
         from facebench.mtcnn import default_weights_dir
         from facebench.mtcnn.detect import WIDER, MTCNNDetector
         from facebench.mtcnn.evaluate import evaluate_cascade
-        from facebench.data.formats.wider import load_scenes
+        from facebench.data.formats.wider import load_scenes, official_keep_lists
 
         paths = Paths(root=self.prepared_dir.parents[2])  # <project>/data/mtcnn/<experiment>
         raw_root = dataset_root(paths, self.exp.dataset, self.exp.dataset_config)
         scenes = load_scenes(paths.prepared(self.exp.dataset), "val", raw_root)
         pnet, rnet, _ = load_cascade(paths, list(self.exp.cascade))
         onet.eval()
-        out = {"trained": evaluate_cascade(MTCNNDetector(nets=(pnet, rnet, onet), device=device, **WIDER), scenes)}
+        keep = official_keep_lists(raw_root)  # real WIDER FACE: the eval kit's subsets
+        out = {"trained": evaluate_cascade(MTCNNDetector(nets=(pnet, rnet, onet), device=device, **WIDER), scenes,
+                                           keep_lists=keep)}
         published = default_weights_dir()
         if (published / "pnet.pt").is_file():
-            out["published"] = evaluate_cascade(MTCNNDetector(published, device=device, **WIDER), scenes)
+            out["published"] = evaluate_cascade(MTCNNDetector(published, device=device, **WIDER), scenes,
+                                                keep_lists=keep)
         onet.train()
         return out
 

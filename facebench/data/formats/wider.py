@@ -181,6 +181,11 @@ class Scene:
     name: str                # relative path, as the annotation file names it
     boxes: np.ndarray        # (n, 4) float64 x1, y1, x2, y2 of the faces
     landmarks: np.ndarray    # (n, 5, 2), NaN where unknown
+    face_ids: np.ndarray | None = None  # (n,) each face's index in the annotation file (the keep lists' numbering)
+
+    def __post_init__(self) -> None:
+        if self.face_ids is None:
+            self.face_ids = np.arange(len(self.boxes))
 
 
 def prepare_scenes(root: Path, out_dir: Path, splits: tuple[str, ...] = ("train", "val")) -> dict:
@@ -201,6 +206,7 @@ def prepare_scenes(root: Path, out_dir: Path, splits: tuple[str, ...] = ("train"
                 "name": pa.array([s.name for s in scenes], type=pa.string()),
                 "boxes": pa.array([s.boxes.reshape(-1).tolist() for s in scenes], type=pa.list_(pa.float32())),
                 "landmarks": pa.array([s.landmarks.reshape(-1).tolist() for s in scenes], type=pa.list_(pa.float32())),
+                "face_ids": pa.array([s.face_ids.tolist() for s in scenes], type=pa.list_(pa.int32())),
             })
             pq.write_table(table, tmp / f"{split}.parquet")
             manifest["splits"][split] = {"images": len(scenes), "faces": int(sum(len(s.boxes) for s in scenes)),
@@ -225,7 +231,8 @@ def load_scenes(prepared_dir: Path, split: str, raw_root: Path) -> list[Scene]:
     for row in pq.read_table(path).to_pylist():
         boxes = np.asarray(row["boxes"], np.float64).reshape(-1, 4)
         out.append(Scene(Path(raw_root) / f"WIDER_{split}" / "images" / row["name"], row["name"], boxes,
-                         np.asarray(row["landmarks"], np.float64).reshape(-1, 5, 2)))
+                         np.asarray(row["landmarks"], np.float64).reshape(-1, 5, 2),
+                         np.asarray(row["face_ids"], np.int64) if "face_ids" in row else None))
     return out
 
 
@@ -243,5 +250,18 @@ def read_scenes(root: Path, split: str, with_skipped: bool = False):
         xywh = im.boxes[keep].astype(np.float64)
         boxes = np.column_stack([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]]) if len(xywh) else np.zeros((0, 4))
         lms = points.get(im.path, np.full((len(im.boxes), 5, 2), np.nan))[keep].astype(np.float64)
-        scenes.append(Scene(root / f"WIDER_{split}" / "images" / im.path, im.path, boxes, lms))
+        scenes.append(Scene(root / f"WIDER_{split}" / "images" / im.path, im.path, boxes, lms, np.flatnonzero(keep)))
     return (scenes, skipped) if with_skipped else scenes
+
+
+KEEP_LIST_SUBSETS = ("easy", "medium", "hard")
+
+
+def official_keep_lists(root: Path) -> dict[str, dict[str, np.ndarray]] | None:
+    """The eval kit's per-face keep lists (``eval_tools/ground_truth/wider_<subset>_val.mat``) when the root
+    has all three; None otherwise (synthetic scenes have none)."""
+    folder = Path(root) / "eval_tools" / "ground_truth"
+    paths = {s: folder / f"wider_{s}_val.mat" for s in KEEP_LIST_SUBSETS}
+    if not all(p.is_file() for p in paths.values()):
+        return None
+    return {s: read_keep_lists(p) for s, p in paths.items()}
