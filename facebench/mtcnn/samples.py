@@ -102,13 +102,9 @@ def cut(image: np.ndarray, crops: np.ndarray, size: int) -> np.ndarray:
 
 def scene_samples(rng: np.random.Generator, scene: Scene, stage: str, proposals: np.ndarray | None,
                   negatives: int, per_face: int) -> dict[str, np.ndarray]:
-    """Every labelled crop of one scene (before mixing): pixels, kind, targets, IoU, and whether a
-    previous stage proposed it (a mined example)."""
-    image = cv2.imread(str(scene.image_path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise FileNotFoundError(f"{scene.image_path}: image missing or unreadable (listed in the annotation file)")
-    image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    height, width = image.shape[:2]
+    """Every labelled crop of one scene (before mixing): its box, kind, targets, IoU, and whether a
+    previous stage proposed it (a mined example). No pixels yet: only the crops the mix keeps are cut."""
+    height, width = _rgb(scene).shape[:2]
     size = STAGE_SIZE[stage]
     big = scene.boxes[np.maximum(scene.boxes[:, 2] - scene.boxes[:, 0], scene.boxes[:, 3] - scene.boxes[:, 1])
                       >= MIN_FACE] if len(scene.boxes) else scene.boxes
@@ -147,11 +143,18 @@ def scene_samples(rng: np.random.Generator, scene: Scene, stage: str, proposals:
             lm_t = np.concatenate([lm_t, landmark_targets(lm_crops, scene.landmarks[marked[owner]])])
             is_mined = np.concatenate([is_mined, np.zeros(len(lm_crops), bool)])
     use = kind >= 0
-    return {"image": cut(image, crops[use], size), "kind": kind[use].astype(np.int8),
+    return {"kind": kind[use].astype(np.int8),
             "box_target": boxes_t[use].astype(np.float32), "landmark_target": lm_t[use].astype(np.float32),
             "iou": best[use].astype(np.float32), "mined": is_mined[use], "crop_box": crops[use].astype(np.float32),
             "source": np.array([scene.name] * int(use.sum()), dtype=object),
             "left_out": np.array([int((~use).sum())])}
+
+
+def _rgb(scene: Scene) -> np.ndarray:
+    image = cv2.imread(str(scene.image_path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise FileNotFoundError(f"{scene.image_path}: image missing or unreadable (listed in the annotation file)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
 def mix(kind: np.ndarray, rng: np.random.Generator, kinds: tuple[int, ...]) -> np.ndarray:
@@ -173,8 +176,9 @@ def build_split(scenes: list[Scene], stage: str, rng: np.random.Generator, negat
     """All scenes' crops of one split, mixed; the table and its counts (made, kept, left out, per kind)."""
     chunks = []
     for i, scene in enumerate(scenes):
-        chunks.append(scene_samples(rng, scene, stage, None if proposals is None else proposals[i], negatives,
-                                    per_face))
+        chunk = scene_samples(rng, scene, stage, None if proposals is None else proposals[i], negatives, per_face)
+        chunk["scene"] = np.full(len(chunk["kind"]), i)
+        chunks.append(chunk)
         if (i + 1) % 200 == 0:
             print(f"[mtcnn data {stage}] {label_text}{i + 1}/{len(scenes)} scenes", file=sys.stderr, flush=True)
     data = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]} if chunks else {}
@@ -185,8 +189,12 @@ def build_split(scenes: list[Scene], stage: str, rng: np.random.Generator, negat
     made = {KIND_NAMES[k]: int((data["kind"] == k).sum()) for k in kinds}
     kept = {KIND_NAMES[k]: int((data["kind"][keep] == k).sum()) for k in kinds}
     size = STAGE_SIZE[stage]
+    pixels = np.zeros((len(keep), size, size, 3), np.uint8)  # cut only what the mix kept, a scene at a time
+    for i in np.unique(data["scene"][keep]):
+        rows = np.flatnonzero(data["scene"][keep] == i)
+        pixels[rows] = cut(_rgb(scenes[i]), data["crop_box"][keep][rows].astype(np.float64), size)
     table = pa.table({
-        "image": pa.array([row.tobytes() for row in data["image"][keep]], type=pa.binary(size * size * 3)),
+        "image": pa.array([row.tobytes() for row in pixels], type=pa.binary(size * size * 3)),
         "kind": pa.array(data["kind"][keep], type=pa.int8()),
         "box_target": pa.FixedSizeListArray.from_arrays(pa.array(data["box_target"][keep].reshape(-1)), 4),
         "landmark_target": pa.FixedSizeListArray.from_arrays(pa.array(data["landmark_target"][keep].reshape(-1)), 10),

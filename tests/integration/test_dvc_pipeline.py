@@ -69,7 +69,7 @@ def test_smoke_dvc_repro_is_incremental(tmp_path):
     _run(["git", "init", "-q"], project, env)
     _run(["dvc", "init", "-q"], project, env)
 
-    first = _run(["dvc", "repro"], project, env)
+    first = _run(["dvc", "repro"], project, env, timeout=1200)  # every stage of the smoke profile, four papers
     ran = _stages_run(first)
     assert "report" in ran and "tune@wing_w_eps" in ran
     assert {s for s in ran if s.startswith("train@")} == {f"train@{k}" for k in params["experiments"]}

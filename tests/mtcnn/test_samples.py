@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -73,6 +74,11 @@ def _check_rows(root, table, size):
             face = calibrate(torch.from_numpy(crop), torch.tensor([row["box_target"]], dtype=torch.float64))
             assert np.abs(scene.boxes - face.numpy()).max(axis=1).min() < 1e-3
         assert len(row["image"]) == size * size * 3
+    for row in table.to_pylist()[:20]:  # the pixels are the crop box's
+        scene = scenes[row["source"]]
+        image = cv2.cvtColor(cv2.imread(str(scene.image_path)), cv2.COLOR_BGR2RGB)
+        again = cut(image, np.asarray([row["crop_box"]], np.float64), size)[0]
+        assert again.tobytes() == row["image"]
 
 
 def test_pnet_set_from_synthetic_scenes(scenes_root, tmp_path):
