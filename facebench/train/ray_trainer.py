@@ -54,12 +54,29 @@ def ensure_ray(min_cpus: int = 4, dashboard: bool = False) -> None:
     else:
         cpus = max(min_cpus, (os.cpu_count() or 1) + 2)
         dashboard = dashboard or os.environ.get("FACEBENCH_RAY_DASHBOARD") == "1"
-        ray.init(num_cpus=cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1", log_to_driver=True)
+        # The cleaner finds the State API through RAY_API_SERVER_ADDRESS, else through whichever local Ray it
+        # detects: with two facebench jobs on one machine that can be the other job's, which does not know
+        # this job's controller and so reports it dead, and the cleaner then removes this job's workers (seen
+        # when the test suite ran beside `dvc repro`). Each local Ray therefore names its own dashboard, on a
+        # free port; without a dashboard, a closed port, so the cleaner's query fails here and never elsewhere.
+        port = _free_port()
+        ray.init(num_cpus=cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1", dashboard_port=port,
+                 log_to_driver=True,
+                 runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}})
     from ray.data import DataContext
 
     # Ray Data's progress bars are redrawn many times a second and streamed back to the driver: thousands
     # of log lines per stage that a small machine pays for. The per-epoch lines say what is needed.
     DataContext.get_current().enable_progress_bars = False
+
+
+def _free_port() -> int:
+    """A TCP port nothing listens on now (the OS picks it)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 # --- optimisation ---------------------------------------------------------------------------------
