@@ -117,6 +117,7 @@ def mtcnn_training_data(params: Params, experiment: str, paths: Paths, device: s
 
         detector = MTCNNDetector(nets=load_cascade(paths, exp.cascade), device=device, min_face=12,
                                  thresholds=MINING_THRESHOLDS)
+        detector.max_candidates = MINING_MAX_CANDIDATES
         proposer = detector.proposals
     raw_root = dataset_root(paths, exp.dataset, cfg)
     return write_training_data(lambda split: load_scenes(paths.prepared(exp.dataset), split, raw_root),
@@ -127,6 +128,7 @@ def mtcnn_training_data(params: Params, experiment: str, paths: Paths, device: s
 
 # Low cut-offs for mining: the next stage should see the earlier stages' doubtful boxes too.
 MINING_THRESHOLDS = (0.4, 0.4, 0.4)
+MINING_MAX_CANDIDATES = 16 * 2000  # P-Net windows kept per call of 16 scenes, best first (mtcnn/detect.py)
 
 
 def load_cascade(paths: Paths, experiments: list[str]):

@@ -298,6 +298,9 @@ class MTCNNDetector:
         self.resize = resize
         self.pnet_pixels, self.rnet_batch, self.onet_batch = pnet_pixels, rnet_batch, onet_batch
         self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
+        # Mining with a barely trained P-Net (early epochs, tiny profiles) passes nearly every window; a cap
+        # on P-Net's candidates per call (None: no cap, the paper's cascade) bounds the NMS that follows.
+        self.max_candidates: int | None = None
         self._graphs: dict[tuple, _Captured] = {}
         offsets = _grid_offsets(self.nms_thresholds[0], "union")
         self._offsets = torch.tensor(offsets, dtype=torch.long, device=self.device).reshape(-1, 2)
@@ -621,6 +624,9 @@ class MTCNNDetector:
         if len(flat) == 0:
             return torch.zeros(0, 4, device=self.device), ni
         score = take(prob.reshape(-1), flat)
+        if self.max_candidates is not None and len(flat) > self.max_candidates:  # the best-scored windows only
+            top = torch.topk(score, self.max_candidates, sorted=False).indices.sort().values
+            flat, ni, ly, lx, at, score = (take(v, top) for v in (flat, ni, ly, lx, at, score))
         offsets = take(reg.permute(0, 2, 3, 1).reshape(-1, 4), flat)  # reshape is a view: reg is channels-last
         sx, sy = take(b.src_sx.view(-1), at), take(b.src_sy.view(-1), at)
         x1, y1 = lx / sx, ly / sy

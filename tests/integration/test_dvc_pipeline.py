@@ -38,6 +38,7 @@ def _stages_run(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
+@pytest.mark.timeout(1800)  # four papers' smoke stages, three times over
 def test_smoke_dvc_repro_is_incremental(tmp_path):
     project = tmp_path / "project"
     project.mkdir()

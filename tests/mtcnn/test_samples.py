@@ -140,3 +140,15 @@ def test_prepared_scenes_round_trip_and_list_skipped_faces(scenes_root, tmp_path
     manifest = prepare_scenes(bad, tmp_path / "prepared_bad")
     assert manifest["splits"]["val"]["skipped_faces"] == 1
     assert manifest["splits"]["val"]["skipped"][0]["why"] == "zero width or height"
+
+
+def test_candidate_cap_bounds_what_a_permissive_pnet_proposes():
+    from facebench.mtcnn.cli import read_rgb
+    from facebench.mtcnn.detect import MTCNNDetector
+
+    image = read_rgb(default_weights_dir().parents[1] / "images" / "astronaut.png")
+    detector = MTCNNDetector(default_weights_dir(), min_face=20, thresholds=(0.01, 0.5, 0.5))
+    free = len(detector.proposals([image], 1)[0])
+    detector.max_candidates = 40
+    capped = detector.proposals([image], 1)[0]
+    assert 0 < len(capped) <= 40 < free
