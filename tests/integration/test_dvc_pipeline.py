@@ -51,7 +51,7 @@ def test_smoke_dvc_repro_is_incremental(tmp_path):
     # re-runs after a Wing parameter changes: the Wing stage and the report, not the L2 stage.
     params["experiments"] = {k: v for k, v in params["experiments"].items()
                              if k in {"w300_cnn6_l2", "aflw_cnn6_wing"}}
-    params["experiments"]["aflw_cnn6_wing"]["seeds"] = [0, 1]  # a row's seeds: two runs, one row in the report
+    params["experiments"]["w300_cnn6_l2"]["seeds"] = [0, 1]  # a row's seeds: two runs, one row in the report
     params["heatmap_experiments"] = {k: v for k, v in params["heatmap_experiments"].items() if k == "w300_hg_awing"}
     params["sweeps"]["wing_w_eps"]["grid"] = {"w": [5.0, 10.0], "eps": [2.0]}
     params["heatmap_sweeps"] = {}  # the sweep code is shared with wing_w_eps (and tests/integration/test_tune.py)
@@ -98,7 +98,7 @@ def test_smoke_dvc_repro_is_incremental(tmp_path):
     assert "| CNN-6/7 (two-stage) | Wing |" in board
     assert "## Wing loss paper: the paper's tables" in board
     assert "## MTCNN (WIDER-format scenes)" in board and "| trained here (P-Net, R-Net, O-Net above) |" in board
-    assert re.search(r"\| CNN-6 \| Wing \| no \| `[0-9a-f]{8}` \(2 seeds\) \| \d+\.\d\d ± \d+\.\d\d \|", board)
+    assert re.search(r"\| CNN-6 \| L2 \| no \| `[0-9a-f]{8}` \(2 seeds\) \| \d+\.\d\d ± \d+\.\d\d \|", board)
     assert (project / "reports" / "figures" / "roc_lfw.png").exists()
     for key in params["experiments"]:
         assert params["experiments"][key]["loss"] in board
