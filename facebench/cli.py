@@ -131,7 +131,7 @@ def mtcnn_export(params_file: Path = ParamsOpt, profile: Optional[str] = Profile
     weights' layout, for `facebench detect --weights`."""
     import torch
 
-    from facebench.data.stages import load_cascade
+    from facebench.models.mtcnn import load_trained
 
     params, paths = _setup(params_file, profile)
     onets = [k for k, e in params.mtcnn_experiments.items() if e.model == "onet"]
@@ -140,7 +140,7 @@ def mtcnn_export(params_file: Path = ParamsOpt, profile: Optional[str] = Profile
         raise typer.Exit(2)
     keys = params.mtcnn_experiments[onets[0]].cascade + onets
     try:
-        nets = load_cascade(paths, keys)
+        nets = load_trained([paths.model_dir(key) / "model.pt" for key in keys])
     except FileNotFoundError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)

@@ -113,9 +113,12 @@ def mtcnn_training_data(params: Params, experiment: str, paths: Paths, device: s
     settings = params.active.mtcnn
     proposer = None
     if exp.cascade:
+        from facebench.models.mtcnn import load_trained
         from facebench.mtcnn.detect import MTCNNDetector
+        from facebench.mtcnn.samples import MINING_MAX_CANDIDATES, MINING_THRESHOLDS
 
-        detector = MTCNNDetector(nets=load_cascade(paths, exp.cascade), device=device, min_face=12,
+        weights = [paths.model_dir(key) / "model.pt" for key in exp.cascade]
+        detector = MTCNNDetector(nets=load_trained(weights), device=device, min_face=12,
                                  thresholds=MINING_THRESHOLDS)
         detector.max_candidates = MINING_MAX_CANDIDATES
         proposer = detector.proposals
@@ -124,24 +127,3 @@ def mtcnn_training_data(params: Params, experiment: str, paths: Paths, device: s
                                paths.mtcnn_data(experiment), exp.model, seed=params.seed * 1000 + cfg.seed,
                                negatives=settings.negatives_per_scene, per_face=settings.crops_per_face,
                                proposer=proposer)
-
-
-# Low cut-offs for mining: the next stage should see the earlier stages' doubtful boxes too.
-MINING_THRESHOLDS = (0.4, 0.4, 0.4)
-MINING_MAX_CANDIDATES = 16 * 2000  # P-Net windows kept per call of 16 scenes, best first (mtcnn/detect.py)
-
-
-def load_cascade(paths: Paths, experiments: list[str]):
-    """P-Net, R-Net, O-Net modules: the trained ones of ``experiments`` (in cascade order), untrained
-    for the stages not yet trained (only the trained prefix is run)."""
-    import torch
-
-    from facebench.models.mtcnn import ONet, PNet, RNet
-
-    nets = [PNet(), RNet(), ONet()]
-    for i, key in enumerate(experiments):
-        weights = paths.model_dir(key) / "model.pt"
-        if not weights.is_file():
-            raise FileNotFoundError(f"{weights}: MTCNN stage not trained (run `facebench train {key}` first)")
-        nets[i].load_state_dict(torch.load(weights, weights_only=True, map_location="cpu"))
-    return tuple(nets)

@@ -168,3 +168,15 @@ def load_published(weights_dir: str | Path, device: str | torch.device = "cpu") 
         for p in net.parameters():
             p.requires_grad_(False)
     return nets  # type: ignore[return-value]
+
+
+def load_trained(weights: list[str | Path]) -> tuple[PNet, RNet, ONet]:
+    """P-Net, R-Net, O-Net with the first ``len(weights)`` loaded from those state dicts (facebench's
+    ``models/<stage>/model.pt``, in cascade order); the rest stay untrained (only the trained prefix runs)."""
+    nets = (PNet(), RNet(), ONet())
+    for net, path in zip(nets, weights):
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: MTCNN stage not trained (run its `facebench train` first)")
+        net.load_state_dict(torch.load(path, weights_only=True, map_location="cpu"))
+    return nets

@@ -41,6 +41,11 @@ IOU_NEGATIVE, IOU_PART, IOU_POSITIVE = 0.3, 0.4, 0.65
 MIX_RATIO = {NEGATIVE: 3, POSITIVE: 1, PART: 1, LANDMARK: 2}
 STAGE_SIZE = {"pnet": 12, "rnet": 24, "onet": 48}
 MIN_FACE = 12  # faces smaller than P-Net's window give no positive or part crops (they stay in the IoU test)
+# Mining (R-Net's and O-Net's crops): low cut-offs, so the next stage sees the earlier stages' doubtful
+# boxes too, and a cap on P-Net's candidates per call of 16 scenes, best first (a barely trained P-Net
+# passes nearly every window).
+MINING_THRESHOLDS = (0.4, 0.4, 0.4)
+MINING_MAX_CANDIDATES = 16 * 2000
 
 
 def label(best_iou: np.ndarray) -> np.ndarray:
@@ -106,8 +111,7 @@ def scene_samples(rng: np.random.Generator, scene: Scene, stage: str, proposals:
     previous stage proposed it (a mined example). No pixels yet: only the crops the mix keeps are cut."""
     height, width = _rgb(scene).shape[:2]
     size = STAGE_SIZE[stage]
-    big = scene.boxes[np.maximum(scene.boxes[:, 2] - scene.boxes[:, 0], scene.boxes[:, 3] - scene.boxes[:, 1])
-                      >= MIN_FACE] if len(scene.boxes) else scene.boxes
+    big = scene.boxes[_side(scene.boxes) >= MIN_FACE]
     parts = [random_squares(rng, width, height, negatives, size), jittered(rng, big, per_face, 0.2)[0]]
     mined = [np.zeros(len(parts[0]), bool), np.zeros(len(parts[1]), bool)]
     if proposals is not None and len(proposals):
@@ -127,10 +131,7 @@ def scene_samples(rng: np.random.Generator, scene: Scene, stage: str, proposals:
     lm_t = np.zeros((len(crops), 10))
     if stage == "onet" and len(scene.boxes):  # landmark faces: tight jitters of faces with known points
         known = np.isfinite(scene.landmarks).all(axis=(1, 2))
-        marked = np.flatnonzero(known & np.isin(np.arange(len(scene.boxes)),
-                                                np.flatnonzero(np.maximum(scene.boxes[:, 2] - scene.boxes[:, 0],
-                                                                          scene.boxes[:, 3] - scene.boxes[:, 1])
-                                                               >= MIN_FACE)))
+        marked = np.flatnonzero(known & (_side(scene.boxes) >= MIN_FACE))
         lm_crops, owner = jittered(rng, scene.boxes[marked], per_face, 0.1)
         if len(lm_crops):
             lm_iou = iou(torch.from_numpy(lm_crops), torch.from_numpy(scene.boxes)).numpy()
@@ -148,6 +149,11 @@ def scene_samples(rng: np.random.Generator, scene: Scene, stage: str, proposals:
             "iou": best[use].astype(np.float32), "mined": is_mined[use], "crop_box": crops[use].astype(np.float32),
             "source": np.array([scene.name] * int(use.sum()), dtype=object),
             "left_out": np.array([int((~use).sum())])}
+
+
+def _side(boxes: np.ndarray) -> np.ndarray:
+    """The longer side of each (x1, y1, x2, y2) box."""
+    return np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
 
 
 def _rgb(scene: Scene) -> np.ndarray:

@@ -152,3 +152,14 @@ def test_candidate_cap_bounds_what_a_permissive_pnet_proposes():
     detector.max_candidates = 40
     capped = detector.proposals([image], 1)[0]
     assert 0 < len(capped) <= 40 < free
+
+
+def test_load_trained_loads_the_prefix_and_names_a_missing_stage(tmp_path):
+    from facebench.models.mtcnn import PNet, load_trained
+
+    trained = PNet()
+    torch.save(trained.state_dict(), tmp_path / "pnet.pt")
+    pnet, rnet, onet = load_trained([tmp_path / "pnet.pt"])
+    assert all(torch.equal(a, b) for a, b in zip(pnet.state_dict().values(), trained.state_dict().values()))
+    with pytest.raises(FileNotFoundError, match="rnet.pt: MTCNN stage not trained"):
+        load_trained([tmp_path / "pnet.pt", tmp_path / "rnet.pt"])
