@@ -48,10 +48,11 @@ def test_smoke_dvc_repro_is_incremental(tmp_path):
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["profile"] = "smoke"
     # Two experiments (one per dataset) and two trials keep the test short and still show what
-    # re-runs after a Wing parameter changes: the Wing stage and the report, not the L2 stage.
+    # re-runs after a Wing parameter changes: the Wing stage and the report, not the L2 stage nor the
+    # two-stage row built on it (the two-stage row is L2 so that this third repro stays two stages long).
     params["experiments"] = {k: v for k, v in params["experiments"].items()
-                             if k in {"w300_cnn6_l2", "aflw_cnn6_wing"}}
-    params["experiments"]["w300_cnn6_l2"]["seeds"] = [0, 1]  # a row's seeds: two runs, one row in the report
+                             if k in {"w300_cnn6_wing", "aflw_cnn6_l2"}}
+    params["experiments"]["aflw_cnn6_l2"]["seeds"] = [0, 1]  # a row's seeds: two runs, one row in the report
     params["heatmap_experiments"] = {k: v for k, v in params["heatmap_experiments"].items() if k == "w300_hg_awing"}
     params["sweeps"]["wing_w_eps"]["grid"] = {"w": [5.0, 10.0], "eps": [2.0]}
     params["heatmap_sweeps"] = {}  # the sweep code is shared with wing_w_eps (and tests/integration/test_tune.py)
@@ -59,7 +60,7 @@ def test_smoke_dvc_repro_is_incremental(tmp_path):
                                          if k == "casia_cosface"}
     params["recognition_sweeps"] = {}
     params["two_stage_experiments"] = {k: v for k, v in params["two_stage_experiments"].items()
-                                       if k == "aflw_cnn67_wing"}  # stage 1: aflw_cnn6_wing, kept above
+                                       if k == "aflw_cnn67_l2"}  # stage 1: aflw_cnn6_l2, kept above
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING", "RAY_ADDRESS"))}
@@ -76,7 +77,7 @@ def test_smoke_dvc_repro_is_incremental(tmp_path):
     assert {s for s in ran if s.startswith("train@")} == {f"train@{k}" for k in params["experiments"]}
     assert "train_heatmaps@w300_hg_awing" in ran
     assert {"synth@casia", "synth@lfw", "prepare@casia", "prepare@lfw", "train_recognition@casia_cosface"} <= ran
-    assert {"recrop@aflw_cnn67_wing", "train_two_stage@aflw_cnn67_wing"} <= ran
+    assert {"recrop@aflw_cnn67_l2", "train_two_stage@aflw_cnn67_l2"} <= ran
     mtcnn = {"synth@wider", "prepare@wider", "mtcnn_data_pnet", "train_mtcnn_pnet", "mtcnn_data_rnet",
              "train_mtcnn_rnet", "mtcnn_data_onet", "train_mtcnn_onet"}
     assert mtcnn <= ran
@@ -89,13 +90,13 @@ def test_smoke_dvc_repro_is_incremental(tmp_path):
     out = _run(["facebench", "detect", str(astronaut), "--weights", "models/mtcnn_cascade"], project, env)
     found = json.loads(out[out.index("["):])
     assert found[0]["image"] == str(astronaut)  # ... loads in `facebench detect`
-    manifest = json.loads((project / "data" / "stage2" / "aflw_cnn67_wing" / "manifest.json").read_text())
-    assert manifest["stage1"] == "aflw_cnn6_wing" and manifest["splits"]["test"]["rows"] > 0
+    manifest = json.loads((project / "data" / "stage2" / "aflw_cnn67_l2" / "manifest.json").read_text())
+    assert manifest["stage1"] == "aflw_cnn6_l2" and manifest["splits"]["test"]["rows"] > 0
     assert "train_pdb" not in manifest["splits"]  # a row without PDB never reads the pose-balanced copy
     board = (project / "reports" / "leaderboard.md").read_text()
     assert "| Hourglass | AWing |" in board
     assert "| LMCL (CosFace) | SphereFace-4 | `casia` | `lfw` |" in board
-    assert "| CNN-6/7 (two-stage) | Wing |" in board
+    assert "| CNN-6/7 (two-stage) | L2 |" in board
     assert "## Wing loss paper: the paper's tables" in board
     assert "## MTCNN (WIDER-format scenes)" in board and "| trained here (P-Net, R-Net, O-Net above) |" in board
     assert re.search(r"\| CNN-6 \| L2 \| no \| `[0-9a-f]{8}` \(2 seeds\) \| \d+\.\d\d ± \d+\.\d\d \|", board)
@@ -110,6 +111,5 @@ def test_smoke_dvc_repro_is_incremental(tmp_path):
     params["losses"]["wing"]["w"] = 8.0
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     third = _run(["dvc", "repro"], project, env)
-    # the Wing stage, then what reads its model: the stage-2 crops and the CNN-7 row (also Wing)
-    assert _stages_run(third) == {"train@aflw_cnn6_wing", "recrop@aflw_cnn67_wing",
-                                  "train_two_stage@aflw_cnn67_wing", "report"}
+    # the Wing stage and the report; neither L2 row (the two-seed CNN-6 row, the two-stage row) re-runs
+    assert _stages_run(third) == {"train@w300_cnn6_wing", "report"}
