@@ -55,6 +55,7 @@ def test_smoke_dvc_repro_is_incremental(tmp_path):
     params["experiments"]["aflw_cnn6_l2"]["seeds"] = [0, 1]  # a row's seeds: two runs, one row in the report
     params["heatmap_experiments"] = {k: v for k, v in params["heatmap_experiments"].items() if k == "w300_hg_awing"}
     params["sweeps"]["wing_w_eps"]["grid"] = {"w": [5.0, 10.0], "eps": [2.0]}
+    params["sweeps"]["wing_w_eps"]["experiment"] = "w300_cnn6_wing"  # the Wing row kept above
     params["heatmap_sweeps"] = {}  # the sweep code is shared with wing_w_eps (and tests/integration/test_tune.py)
     params["recognition_experiments"] = {k: v for k, v in params["recognition_experiments"].items()
                                          if k == "casia_cosface"}
