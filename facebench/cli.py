@@ -140,7 +140,7 @@ def mtcnn_export(params_file: Path = ParamsOpt, profile: Optional[str] = Profile
         raise typer.Exit(2)
     keys = params.mtcnn_experiments[onets[0]].cascade + onets
     try:
-        nets = load_trained([paths.model_dir(key) / "model.pt" for key in keys])
+        nets = load_trained([paths.model_weights(key) for key in keys])
     except FileNotFoundError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2)

@@ -454,6 +454,9 @@ def resolve_experiment(params: Params, key: str, **train_overrides: Any) -> Reso
     )
 
 
+MODEL_FILE = "model.pt"  # a training stage's state dict, in models/<experiment>/
+
+
 class Paths(Strict):
     """Where each stage reads and writes, relative to the project root (the folder of params.yaml)."""
 
@@ -478,6 +481,10 @@ class Paths(Strict):
 
     def model_dir(self, experiment: str) -> Path:
         return self.root / "models" / experiment
+
+    def model_weights(self, experiment: str) -> Path:
+        """The trained state dict a training stage writes into its model folder and later stages read."""
+        return self.model_dir(experiment) / MODEL_FILE
 
     def metrics_file(self, experiment: str) -> Path:
         return self.root / "metrics" / f"{experiment}.json"

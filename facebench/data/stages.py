@@ -117,7 +117,7 @@ def mtcnn_training_data(params: Params, experiment: str, paths: Paths, device: s
         from facebench.mtcnn.detect import MTCNNDetector
         from facebench.mtcnn.samples import MINING_MAX_CANDIDATES, MINING_THRESHOLDS
 
-        weights = [paths.model_dir(key) / "model.pt" for key in exp.cascade]
+        weights = [paths.model_weights(key) for key in exp.cascade]
         detector = MTCNNDetector(nets=load_trained(weights), device=device, min_face=12,
                                  thresholds=MINING_THRESHOLDS)
         detector.max_candidates = MINING_MAX_CANDIDATES

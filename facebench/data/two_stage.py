@@ -155,7 +155,7 @@ def recrop_experiment(exp: ResolvedExperiment, paths: Paths, device: torch.devic
     from facebench.models.cnn6 import CNN6, INPUT_SIZE
 
     src_dir = paths.prepared(exp.dataset)
-    weights = paths.model_dir(exp.stage1) / "model.pt"
+    weights = paths.model_weights(exp.stage1)
     if not weights.is_file():
         raise FileNotFoundError(f"{weights}: stage-1 model not found (train {exp.stage1} first)")
     # A row without PDB never reads the pose-balanced copy (the largest split): it is not re-cropped.

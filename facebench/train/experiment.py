@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from facebench import tracking
 from facebench.atomic import atomic_write_text, replace_dir
-from facebench.config import Paths, ResolvedExperiment
+from facebench.config import MODEL_FILE, Paths, ResolvedExperiment
 from facebench.tasks import build_task
 from facebench.train.ray_trainer import fit
 
@@ -106,7 +106,7 @@ def _write_outputs(exp: ResolvedExperiment, paths: Paths, run_id: str, final: di
     tmp = model_dir.with_name(model_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    torch.save(state_dict, tmp / "model.pt")
+    torch.save(state_dict, tmp / MODEL_FILE)
     (tmp / "experiment.json").write_text(json.dumps(exp.model_dump(mode="json"), indent=2, sort_keys=True))
     replace_dir(tmp, model_dir)
 
