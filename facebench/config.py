@@ -155,6 +155,10 @@ class DatasetConfig(Strict):
                                              "landmark list, or by MTCNN's detected points (misses are listed)")
     exclude: list[str] | None = Field(default=None, description="CASIA identity folders to leave out "
                                       "(None: the three that overlap LFW, as SphereFace and CosFace do)")
+    val_fraction: float = Field(default=0.1, gt=0, lt=1, description="validation held out of the training data, "
+                                "drawn with `seed` (ours: the papers hold none out): that fraction of the training "
+                                "images (landmark sets), identities (CASIA; their pairs built like LFW's) or "
+                                "WIDER_train scenes (wider); LFW is a test set and holds none out")
     seed: int = 0
 
     @model_validator(mode="after")
