@@ -127,7 +127,7 @@ class DetectionTask:
 
         paths = Paths(root=self.prepared_dir.parents[2])  # <project>/data/mtcnn/<experiment>
         raw_root = dataset_root(paths, self.exp.dataset, self.exp.dataset_config)
-        scenes = load_scenes(paths.prepared(self.exp.dataset), "val", raw_root)
+        scenes = load_scenes(paths.prepared(self.exp.dataset), "test", raw_root)
         pnet, rnet, _ = load_trained([paths.model_weights(key) for key in self.exp.cascade])
         onet.eval()
         keep = official_keep_lists(raw_root)  # real WIDER FACE: the eval kit's subsets
