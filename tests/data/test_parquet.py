@@ -10,11 +10,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from facebench.data.parquet import (ENCODED, RAW_RGB8, SAMPLE_SCHEMA, decode_crops, read_metadata, read_samples,
-                                    write_samples)
+from facebench.data.parquet import (ENCODED, RAW_RGB8, SAMPLE_SCHEMA, ContentHash, content_hash, decode_crops,
+                                    read_metadata, read_samples, write_samples, write_table)
 
 META = {"dataset": "w300", "num_landmarks": 2, "flip_permutation": [1, 0],
-        "normaliser": "inter_ocular", "params_hash": "abc"}
+        "normaliser": "inter_ocular", "params_hash": "abc", "content_hash": "def"}
 
 
 def rows(n: int = 2, start: int = 0) -> dict[str, list]:
@@ -105,6 +105,65 @@ def test_missing_metadata_or_columns_raise(tmp_path):
     pq.write_table(pa.table({"x": [1]}), tmp_path / "plain.parquet")
     with pytest.raises(ValueError, match="no facebench metadata"):
         read_metadata(tmp_path / "plain.parquet")
+
+
+def test_write_table_keeps_the_tables_metadata_and_adds_ours(tmp_path):
+    table = pa.table({"x": [1, 2]}).replace_schema_metadata({"stage": "pnet"})
+    write_table(tmp_path / "t.parquet", table, {"content_hash": "abc", "split": "val"})
+    assert read_metadata(tmp_path / "t.parquet") == {"content_hash": "abc", "split": "val"}
+    assert pq.read_schema(tmp_path / "t.parquet").metadata[b"stage"] == b"pnet"
+
+
+# --- the content hash -------------------------------------------------------------------------
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_content_hash_follows_its_definition_by_hand():
+    """Three columns, two rows (the second all null), spelt out byte by byte as the docstring defines them."""
+    import json
+    import struct
+
+    table = pa.table({"a": pa.array([1, None], pa.int16()), "b": pa.array([[1.5], None], pa.list_(pa.float32())),
+                      "s": pa.array(["é", None], pa.string())})
+    valid = _sha(b"\x01\x00")
+
+    def column(name, type_name, lengths, values):
+        return _sha(json.dumps([name, type_name, valid, _sha(lengths), _sha(values)]).encode())
+
+    columns = [["a", column("a", "int16", b"", struct.pack("<hh", 1, 0))],
+               ["b", column("b", "list<float>", struct.pack("<qq", 1, 0), struct.pack("<f", 1.5))],
+               ["s", column("s", "string", struct.pack("<qq", 2, 0), "é".encode())]]
+    document = {"params": {"k": 1}, "splits": {"t": {"rows": 2, "columns": columns}}, "version": 1}
+    expected = _sha(json.dumps(document, sort_keys=True, separators=(",", ":")).encode())
+    assert content_hash({"k": 1}, {"t": table}) == expected
+
+
+def test_content_hash_sees_rows_order_nulls_and_params_not_chunks():
+    table = pa.Table.from_pydict(rows(4), schema=SAMPLE_SCHEMA)
+    base = content_hash({"p": 1}, {"train": table})
+    assert content_hash({"p": 1}, {"train": [table.slice(0, 1), table.slice(1, 3)]}) == base  # chunks do not count
+    assert content_hash({"p": 1}, {"train": rows(4)}) == base  # nor the way the rows come
+    assert content_hash({"p": 2}, {"train": table}) != base
+    assert content_hash({"p": 1}, {"val": table}) != base  # the split's name does
+    assert content_hash({"p": 1}, {"train": table.take([1, 0, 2, 3])}) != base
+    zero = rows(4)
+    zero["pose"] = [0.25, 0.0, None, None]  # null and 0.0 differ
+    assert content_hash({"p": 1}, {"train": zero}) != base
+    moved = rows(4)
+    moved["landmarks"] = [[1.5, 2.5, 3.5, 4.5]] * 3 + [[1.5, 2.5, 3.5, 4.25]]
+    assert content_hash({"p": 1}, {"train": moved}) != base
+    # list boundaries count: [1.5, 2.5] + [3.5] is not [1.5] + [2.5, 3.5]
+    a = pa.table({"v": [[1.5, 2.5], [3.5]]})
+    b = pa.table({"v": [[1.5], [2.5, 3.5]]})
+    assert content_hash({}, {"t": a}) != content_hash({}, {"t": b})
+    hasher = ContentHash({})
+    hasher.add("t", a)
+    with pytest.raises(ValueError, match="hashed twice"):
+        hasher.add("t", a)
+    with pytest.raises(TypeError, match="no content-hash encoding"):
+        content_hash({}, {"t": pa.table({"d": pa.array([1], pa.date32())})})
 
 
 def test_decode_crops_reads_raw_and_encoded_images_and_names_bad_rows():
