@@ -15,6 +15,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from facebench.losses.specs import TASK_LOSSES, WEIGHT_MAP_PARAMS, param_problem, task_of
+
 
 class Strict(BaseModel):
     """Base model that refuses unknown keys (a misspelt key is an error, not a silent default)."""
@@ -105,13 +107,6 @@ class MtcnnSettings(Strict):
     train: dict[str, Any] = Field(default_factory=dict, description="overrides of the profile's train settings "
                                   "for the three MTCNN stages")
     onet_train: dict[str, Any] = Field(default_factory=dict, description="further overrides for O-Net only")
-
-    @model_validator(mode="after")
-    def _known_train_keys(self) -> "MtcnnSettings":
-        bad = set(self.onet_train) - set(TrainSettings.model_fields)
-        if bad:
-            raise ValueError(f"onet_train has unknown keys {sorted(bad)}")
-        return self
 
 
 class TwoStageSettings(Strict):
@@ -281,9 +276,6 @@ class Params(Strict):
                                              ("mtcnn", profile.mtcnn, "mtcnn_experiments")):
                 if tables[table] and settings is None:
                     raise ValueError(f"profiles.{name}.{section} is missing ({table} need it)")
-                bad = set(settings.train if settings else {}) - set(TrainSettings.model_fields)
-                if bad:
-                    raise ValueError(f"profiles.{name}.{section}.train has unknown keys {sorted(bad)}")
         for section, experiments in tables.items():
             for key, exp in experiments.items():
                 if exp.dataset not in self.datasets:
@@ -294,9 +286,6 @@ class Params(Strict):
                                      f"{sorted(self.datasets)}")
                 if exp.loss not in self.losses:
                     raise ValueError(f"{section}.{key}.loss {exp.loss!r} is not one of {sorted(self.losses)}")
-                bad = set(exp.train) - set(TrainSettings.model_fields)
-                if bad:
-                    raise ValueError(f"{section}.{key}.train has unknown keys {sorted(bad)}")
         # after the rows' own fields, so a wrong dataset is named where it is wrong
         for key, exp in self.two_stage_experiments.items():
             first = self.experiments.get(exp.stage1)
@@ -318,6 +307,17 @@ class Params(Strict):
         _no_shared_keys(sweep_tables)
         return self
 
+    @model_validator(mode="after")
+    def _values_a_worker_would_refuse(self) -> "Params":
+        """Loss parameters, sweep grids and train overrides, checked by the rules the training workers
+        apply (losses/specs.py, TrainSettings), so that a bad value stops the command before Ray starts
+        or an MLflow run is opened. Every problem is listed, each under its full key."""
+        problems = (_loss_problems(self.losses) + _row_loss_problems(self) + _grid_problems(self)
+                    + _train_problems(self))
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
     @property
     def all_experiments(self) -> dict[str, "ExperimentConfig | HeatmapExperimentConfig | RecognitionExperimentConfig | TwoStageExperimentConfig | MtcnnExperimentConfig"]:
         """The experiment tables together (DVC keeps them apart so each stage tracks only its own parameters)."""
@@ -331,6 +331,109 @@ class Params(Strict):
     @property
     def active(self) -> Profile:
         return self.profiles[self.profile]
+
+
+def _experiment_tables(params: Params) -> dict[str, dict]:
+    return {"experiments": params.experiments, "heatmap_experiments": params.heatmap_experiments,
+            "recognition_experiments": params.recognition_experiments,
+            "two_stage_experiments": params.two_stage_experiments, "mtcnn_experiments": params.mtcnn_experiments}
+
+
+def _loss_problems(losses: dict[str, dict[str, float]]) -> list[str]:
+    """Each ``losses`` entry names a loss facebench has, with only that loss's parameters, in range."""
+    known = sorted(key for table in TASK_LOSSES.values() for key in table)
+    problems = []
+    for key, values in losses.items():
+        task = task_of(key)
+        if task is None:
+            problems.append(f"losses.{key}: no loss of that name; expected one of {', '.join(known)}")
+            continue
+        for name, value in values.items():
+            problem = param_problem(TASK_LOSSES[task][key], name, value)
+            if problem is not None:
+                problems.append(f"losses.{key}.{name}: {problem}")
+    return problems
+
+
+def _row_loss_problems(params: Params) -> list[str]:
+    """A row's loss is one its task trains with (a coordinate loss for a landmark row, a head for a
+    recognition row, ...), and a heatmap row without the weighted loss map sets no weight-map value."""
+    problems = []
+    for section, table in _experiment_tables(params).items():
+        for key, exp in table.items():
+            allowed = TASK_LOSSES[exp.task]
+            other = task_of(exp.loss)
+            if exp.loss not in allowed and other is not None:  # an unknown name is reported under losses
+                problems.append(f"{section}.{key}.loss: {exp.loss!r} is a loss of the {other} task; a {exp.task} "
+                                f"row takes one of {', '.join(allowed)}")
+            elif exp.loss in allowed and exp.task == "heatmaps" and not exp.weight_map:
+                used = sorted(set(params.losses.get(exp.loss, {})) & set(WEIGHT_MAP_PARAMS))
+                if used:
+                    problems.append(f"{section}.{key}: losses.{exp.loss} sets {', '.join(used)} (settings of the "
+                                    "weighted loss map), but this row has weight_map: false")
+    return problems
+
+
+def _grid_problems(params: Params) -> list[str]:
+    """Every sweep grid key is a parameter of its base experiment's loss, and every value is in range."""
+    rows = params.all_experiments
+    problems = []
+    for section, sweeps in (("sweeps", params.sweeps), ("heatmap_sweeps", params.heatmap_sweeps),
+                            ("recognition_sweeps", params.recognition_sweeps)):
+        for key, sweep in sweeps.items():
+            exp = rows[sweep.experiment]
+            spec = TASK_LOSSES[exp.task].get(exp.loss)
+            if spec is None:
+                continue  # the row's loss is wrong, and reported there
+            for name, values in sweep.grid.items():
+                where = f"{section}.{key}.grid.{name}"
+                if name not in spec:
+                    problems.append(f"{where}: {exp.loss!r}, the loss of {sweep.experiment}, has no parameter "
+                                    f"{name!r}; it takes {', '.join(sorted(spec)) or 'none'}")
+                elif not values:
+                    problems.append(f"{where}: no values; expected a list of at least one")
+                elif name in WEIGHT_MAP_PARAMS and not exp.weight_map:
+                    problems.append(f"{where}: configures the weighted loss map, but {sweep.experiment} has "
+                                    "weight_map: false")
+                else:
+                    problems += [f"{where}: {p}" for p in (param_problem(spec, name, v) for v in values) if p]
+    return problems
+
+
+def _train_problems(params: Params) -> list[str]:
+    """Every ``train:`` override (a profile's task section, O-Net's, a row's) is a valid TrainSettings
+    value: known key, right type, in range. TrainSettings has no checks across fields, so each override
+    is checked on top of the profile's own (valid) train settings."""
+    problems = []
+    for name, profile in params.profiles.items():
+        sections = {"heatmaps": profile.heatmaps, "recognition": profile.recognition, "two_stage": profile.two_stage,
+                    "mtcnn": profile.mtcnn}
+        for section, settings in sections.items():
+            if settings is not None:
+                problems += _override_problems(f"profiles.{name}.{section}.train", profile.train, settings.train)
+        if profile.mtcnn is not None:
+            problems += _override_problems(f"profiles.{name}.mtcnn.onet_train", profile.train,
+                                           profile.mtcnn.onet_train)
+    for section, table in _experiment_tables(params).items():
+        for key, exp in table.items():
+            problems += _override_problems(f"{section}.{key}.train", params.active.train, exp.train)
+    return problems
+
+
+def _override_problems(where: str, base: TrainSettings, overrides: dict[str, Any]) -> list[str]:
+    try:
+        TrainSettings.model_validate({**base.model_dump(), **overrides})
+    except ValidationError as exc:
+        return [_train_error(where, err) for err in exc.errors()]
+    return []
+
+
+def _train_error(where: str, err: Any) -> str:
+    """One pydantic error of a TrainSettings check, as '<where>.<key>: <what>, got <value>'."""
+    key = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        return f"{where}.{key}: not a train setting; expected one of {', '.join(TrainSettings.model_fields)}"
+    return f"{where}.{key}: {err['msg']}, got {err['input']!r}"
 
 
 def _no_shared_keys(tables: dict[str, dict]) -> None:
@@ -363,11 +466,17 @@ def load_params(path: str | Path = "params.yaml", profile: str | None = None) ->
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        lines = [f"{path}: invalid parameters:"]
+        problems = []
         for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            lines.append(f"  {where}: {err['msg']}")
-        raise ConfigError("\n".join(lines)) from None
+            # A check of the whole file (a ValueError raised by a validator) already starts with its key.
+            message = str(err["ctx"]["error"]) if err["type"] == "value_error" else err["msg"]
+            if err["loc"]:
+                message = f"{'.'.join(str(p) for p in err['loc'])}: {message}"
+            problems += message.splitlines()
+        if len(problems) == 1:
+            raise ConfigError(f"{path}: {problems[0]}") from None
+        raise ConfigError("\n".join([f"{path}: {len(problems)} invalid parameters:"] + [f"  {p}" for p in problems])
+                          ) from None
 
 
 class ResolvedHeatmap(Strict):
@@ -435,7 +544,11 @@ def resolve_experiment(params: Params, key: str, **train_overrides: Any) -> Reso
     if exp.pdb and profile_train.pdb_epochs is not None:
         profile_train = profile_train.model_copy(update={"epochs": profile_train.pdb_epochs})
     train = profile_train.model_copy(update={**task_train, **exp.train, **train_overrides})
-    train = TrainSettings.model_validate(train.model_dump())
+    try:
+        train = TrainSettings.model_validate(train.model_dump())
+    except ValidationError as exc:  # params.yaml's overrides were checked at load: these came from the caller
+        problems = "; ".join(_train_error("train", err) for err in exc.errors())
+        raise ConfigError(f"experiment {key!r} with overrides {train_overrides}: {problems}") from None
     return ResolvedExperiment(
         key=key,
         profile=params.profile,
@@ -456,6 +569,14 @@ def resolve_experiment(params: Params, key: str, **train_overrides: Any) -> Reso
         cnn7_width=cnn7_width,
         cascade=list(exp.cascade) if isinstance(exp, MtcnnExperimentConfig) else None,
     )
+
+
+def resolve_sweep(params: Params, key: str) -> SweepConfig:
+    """The sweep named ``key``, or a ConfigError listing the known ones."""
+    sweeps = params.all_sweeps
+    if key not in sweeps:
+        raise ConfigError(f"params.yaml: no sweep {key!r}; known: {sorted(sweeps)}")
+    return sweeps[key]
 
 
 MODEL_FILE = "model.pt"  # a training stage's state dict, in models/<experiment>/

@@ -25,7 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-HEATMAP_LOSS_NAMES = ("mse", "l1", "wing", "awing")
+from facebench.losses.specs import HEATMAP_LOSSES, WEIGHT_MAP_PARAMS, check_param
+
+HEATMAP_LOSS_NAMES = tuple(HEATMAP_LOSSES)  # ("mse", "l1", "wing", "awing")
 WEIGHT_THRESHOLD = 0.2
 WEIGHT_W = 10.0
 
@@ -107,9 +109,9 @@ def awing_pixelwise(pred: torch.Tensor, target: torch.Tensor, alpha: float = 2.1
 
 
 def _check_positive(loss: str, **values: float) -> None:
+    """The ranges of losses/specs.py (which params.yaml's checks share): every parameter here is > 0."""
     for key, v in values.items():
-        if not (math.isfinite(v) and v > 0):
-            raise ValueError(f"{loss}: {key} must be a positive number, got {v!r}")
+        check_param(loss, HEATMAP_LOSSES[loss], key, v)
 
 
 def mse_loss(pred: torch.Tensor, target: torch.Tensor, weighted: bool = False,
@@ -138,7 +140,8 @@ def awing_loss(pred: torch.Tensor, target: torch.Tensor, alpha: float = 2.1, ome
     return _reduce(per_pixel, target, weighted, threshold, W)
 
 
-# Parameters each loss accepts (beyond pred/target), with the papers' defaults.
+# Parameters each loss accepts (beyond pred/target), with the papers' defaults; the names and
+# ranges are losses/specs.py's HEATMAP_LOSSES (a test keeps the two key sets equal).
 _LOSS_PARAMS: dict[str, dict[str, float]] = {
     "mse": {},
     "l1": {},
@@ -160,8 +163,8 @@ class HeatmapLoss(nn.Module):
         if unknown:
             allowed = sorted(_LOSS_PARAMS[name]) or "none"
             raise ValueError(f"heatmap loss {name!r} got unknown parameter(s) {sorted(unknown)}; it takes {allowed}")
-        if not (math.isfinite(threshold) and math.isfinite(W) and W >= 0):
-            raise ValueError(f"weight map needs a finite threshold and W >= 0, got threshold={threshold!r}, W={W!r}")
+        check_param("weight map", WEIGHT_MAP_PARAMS, "threshold", threshold)
+        check_param("weight map", WEIGHT_MAP_PARAMS, "W", W)
         self.name = name
         self.use_weight_map = bool(use_weight_map)
         self.threshold, self.W = float(threshold), float(W)

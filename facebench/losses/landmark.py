@@ -16,7 +16,9 @@ import math
 import torch
 from torch import nn
 
-LOSS_NAMES = ("l2", "l1", "smooth_l1", "wing")
+from facebench.losses.specs import LANDMARK_LOSSES, check_param
+
+LOSS_NAMES = tuple(LANDMARK_LOSSES)  # ("l2", "l1", "smooth_l1", "wing")
 
 
 def _check(pred: torch.Tensor, target: torch.Tensor) -> None:
@@ -51,10 +53,9 @@ def smooth_l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def _check_wing(w: float, eps: float) -> None:
-    if not (math.isfinite(w) and w > 0):
-        raise ValueError(f"wing: w must be a positive number of pixels, got {w!r}")
-    if not (math.isfinite(eps) and eps > 0):
-        raise ValueError(f"wing: eps must be a positive number of pixels, got {eps!r}")
+    """w and eps are positive numbers of pixels (the rule lives in losses/specs.py, which params.yaml shares)."""
+    check_param("wing", LANDMARK_LOSSES["wing"], "w", w)
+    check_param("wing", LANDMARK_LOSSES["wing"], "eps", eps)
 
 
 def wing_loss(pred: torch.Tensor, target: torch.Tensor, w: float = 10.0, eps: float = 2.0) -> torch.Tensor:
@@ -107,7 +108,7 @@ def make_landmark_loss(name: str, **params: float) -> nn.Module:
     Only Wing takes parameters (w, eps); anything else is refused rather than silently ignored.
     """
     if name == "wing":
-        unknown = set(params) - {"w", "eps"}
+        unknown = set(params) - set(LANDMARK_LOSSES["wing"])
         if unknown:
             raise ValueError(f"loss 'wing' takes only w and eps, got unknown parameter(s) {sorted(unknown)}")
         return WingLoss(**params)

@@ -33,7 +33,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-HEAD_NAMES = ("softmax", "nsl", "sphereface", "cosface", "arcface")
+from facebench.losses.specs import HEADS, check_param
+
+HEAD_NAMES = tuple(HEADS)  # ("softmax", "nsl", "sphereface", "cosface", "arcface")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -171,10 +173,11 @@ class SoftmaxHead(MarginHead):
 class NormSoftmaxHead(MarginHead):
     """NSL, the normalised softmax loss of the CosFace paper: s·cos θ_j for every class."""
 
+    spec = "nsl"  # the losses/specs.py entry whose ranges this head's arguments follow
+
     def __init__(self, embedding_dim: int, num_classes: int, s: float = 64.0):
         super().__init__(embedding_dim, num_classes)
-        if s <= 0:
-            raise ValueError(f"scale s must be positive, got {s}")
+        check_param(self.spec, HEADS[self.spec], "s", s)
         self.s = float(s)
 
     def other_logits(self, cos: torch.Tensor, x_norm: torch.Tensor) -> torch.Tensor:
@@ -188,10 +191,11 @@ class CosFaceHead(NormSoftmaxHead):
     """LMCL, CosFace's large margin cosine loss: s·(cos θ_y − m) for the target; defaults s = 64,
     m = 0.35, the CosFace paper's settings. m = 0 is NSL."""
 
+    spec = "cosface"
+
     def __init__(self, embedding_dim: int, num_classes: int, s: float = 64.0, m: float = 0.35):
         super().__init__(embedding_dim, num_classes, s)
-        if m < 0:
-            raise ValueError(f"margin m must be non-negative, got {m}")
+        check_param(self.spec, HEADS[self.spec], "m", m)
         self.m = float(m)
 
     def target_logits(self, cos_y: torch.Tensor, x_norm_y: torch.Tensor) -> torch.Tensor:
@@ -202,11 +206,13 @@ class ArcFaceHead(NormSoftmaxHead):
     """Additive angular margin (ArcFace Eq. 3): s·cos(θ_y + m), defaults s = 64, m = 0.5;
     for θ_y > π − m see ``arcface_target``."""
 
+    spec = "arcface"
+
     def __init__(self, embedding_dim: int, num_classes: int, s: float = 64.0, m: float = 0.5,
                  easy_margin: bool = False):
         super().__init__(embedding_dim, num_classes, s)
-        if not 0 <= m < math.pi / 2:
-            raise ValueError(f"margin m must lie in [0, pi/2), got {m}")
+        check_param(self.spec, HEADS[self.spec], "m", m)
+        check_param(self.spec, HEADS[self.spec], "easy_margin", easy_margin)
         self.m = float(m)
         self.easy_margin = bool(easy_margin)
 
@@ -226,8 +232,8 @@ class SphereFaceHead(MarginHead):
     def __init__(self, embedding_dim: int, num_classes: int, m: int = 4, base: float = 1000.0,
                  gamma: float = 0.12, power: float = 1.0, lambda_min: float = 5.0):
         super().__init__(embedding_dim, num_classes)
-        if int(m) != m or m < 1:
-            raise ValueError(f"SphereFace's margin m must be a positive integer, got {m}")
+        for key, value in (("m", m), ("base", base), ("gamma", gamma), ("power", power), ("lambda_min", lambda_min)):
+            check_param("sphereface", HEADS["sphereface"], key, value)
         self.m = int(m)
         self.base, self.gamma, self.power, self.lambda_min = float(base), float(gamma), float(power), float(lambda_min)
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))

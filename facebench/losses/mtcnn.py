@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from facebench.losses.specs import MTCNN_LOSSES, check_param
+
 NEGATIVE, POSITIVE, PART, LANDMARK = 0, 1, 2, 3  # the ``kind`` column of the training crops
 KIND_NAMES = ("negative", "positive", "part", "landmark")
 TASK_WEIGHTS = {"pnet": (1.0, 0.5, 0.5), "rnet": (1.0, 0.5, 0.5), "onet": (1.0, 0.5, 1.0)}  # det, box, landmark
@@ -36,8 +38,7 @@ def hard_mean(losses: torch.Tensor, keep: float) -> torch.Tensor:
 class MTCNNLoss(nn.Module):
     def __init__(self, det: float = 1.0, box: float = 0.5, landmark: float = 0.5, hard_ratio: float = 0.7):
         super().__init__()
-        if not 0 < hard_ratio <= 1:
-            raise ValueError(f"hard_ratio must be in (0, 1], got {hard_ratio}")
+        check_param("mtcnn", MTCNN_LOSSES["mtcnn"], "hard_ratio", hard_ratio)
         self.det, self.box, self.landmark, self.hard_ratio = det, box, landmark, hard_ratio
 
     def parts(self, cls_logits: torch.Tensor, box_pred: torch.Tensor, landmark_pred: torch.Tensor | None,

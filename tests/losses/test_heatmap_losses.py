@@ -190,7 +190,7 @@ def test_make_heatmap_loss_errors_and_params():
         make_heatmap_loss("mse", eps=1.0)
     with pytest.raises(ValueError, match="use_weight_map=True"):
         make_heatmap_loss("awing", W=5.0)
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match="awing: theta must be > 0, got 0$"):
         make_heatmap_loss("awing", theta=0.0)
     loss = make_heatmap_loss("awing", use_weight_map=True, W=5.0, threshold=0.3, omega=10.0)
     assert isinstance(loss, HeatmapLoss)
