@@ -1,20 +1,81 @@
-"""The `facebench` command: one verb per pipeline stage, each a thin call into the library."""
+"""The `facebench` command: one verb per pipeline stage, each a thin call into the library.
+
+Bad input (params.yaml, a dataset, a name on the command line) is reported as one line,
+``error: <message>`` on stderr, exit status 2; ``--debug`` (or FACEBENCH_DEBUG=1) shows the traceback
+instead. Anything else is a bug and keeps its traceback. ``_App`` wraps every command once for this.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
 
-from facebench.config import ConfigError, Paths, load_params, resolve_experiment
+from facebench.config import ConfigError, Paths, load_params, resolve_experiment, resolve_sweep
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Train and benchmark face-analysis papers on Ray, tracked in MLflow, driven by DVC.")
+# What bad input raises: params.yaml (ConfigError), a missing file or folder, a value a reader or stage
+# refuses (ValueError, e.g. DatasetFormatError), an unknown name looked up by a library function (KeyError).
+EXPECTED_ERRORS = (ConfigError, FileNotFoundError, ValueError, KeyError)
+
+
+# Set by the app's callback on every command line (--debug or FACEBENCH_DEBUG); None where a command
+# function is called directly, which then reads FACEBENCH_DEBUG itself.
+_debug_option: dict[str, bool | None] = {"debug": None}
+
+
+def _debug() -> bool:
+    if _debug_option["debug"] is not None:
+        return _debug_option["debug"]
+    return os.environ.get("FACEBENCH_DEBUG", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _message(exc: BaseException) -> str:
+    # str(KeyError("x")) is "'x'": show a KeyError's own message unquoted
+    if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str):
+        return exc.args[0]
+    return str(exc) or type(exc).__name__
+
+
+def report_expected_errors(command: Callable) -> Callable:
+    """Run ``command``; an expected error becomes ``error: <message>`` on stderr and exit status 2."""
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except EXPECTED_ERRORS as exc:
+            if _debug():
+                raise
+            typer.echo(f"error: {_message(exc)}", err=True)
+            raise typer.Exit(2) from None
+
+    return run
+
+
+class _App(typer.Typer):
+    """A Typer app whose every command reports expected errors the same way (``report_expected_errors``)."""
+
+    def command(self, *args, **kwargs):
+        register = super().command(*args, **kwargs)
+        return lambda command: register(report_expected_errors(command))
+
+
+app = _App(add_completion=False, no_args_is_help=True,
+           help="Train and benchmark face-analysis papers on Ray, tracked in MLflow, driven by DVC.")
+
+
+@app.callback()
+def _options(debug: bool = typer.Option(False, "--debug", envvar="FACEBENCH_DEBUG",
+                                        help="show the traceback of expected errors (bad params, data or "
+                                             "names) instead of one `error:` line")) -> None:
+    """Train and benchmark face-analysis papers on Ray, tracked in MLflow, driven by DVC."""
+    _debug_option["debug"] = debug
 
 ParamsOpt = typer.Option(Path("params.yaml"), "--params", help="params.yaml of the project")
 ProfileOpt = typer.Option(None, "--profile", help="override params.yaml's profile (smoke/default/paper)")
@@ -23,11 +84,7 @@ ProfileOpt = typer.Option(None, "--profile", help="override params.yaml's profil
 def _setup(params_file: Path, profile: Optional[str]):
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    try:
-        params = load_params(params_file, profile)
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
+    params = load_params(params_file, profile)
     return params, Paths(root=params_file.resolve().parent)
 
 
@@ -38,18 +95,18 @@ def _print(result: dict) -> None:
 @app.command()
 def synth(dataset: str, params_file: Path = ParamsOpt, profile: Optional[str] = ProfileOpt) -> None:
     """Write a procedural dataset in its official on-disk format (data/raw/<dataset>)."""
+    params, paths = _setup(params_file, profile)
     from facebench.data.stages import synth_dataset
 
-    params, paths = _setup(params_file, profile)
     _print(synth_dataset(params, dataset, paths))
 
 
 @app.command()
 def prepare(dataset: str, params_file: Path = ParamsOpt, profile: Optional[str] = ProfileOpt) -> None:
     """Read a dataset in its official format and write Parquet splits (+ PDB, manifest)."""
+    params, paths = _setup(params_file, profile)
     from facebench.data.stages import prepare_dataset
 
-    params, paths = _setup(params_file, profile)
     manifest = prepare_dataset(params, dataset, paths)
     typer.echo(json.dumps({k: manifest.get(k) for k in ("dataset", "counts", "quarantined_count")}, indent=2,
                           default=str))
@@ -64,8 +121,6 @@ def train(experiment: str, params_file: Path = ParamsOpt, profile: Optional[str]
                                              "metrics/ keep the DVC run's outputs); the leaderboard averages the "
                                              "seeds of a configuration")) -> None:
     """Train one experiment on Ray Train, tracked in MLflow."""
-    from facebench.train.experiment import train_experiment
-
     params, paths = _setup(params_file, profile)
     overrides = {k: v for k, v in {"num_workers": num_workers, "use_gpu": use_gpu, "epochs": epochs,
                                    "seed": seed}.items() if v is not None}
@@ -73,12 +128,10 @@ def train(experiment: str, params_file: Path = ParamsOpt, profile: Optional[str]
     # last, so it is also the newest run: the one the leaderboard's run column and CED curves show.
     row_seeds = getattr(params.all_experiments.get(experiment), "seeds", None) if seed is None else None
     order = (row_seeds[1:] + row_seeds[:1]) if row_seeds else [None]
-    try:
-        runs = [resolve_experiment(params, experiment, **overrides, **({} if s is None else {"seed": s}))
-                for s in order]
-    except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
+    runs = [resolve_experiment(params, experiment, **overrides, **({} if s is None else {"seed": s}))
+            for s in order]
+    from facebench.train.experiment import train_experiment
+
     for i, exp in enumerate(runs):
         last = i == len(runs) - 1
         if len(runs) > 1:
@@ -91,20 +144,15 @@ def train(experiment: str, params_file: Path = ParamsOpt, profile: Optional[str]
 def recrop(experiment: str, params_file: Path = ParamsOpt, profile: Optional[str] = ProfileOpt,
            device: str = typer.Option("cpu", help="where stage 1 runs: cpu or cuda")) -> None:
     """Re-crop a two-stage experiment's faces from its stage-1 (CNN-6) model's predictions, for CNN-7."""
+    params, paths = _setup(params_file, profile)
+    exp = resolve_experiment(params, experiment)
+    if exp.stage1 is None:
+        raise ConfigError(f"params.yaml: {experiment!r} is not in two_stage_experiments (no stage1)")
     import torch
 
     from facebench.data.two_stage import recrop_experiment
 
-    params, paths = _setup(params_file, profile)
-    try:
-        exp = resolve_experiment(params, experiment)
-        if exp.stage1 is None:
-            raise ConfigError(f"params.yaml: {experiment!r} is not in two_stage_experiments (no stage1)")
-        summary = recrop_experiment(exp, paths, torch.device(device))
-    except (ConfigError, FileNotFoundError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
-    _print(summary)
+    _print(recrop_experiment(exp, paths, torch.device(device)))
 
 
 @app.command("mtcnn-data")
@@ -112,15 +160,10 @@ def mtcnn_data(experiment: str, params_file: Path = ParamsOpt, profile: Optional
                device: str = typer.Option("cpu", help="where the earlier stages propose boxes: cpu or cuda")) -> None:
     """Make an MTCNN stage's training crops (IoU-labelled, mixed 3:1:1:2, hard examples mined by the trained
     earlier stages) from the prepared WIDER-format scenes."""
+    params, paths = _setup(params_file, profile)
     from facebench.data.stages import mtcnn_training_data
 
-    params, paths = _setup(params_file, profile)
-    try:
-        summary = mtcnn_training_data(params, experiment, paths, device)
-    except (ConfigError, FileNotFoundError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
-    _print(summary)
+    _print(mtcnn_training_data(params, experiment, paths, device))
 
 
 @app.command("mtcnn-export")
@@ -129,21 +172,16 @@ def mtcnn_export(params_file: Path = ParamsOpt, profile: Optional[str] = Profile
                  ) -> None:
     """Write the trained cascade (the O-Net row of mtcnn_experiments and its earlier stages) in the published
     weights' layout, for `facebench detect --weights`."""
+    params, paths = _setup(params_file, profile)
+    onets = [k for k, e in params.mtcnn_experiments.items() if e.model == "onet"]
+    if len(onets) != 1:
+        raise ConfigError(f"params.yaml: expected one O-Net row in mtcnn_experiments, found {onets}")
     import torch
 
     from facebench.models.mtcnn import load_trained
 
-    params, paths = _setup(params_file, profile)
-    onets = [k for k, e in params.mtcnn_experiments.items() if e.model == "onet"]
-    if len(onets) != 1:
-        typer.echo(f"error: params.yaml: expected one O-Net row in mtcnn_experiments, found {onets}", err=True)
-        raise typer.Exit(2)
     keys = params.mtcnn_experiments[onets[0]].cascade + onets
-    try:
-        nets = load_trained([paths.model_weights(key) for key in keys])
-    except FileNotFoundError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
+    nets = load_trained([paths.model_weights(key) for key in keys])
     out = out if out.is_absolute() else paths.root / out
     out.mkdir(parents=True, exist_ok=True)
     for name, net in zip(("pnet", "rnet", "onet"), nets):
@@ -154,9 +192,10 @@ def mtcnn_export(params_file: Path = ParamsOpt, profile: Optional[str] = Profile
 @app.command()
 def tune(sweep: str, params_file: Path = ParamsOpt, profile: Optional[str] = ProfileOpt) -> None:
     """Sweep a loss's hyperparameters on Ray Tune (ASHA); nested MLflow runs."""
+    params, paths = _setup(params_file, profile)
+    resolve_sweep(params, sweep)  # an unknown name fails here, before Ray and MLflow are imported
     from facebench.train.tune import run_sweep
 
-    params, paths = _setup(params_file, profile)
     summary = run_sweep(params, sweep, paths)
     _print({k: v for k, v in summary.items() if k != "trials"})
 
@@ -165,10 +204,10 @@ def tune(sweep: str, params_file: Path = ParamsOpt, profile: Optional[str] = Pro
 def report(params_file: Path = ParamsOpt, profile: Optional[str] = ProfileOpt,
            out: Path = typer.Option(Path("reports"), help="output folder")) -> None:
     """Regenerate the leaderboards from MLflow (reports/leaderboard.md and .html)."""
+    params, paths = _setup(params_file, profile)
     from facebench.report import LANDMARK_TASKS, build_report
     from facebench.tracking import tracking_uri
 
-    params, paths = _setup(params_file, profile)
     datasets = sorted({e.dataset for e in params.all_experiments.values() if e.task in LANDMARK_TASKS})
     _print(build_report(tracking_uri(paths.root), paths.root / "data" / "prepared", out, params.profile, datasets))
 
@@ -179,13 +218,12 @@ def submit(command: list[str] = typer.Argument(..., help="what to run on the clu
                                        help="Ray dashboard address, e.g. http://head:8265"),
            wait: bool = typer.Option(True, help="follow the job until it ends")) -> None:
     """Submit a command to a Ray cluster through the Ray Jobs API, shipping this project folder."""
+    if not address:
+        raise ValueError("give --address or set RAY_JOB_ADDRESS (the cluster's dashboard, port 8265)")
     import time
 
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    if not address:
-        typer.echo("error: give --address or set RAY_JOB_ADDRESS (the cluster's dashboard, port 8265)", err=True)
-        raise typer.Exit(2)
     client = JobSubmissionClient(address)
     env = {k: os.environ[k] for k in ("MLFLOW_TRACKING_URI",) if k in os.environ}
     job_id = client.submit_job(
@@ -213,11 +251,7 @@ def detect(images: list[Path] = typer.Argument(..., help="image files"),
     """Detect faces and five landmarks with the MTCNN cascade."""
     from facebench.mtcnn.cli import detect_command
 
-    try:
-        typer.echo(detect_command(images, weights, device, min_face, preset, as_json))
-    except (FileNotFoundError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
+    typer.echo(detect_command(images, weights, device, min_face, preset, as_json))
 
 
 @app.command()
@@ -240,11 +274,7 @@ def bench(models: Optional[list[str]] = typer.Argument(None, help="cnn6, hourgla
         typer.echo(f"{row['model']:>9} {row['device']:>4} batch {row['batch']:>3}: {row['images_per_s']:>10,.1f} "
                    f"images/s, median {row['median_latency_ms']:.2f} ms per call ({row['device_name']})", err=True)
 
-    try:
-        report = run_bench(list(models or MODELS), devices, batch_size, seconds, weights, min_face, progress=show)
-    except (FileNotFoundError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2)
+    report = run_bench(list(models or MODELS), devices, batch_size, seconds, weights, min_face, progress=show)
     text = json.dumps(report, indent=2)
     if out:
         from facebench.atomic import atomic_write_text
