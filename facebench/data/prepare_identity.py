@@ -10,17 +10,27 @@ sets are centred on their subject, as SphereFace's preprocessing assumes). An im
 detector finds no face is a miss: counted and listed in the manifest's quarantine.
 
 Outputs (written whole into a folder beside ``out_dir``, swapped in at the end):
-* CASIA: ``train.parquet`` and ``manifest.json``;
+* CASIA: ``train.parquet`` (the training identities, labels 0..C-1), ``val_images.parquet`` and
+  ``val_pairs.parquet`` (the held-out identities and verification pairs built like LFW's), and
+  ``manifest.json``;
 * LFW: ``images.parquet`` (each image any pair uses, once), ``pairs.parquet`` (left, right, same,
   fold: sample ids into images.parquet) and ``manifest.json``.
 Images without a landmark entry, unreadable images and pairs that lose an image are counted and
-listed in the manifest's quarantine, never dropped silently.
+listed in the manifest's quarantine, never dropped silently. Every file's metadata and the manifest
+carry the set's ``content_hash`` (``parquet.ContentHash``).
+
+Validation for recognition: LFW is the test set and CosFace trains on all of CASIA, so choosing a
+margin or an epoch on LFW would report a tuned-on-test number. ``prepare_casia`` therefore holds a
+seeded fraction of CASIA's *identities* out (never images of a training identity: verification
+is about faces the network has not been trained to classify, as LFW's are) and builds their pairs
+the way LFW's View 2 is laid out (``verification_pairs``), so the same protocol scores both.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sys
 from collections.abc import Iterable
@@ -36,13 +46,19 @@ from facebench.atomic import atomic_write_text, build_dir
 from facebench.data.align import TEMPLATES, alignment_matrix
 from facebench.data.formats.casia import LFW_OVERLAP_IDS, read_casia, read_landmark_list
 from facebench.data.formats.lfw import read_lfw
-from facebench.data.parquet import RAW_RGB8, write_samples, write_table
+from facebench.data.images import ImageError, read_image
+from facebench.data.parquet import RAW_RGB8, ContentHash, to_table, write_samples, write_table
 from facebench.data.types import Quarantined
 
-PREPARE_IDENTITY_VERSION = 1
+PREPARE_IDENTITY_VERSION = 2  # 2: CASIA's held-out validation identities and pairs; the content hash
 FIVE_POINT_FLIP = [1, 0, 2, 4, 3]  # eyes and mouth corners swap under a horizontal flip
 PAIR_SCHEMA = pa.schema([pa.field("left", pa.string(), nullable=False), pa.field("right", pa.string(), nullable=False),
                          pa.field("same", pa.bool_(), nullable=False), pa.field("fold", pa.int32(), nullable=False)])
+# Validation pairs as LFW's View 2 lays them out: 10 folds of (at most) 300 matched then 300 mismatched pairs.
+VAL_FOLDS = 10
+VAL_PAIRS_PER_FOLD = 300
+MIN_VAL_IDENTITIES = 2  # a mismatched pair needs two identities
+MIN_TRAIN_IDENTITIES = 2  # a classifier needs two classes
 
 
 def _log(name: str, message: str) -> None:
@@ -51,9 +67,10 @@ def _log(name: str, message: str) -> None:
 
 def _aligned(path: Path, points: np.ndarray, template: str) -> tuple[bytes, np.ndarray] | str:
     """(raw RGB8 crop, five points in crop pixels), or the reason the image cannot be used."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        return "OpenCV cannot decode the image"
+    try:
+        image = read_image(path)  # strict: a truncated file is refused, not half-decoded
+    except ImageError as exc:
+        return exc.reason
     if not np.isfinite(points).all():
         return "landmarks are not finite"
     matrix = alignment_matrix(points, template)
@@ -118,9 +135,10 @@ def detect_points(detector, items: list[tuple[str, Path]], batch: int = 16
     for start in range(0, len(items), batch):
         chunk, images = [], []
         for source, path in items[start:start + batch]:
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-            if image is None:
-                misses.append(Quarantined(source, "OpenCV cannot decode the image"))
+            try:
+                image = read_image(path)
+            except ImageError as exc:
+                misses.append(Quarantined(source, exc.reason))
                 continue
             chunk.append(source)
             images.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
@@ -146,9 +164,14 @@ def _points(root: Path, landmarks: Path | None, default: str, detector, items: l
 
 
 def prepare_casia(root: Path, out_dir: Path, *, template: str = "112x96", landmarks: Path | None = None,
-                  exclude: Iterable[str] = LFW_OVERLAP_IDS, detector=None) -> dict[str, Any]:
-    """CASIA-WebFace identity folders -> aligned ``train.parquet`` with 0-based class labels (points from
-    the landmark list, or from ``detector``)."""
+                  exclude: Iterable[str] = LFW_OVERLAP_IDS, detector=None, val_fraction: float = 0.1, seed: int = 0,
+                  val_folds: int = VAL_FOLDS, val_pairs_per_fold: int = VAL_PAIRS_PER_FOLD) -> dict[str, Any]:
+    """CASIA-WebFace identity folders -> aligned crops (points from the landmark list, or from ``detector``):
+    ``train.parquet`` with the training identities' images, labelled 0..C-1 in folder order, and the
+    validation set of ``val_fraction`` of the identities with an aligned image (at least
+    ``MIN_VAL_IDENTITIES``, rounded half up, drawn by a permutation of ``seed``): ``val_images.parquet`` and
+    ``val_pairs.parquet`` (``verification_pairs``: up to ``val_folds`` folds of ``val_pairs_per_fold``
+    matched and as many mismatched pairs)."""
     root = Path(root)
     if template not in TEMPLATES:
         raise ValueError(f"unknown template {template!r}; choose from {sorted(TEMPLATES)}")
@@ -168,26 +191,124 @@ def prepare_casia(root: Path, out_dir: Path, *, template: str = "112x96", landma
     sources = [s for s, _, _ in items if s in crops]
     if not sources:
         raise ValueError(f"{root}: no CASIA image could be aligned ({len(quarantined)} quarantined)")
-    params = {"dataset": "casia", "template": template, "exclude": sorted(exclude),
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"casia: val_fraction is {val_fraction}; expected a fraction of the identities strictly "
+                         "between 0 and 1")
+    params = {"dataset": "casia", "template": template, "exclude": sorted(exclude), "val_fraction": val_fraction,
+              "seed": seed, "val_folds": val_folds, "val_pairs_per_fold": val_pairs_per_fold,
               "version": PREPARE_IDENTITY_VERSION, **({"points": how} if how != "list" else {})}
     params_hash = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
     kept_classes = sorted({labels[s] for s in sources})
+    rng = np.random.default_rng(seed)
+    held = _held_out_identities(root, kept_classes, val_fraction, rng)
+    train_classes = [c for c in kept_classes if c not in held]
+    relabel = {c: i for i, c in enumerate(train_classes)}  # contiguous 0..C-1, in folder order
+    train_sources = [s for s in sources if labels[s] in relabel]
+    val_sources = sorted((s for s in sources if labels[s] in held), key=lambda s: (labels[s], s))
+    pairs, pair_counts = verification_pairs([labels[s] for s in val_sources], rng, val_folds, val_pairs_per_fold)
+    pair_table = pa.table({"left": [val_sources[i] for i in pairs[:, 0]],
+                           "right": [val_sources[i] for i in pairs[:, 1]],
+                           "same": pairs[:, 2].astype(bool), "fold": pairs[:, 3].astype(np.int32)}, schema=PAIR_SCHEMA)
+    train_table = to_table(_rows(train_sources, crops, {s: relabel[labels[s]] for s in train_sources}, "train",
+                                 template))
+    val_table = to_table(_rows(val_sources, crops, None, "val", template))
+    hasher = ContentHash(params)
+    for split, table in (("train", train_table), ("val_images", val_table), ("val_pairs", pair_table)):
+        hasher.add(split, table)
+    content_hash = hasher.hexdigest()
+    roles = {"train": "train", "val_images": "val", "val_pairs": "val"}
+    counts = {"train": len(train_sources), "val_images": len(val_sources), "val_pairs": int(len(pairs))}
     manifest = {"dataset": "casia", "template": template, "points": how, "detector_misses": len(misses),
-                "counts": {"train": len(sources)},
+                "counts": counts,
+                "splits": {k: {"rows": n, "role": roles[k]} for k, n in counts.items()},
+                "val": {"fraction": val_fraction, "seed": seed, "unit": "identity",
+                        "unit_definition": "identity folder: every image of a held-out identity is in val, none in "
+                                           "train; pairs laid out as LFW's View 2",
+                        "identities": len(held), "train_identities": len(train_classes),
+                        "held_out": sorted(read.classes[c] for c in held), **pair_counts},
                 "classes": len(read.classes), "classes_with_images": len(kept_classes),
+                "num_classes": len(train_classes),
+                "classes_without_images": sorted(read.classes[c] for c in set(range(len(read.classes)))
+                                                 - set(kept_classes)),
                 "quarantined_count": len(quarantined),
                 "quarantined": [{"source": q.source, "reason": q.reason} for q in quarantined],
-                "params": params, "params_hash": params_hash}
+                "params": params, "params_hash": params_hash, "content_hash": content_hash}
 
     def write(tmp: Path) -> None:
-        meta = _metadata("casia", template, params_hash, {"num_classes": len(read.classes)})
-        write_samples(tmp / "train.parquet", _rows(sources, crops, labels, "train", template), meta)
+        meta = _metadata("casia", template, params_hash, {"num_classes": len(train_classes),
+                                                          "content_hash": content_hash})
+        write_samples(tmp / "train.parquet", train_table, meta)
+        write_samples(tmp / "val_images.parquet", val_table, meta)
+        write_table(tmp / "val_pairs.parquet", pair_table, {"dataset": "casia", "params_hash": params_hash,
+                                                            "content_hash": content_hash})
         atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
     build_dir(out_dir, write)
-    _log("casia", f"wrote {len(sources)} aligned faces of {len(kept_classes)} identities to {out_dir} "
-                  f"({len(quarantined)} quarantined)")
+    _log("casia", f"wrote {len(train_sources)} aligned faces of {len(train_classes)} training identities, "
+                  f"{len(val_sources)} of {len(held)} validation identities and {len(pairs)} validation pairs to "
+                  f"{out_dir} ({len(quarantined)} quarantined)")
     return manifest
+
+
+def _held_out_identities(root: Path, classes: list[int], fraction: float, rng: np.random.Generator) -> set[int]:
+    """``fraction`` of ``classes`` (at least MIN_VAL_IDENTITIES, rounded half up), the first of a permutation
+    drawn from ``rng``; at least MIN_TRAIN_IDENTITIES stay to train on."""
+    n_val = max(MIN_VAL_IDENTITIES, math.floor(fraction * len(classes) + 0.5))
+    if len(classes) - n_val < MIN_TRAIN_IDENTITIES:
+        raise ValueError(f"{root}: {len(classes)} identities have an aligned image; holding {n_val} out for "
+                         f"validation (val_fraction {fraction}, at least {MIN_VAL_IDENTITIES}) would leave fewer "
+                         f"than {MIN_TRAIN_IDENTITIES} to train on; expected at least "
+                         f"{MIN_VAL_IDENTITIES + MIN_TRAIN_IDENTITIES} identities")
+    return {classes[i] for i in rng.permutation(len(classes))[:n_val]}
+
+
+def verification_pairs(identity: list[int], rng: np.random.Generator, folds: int = VAL_FOLDS,
+                       per_fold: int = VAL_PAIRS_PER_FOLD) -> tuple[np.ndarray, dict[str, int]]:
+    """Pairs over images grouped by identity (``identity[i]`` of image i, equal values adjacent), laid out as
+    LFW's View 2: (left, right, same, fold) rows, fold by fold, each fold ``p`` matched pairs (two images of
+    one identity) then ``p`` mismatched (images of two identities).
+
+    The count per kind is T = min(matched available, mismatched available, folds * per_fold), cut to a
+    multiple of the folds used (min(folds, T)); each kind is drawn uniformly without replacement from all
+    its unordered pairs by ``rng`` (pairs are numbered, not listed: image u's partners after it are the rest
+    of its identity, or every later identity's images, so even a paper-size set draws in a moment).
+    Returns the rows (int64, left < right as image indices) and the counts for the manifest; raises when
+    fewer than two of either kind exist (two folds need one of each per fold)."""
+    ident = np.asarray(identity)
+    n = len(ident)
+    if n and np.any(ident[1:] < ident[:-1]):
+        raise ValueError("verification_pairs: images must be grouped by identity in ascending order")
+    ends = np.searchsorted(ident, ident, side="right")  # one past the last image of each image's identity
+    index = np.arange(n)
+    matched_after = ends - index - 1
+    mismatched_after = n - ends
+    available = {"available_matched": int(matched_after.sum()), "available_mismatched": int(mismatched_after.sum())}
+    per_kind = min(*available.values(), folds * per_fold)
+    if per_kind < 2:
+        raise ValueError(f"the {len(set(ident.tolist()))} validation identities ({n} images) give "
+                         f"{available['available_matched']} matched and {available['available_mismatched']} "
+                         "mismatched pairs; expected at least 2 of each (2 folds); raise val_fraction or use "
+                         "identities with more images")
+    used_folds = min(folds, per_kind)
+    p = per_kind // used_folds
+
+    def draw(after: np.ndarray, first_partner: np.ndarray) -> np.ndarray:
+        picks = rng.choice(int(after.sum()), size=p * used_folds, replace=False)
+        cum = np.cumsum(after)
+        u = np.searchsorted(cum, picks, side="right")
+        v = first_partner[u] + (picks - (cum[u] - after[u]))
+        return np.stack([u, v], axis=1)
+
+    matched = draw(matched_after, index + 1)
+    mismatched = draw(mismatched_after, ends)
+    rows = []
+    for k in range(used_folds):
+        block = slice(k * p, (k + 1) * p)
+        rows.append(np.column_stack([matched[block], np.ones(p, np.int64), np.full(p, k)]))
+        rows.append(np.column_stack([mismatched[block], np.zeros(p, np.int64), np.full(p, k)]))
+    counts = {"pairs": 2 * p * used_folds, "matched": p * used_folds, "mismatched": p * used_folds,
+              "folds": used_folds, "pairs_per_fold": 2 * p, **available}
+    return np.concatenate(rows).astype(np.int64), counts
 
 
 def prepare_lfw(root: Path, out_dir: Path, *, template: str = "112x96", landmarks: Path | None = None,
@@ -222,20 +343,28 @@ def prepare_lfw(root: Path, out_dir: Path, *, template: str = "112x96", landmark
     params = {"dataset": "lfw", "template": template, "version": PREPARE_IDENTITY_VERSION,
               **({"points": how} if how != "list" else {})}
     params_hash = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
+    images = to_table(_rows(sources, crops, None, "test", template))
+    pair_table = pa.table({"left": [p.left for p in kept_pairs], "right": [p.right for p in kept_pairs],
+                           "same": [p.same for p in kept_pairs], "fold": [p.fold for p in kept_pairs]},
+                          schema=PAIR_SCHEMA)
+    hasher = ContentHash(params)
+    hasher.add("images", images)
+    hasher.add("pairs", pair_table)
+    content_hash = hasher.hexdigest()
     manifest = {"dataset": "lfw", "template": template, "points": how, "detector_misses": len(misses),
                 "counts": {"images": len(sources), "pairs": len(kept_pairs),
                            "matched": sum(p.same for p in kept_pairs), "folds": len({p.fold for p in kept_pairs})},
+                "splits": {"images": {"rows": len(sources), "role": "test"},
+                           "pairs": {"rows": len(kept_pairs), "role": "test"}},
                 "quarantined_count": len(quarantined),
                 "quarantined": [{"source": q.source, "reason": q.reason} for q in quarantined],
-                "params": params, "params_hash": params_hash}
+                "params": params, "params_hash": params_hash, "content_hash": content_hash}
 
     def write(tmp: Path) -> None:
-        write_samples(tmp / "images.parquet", _rows(sources, crops, None, "test", template),
-                      _metadata("lfw", template, params_hash, {}))
-        table = pa.table({"left": [p.left for p in kept_pairs], "right": [p.right for p in kept_pairs],
-                          "same": [p.same for p in kept_pairs], "fold": [p.fold for p in kept_pairs]},
-                         schema=PAIR_SCHEMA)
-        write_table(tmp / "pairs.parquet", table)
+        write_samples(tmp / "images.parquet", images, _metadata("lfw", template, params_hash,
+                                                                {"content_hash": content_hash}))
+        write_table(tmp / "pairs.parquet", pair_table, {"dataset": "lfw", "params_hash": params_hash,
+                                                        "content_hash": content_hash})
         atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
     build_dir(out_dir, write)

@@ -91,3 +91,46 @@ def test_input_errors():
         tar_at_far([0.1, 0.2], [True, False], fars=(0.0,))
     with pytest.raises(ValueError, match="NaN"):
         best_threshold([np.nan], [True])
+
+
+def _pair_set(folder, images_name: str, pairs_name: str, pairs: list[tuple[str, str, bool, int]]) -> None:
+    """Four 2x2 crops, a_1 and a_2 dark (person a), b_1 and b_2 bright (person b), and the given pairs."""
+    import pyarrow as pa
+
+    from facebench.data.parquet import write_samples, write_table
+    from facebench.data.prepare_identity import PAIR_SCHEMA
+
+    ids = ["a_1", "a_2", "b_1", "b_2"]
+    n = len(ids)
+    rows = {"sample_id": ids, "image": [bytes([v] * 12) for v in (10, 20, 200, 210)], "height": [2] * n,
+            "width": [2] * n, "landmarks": [None] * n, "visible": [None] * n, "bbox": [None] * n, "norm": [None] * n,
+            "identity": [None] * n, "source": ids, "split": ["val"] * n, "pose": [None] * n, "pdb_copy": [0] * n}
+    meta = {"dataset": "toy", "num_landmarks": 5, "flip_permutation": [1, 0, 2, 4, 3], "normaliser": "none",
+            "params_hash": "p", "content_hash": "c", "crop_height": 2, "crop_width": 2, "image_encoding": "raw_rgb8"}
+    write_samples(folder / images_name, rows, meta)
+    left, right, same, fold = zip(*pairs)
+    write_table(folder / pairs_name, pa.table({"left": list(left), "right": list(right), "same": list(same),
+                                               "fold": list(fold)}, schema=PAIR_SCHEMA))
+
+
+def test_evaluate_pairs_reads_the_named_files(tmp_path):
+    """LFW's file names by default; CASIA's validation files when named. A dark/bright embedding tells the two
+    people apart, so both score 100% on their own pairs, and the pair counts show which files were read."""
+    from facebench.metrics.verification import evaluate_pairs
+
+    lfw = [("a_1", "a_2", True, 0), ("a_1", "b_1", False, 0), ("b_1", "b_2", True, 1), ("a_2", "b_2", False, 1)]
+    val = lfw + [("a_2", "a_1", True, 2), ("b_2", "a_1", False, 2)]
+    _pair_set(tmp_path, "images.parquet", "pairs.parquet", lfw)
+    _pair_set(tmp_path, "val_images.parquet", "val_pairs.parquet", val)
+
+    def embed(batch: np.ndarray) -> np.ndarray:
+        bright = batch.reshape(len(batch), -1).mean(1) > 128
+        return np.stack([bright, ~bright], axis=1).astype(np.float64)
+
+    default = evaluate_pairs(embed, tmp_path)
+    assert default["pairs"] == 4 and default["accuracy"] == 1.0 and len(default["fold_accuracies"]) == 2
+    named = evaluate_pairs(embed, tmp_path, images="val_images.parquet", pairs="val_pairs.parquet")
+    assert named["pairs"] == 6 and named["accuracy"] == 1.0 and len(named["fold_accuracies"]) == 3
+    _pair_set(tmp_path, "bad_images.parquet", "bad_pairs.parquet", [("a_1", "c_1", True, 0), ("a_1", "b_1", False, 1)])
+    with pytest.raises(ValueError, match=r"bad_pairs\.parquet: pairs name images not in bad_images\.parquet"):
+        evaluate_pairs(embed, tmp_path, images="bad_images.parquet", pairs="bad_pairs.parquet")
