@@ -21,6 +21,7 @@ the O-Net head's order.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from collections.abc import Callable
@@ -29,11 +30,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
-from facebench.atomic import build_dir
+from facebench.atomic import atomic_write_text, build_dir
 from facebench.data.formats.wider import Scene
+from facebench.data.images import read_image
+from facebench.data.parquet import ContentHash, write_table
 from facebench.losses.mtcnn import KIND_NAMES, LANDMARK, NEGATIVE, PART, POSITIVE
 from facebench.mtcnn.boxes import iou
 
@@ -157,9 +159,7 @@ def _side(boxes: np.ndarray) -> np.ndarray:
 
 
 def _rgb(scene: Scene) -> np.ndarray:
-    image = cv2.imread(str(scene.image_path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise FileNotFoundError(f"{scene.image_path}: image missing or unreadable (listed in the annotation file)")
+    image = read_image(scene.image_path)  # ImageError (a ValueError) naming the file and what is wrong
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
@@ -219,20 +219,29 @@ def build_split(scenes: list[Scene], stage: str, rng: np.random.Generator, negat
 def write_training_data(scenes_of: Callable[[str], list[Scene]], out_dir: Path, stage: str, seed: int,
                         negatives: int, per_face: int,
                         proposer: Callable[[list[np.ndarray], int], list[np.ndarray]] | None = None,
-                        splits: tuple[str, ...] = ("train", "val")) -> dict:
+                        splits: tuple[str, ...] = ("train", "val"), scenes_content_hash: str | None = None) -> dict:
     """``out_dir``/{train,val}.parquet and manifest.json for one stage, written whole or not at all.
 
-    ``scenes_of(split)`` gives a split's scenes (``load_scenes`` or ``read_scenes``); ``proposer(images, stage)`` gives the boxes the trained earlier stages propose (R-Net: P-Net's,
-    O-Net: P-Net's and R-Net's); P-Net's data needs none."""
+    ``scenes_of(split)`` gives a split's scenes (``load_scenes`` or ``read_scenes``): from a prepared WIDER
+    set, "train" and "val" are WIDER_train's training and held-out scenes, so no crop comes from the test
+    scenes (WIDER_val) the cascade is scored on. ``proposer(images, stage)`` gives the boxes the trained
+    earlier stages propose (R-Net: P-Net's, O-Net: P-Net's and R-Net's); P-Net's data needs none. The
+    manifest and each file's metadata carry the crops' content hash (``parquet.ContentHash``; its params
+    include ``scenes_content_hash``, the prepared scenes' own, when given)."""
     if stage not in STAGE_SIZE:
         raise ValueError(f"unknown MTCNN stage {stage!r}; expected one of {sorted(STAGE_SIZE)}")
     if stage != "pnet" and proposer is None:
         raise ValueError(f"{stage} training data mines the earlier stages' proposals: a proposer is required")
+    params = {"stage": stage, "seed": seed, "negatives": negatives, "per_face": per_face, "splits": list(splits),
+              "iou": [IOU_NEGATIVE, IOU_PART, IOU_POSITIVE], "mix_ratio": {KIND_NAMES[k]: v for k, v in MIX_RATIO.items()},
+              "mined": proposer is not None, "scenes_content_hash": scenes_content_hash}
     manifest: dict = {"stage": stage, "seed": seed, "iou": {
         "negative_below": IOU_NEGATIVE, "part_above": IOU_PART, "positive_above": IOU_POSITIVE},
-        "mix_ratio": {KIND_NAMES[k]: v for k, v in MIX_RATIO.items()}, "splits": {}}
+        "mix_ratio": {KIND_NAMES[k]: v for k, v in MIX_RATIO.items()}, "splits": {}, "params": params,
+        "params_hash": hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()}
 
     def write(tmp: Path) -> None:
+        tables = {}
         for index, split in enumerate(splits):
             scenes = scenes_of(split)
             rng = np.random.default_rng([seed, index, STAGE_SIZE[stage]])
@@ -240,16 +249,31 @@ def write_training_data(scenes_of: Callable[[str], list[Scene]], out_dir: Path, 
             if proposer is not None:
                 proposals = []
                 for i in range(0, len(scenes), 16):
-                    batch = [cv2.cvtColor(cv2.imread(str(s.image_path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+                    batch = [cv2.cvtColor(read_image(s.image_path), cv2.COLOR_BGR2RGB)
                              for s in scenes[i:i + 16]]
                     proposals += proposer(batch, 1 if stage == "rnet" else 2)
-            table, counts = build_split(scenes, stage, rng, negatives, per_face, proposals, f"{split}: ")
+            try:
+                table, counts = build_split(scenes, stage, rng, negatives, per_face, proposals, f"{split}: ")
+            except ValueError as exc:
+                raise ValueError(f"{stage} crops of the {split!r} scenes ({len(scenes)} scenes, "
+                                 f"{sum(len(sc.boxes) for sc in scenes)} faces): {exc}") from exc
             if proposals is not None:
                 counts["proposals"] = int(sum(len(p) for p in proposals))
-            pq.write_table(table, tmp / f"{split}.parquet")
+            tables[split] = table
             manifest["splits"][split] = counts
             print(f"[mtcnn data {stage}] {split}: {table.num_rows} crops {counts['kept']}", flush=True)
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        hasher = ContentHash(params)
+        for split in sorted(tables):
+            hasher.add(split, tables[split])
+        manifest["content_hash"] = hasher.hexdigest()
+        files = {}
+        for split, table in tables.items():
+            path = tmp / f"{split}.parquet"
+            write_table(path, table, {"stage": stage, "split": split, "params_hash": manifest["params_hash"],
+                                      "content_hash": manifest["content_hash"]})
+            files[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+        manifest["files"] = dict(sorted(files.items()))
+        atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=2) + "\n")
 
     build_dir(Path(out_dir), write)
     return manifest

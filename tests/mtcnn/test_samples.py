@@ -119,13 +119,19 @@ def test_prepared_scenes_round_trip_and_list_skipped_faces(scenes_root, tmp_path
     from facebench.data.formats.wider import load_scenes, prepare_scenes
 
     manifest = prepare_scenes(scenes_root, tmp_path / "prepared")
-    for split in ("train", "val"):
-        raw, back = read_scenes(scenes_root, split), load_scenes(tmp_path / "prepared", split, scenes_root)
-        assert [s.name for s in raw] == [s.name for s in back]
-        for a, b in zip(raw, back):
+    raw = {"train": read_scenes(scenes_root, "train"), "val": read_scenes(scenes_root, "val")}
+    back = {split: load_scenes(tmp_path / "prepared", split, scenes_root) for split in ("train", "val", "test")}
+    # val: one of the 6 WIDER_train scenes (0.6 rounds to 1); test: WIDER_val
+    assert len(back["val"]) == 1 and len(back["train"]) == 5
+    assert sorted(s.name for s in back["train"] + back["val"]) == sorted(s.name for s in raw["train"])
+    assert [s.name for s in back["test"]] == [s.name for s in raw["val"]]
+    by_name = {("train", s.name): s for s in raw["train"]} | {("val", s.name): s for s in raw["val"]}
+    for split, scenes in back.items():
+        for b in scenes:
+            a = by_name[("val" if split == "test" else "train", b.name)]
             assert np.allclose(a.boxes, b.boxes) and np.allclose(a.landmarks, b.landmarks, equal_nan=True)
-            assert b.image_path.is_file()
-        assert manifest["splits"][split]["faces"] == sum(len(s.boxes) for s in raw)
+            assert b.image_path == a.image_path and b.image_path.is_file()
+        assert manifest["splits"][split]["faces"] == sum(len(s.boxes) for s in scenes)
         assert manifest["splits"][split]["skipped_faces"] == 0
     gt = scenes_root / "wider_face_split" / "wider_face_val_bbx_gt.txt"
     lines = gt.read_text().splitlines()
@@ -138,8 +144,47 @@ def test_prepared_scenes_round_trip_and_list_skipped_faces(scenes_root, tmp_path
     shutil.copytree(scenes_root, bad)
     (bad / "wider_face_split" / "wider_face_val_bbx_gt.txt").write_text("\n".join(lines) + "\n")
     manifest = prepare_scenes(bad, tmp_path / "prepared_bad")
-    assert manifest["splits"]["val"]["skipped_faces"] == 1
-    assert manifest["splits"]["val"]["skipped"][0]["why"] == "zero width or height"
+    assert manifest["splits"]["test"]["skipped_faces"] == 1
+    assert manifest["splits"]["test"]["skipped"][0]["why"] == "zero width or height"
+
+
+def test_crops_from_prepared_scenes_never_touch_the_test_scenes(scenes_root, tmp_path):
+    """Train crops from the training scenes, validation crops from the held-out WIDER_train scenes, none from
+    WIDER_val (the test scenes); the crops' content hash is in the manifest and every file, and repeats."""
+    from facebench.data.formats.wider import load_scenes, prepare_scenes
+    from facebench.data.parquet import read_metadata
+
+    prepare_scenes(scenes_root, tmp_path / "prepared", val_fraction=0.4, seed=2)
+    scenes = {split: load_scenes(tmp_path / "prepared", split, scenes_root) for split in ("train", "val", "test")}
+    manifests = [write_training_data(lambda split: scenes[split], tmp_path / name, "pnet", seed=0, negatives=40,
+                                     per_face=20, scenes_content_hash="abc") for name in ("a", "b")]
+    for split in ("train", "val"):
+        table = pq.read_table(tmp_path / "a" / f"{split}.parquet")
+        assert set(table.column("source").to_pylist()) <= {s.name for s in scenes[split]}
+        assert read_metadata(tmp_path / "a" / f"{split}.parquet")["content_hash"] == manifests[0]["content_hash"]
+        assert (tmp_path / "a" / f"{split}.parquet").read_bytes() == (tmp_path / "b" / f"{split}.parquet").read_bytes()
+    # names repeat across WIDER_train and WIDER_val in the synthetic set: the crops' pixels tell them apart
+    val_rows = pq.read_table(tmp_path / "a" / "val.parquet").to_pylist()[:20]
+    val_scenes = {s.name: s for s in scenes["val"]}
+    for row in val_rows:
+        scene = val_scenes[row["source"]]
+        assert "WIDER_train" in str(scene.image_path)
+        image = cv2.cvtColor(cv2.imread(str(scene.image_path)), cv2.COLOR_BGR2RGB)
+        assert cut(image, np.asarray([row["crop_box"]], np.float64), 12)[0].tobytes() == row["image"]
+    assert manifests[0]["content_hash"] == manifests[1]["content_hash"]
+    assert manifests[0]["params"]["scenes_content_hash"] == "abc"
+    other = write_training_data(lambda split: scenes[split], tmp_path / "c", "pnet", seed=1, negatives=40, per_face=20)
+    assert other["content_hash"] != manifests[0]["content_hash"]
+
+
+def test_a_split_without_faces_is_named(scenes_root, tmp_path):
+    scenes = read_scenes(scenes_root, "train")
+    empty = [s for s in scenes if len(s.boxes) == 0] or [type(scenes[0])(scenes[0].image_path, scenes[0].name,
+                                                                          np.zeros((0, 4)), np.zeros((0, 5, 2)))]
+    with pytest.raises(ValueError, match=r"pnet crops of the 'val' scenes \(1 scenes, 0 faces\): no positive"):
+        write_training_data(lambda split: scenes if split == "train" else empty[:1], tmp_path / "x", "pnet", seed=0,
+                            negatives=10, per_face=5)
+    assert not (tmp_path / "x").exists()
 
 
 def test_candidate_cap_bounds_what_a_permissive_pnet_proposes():

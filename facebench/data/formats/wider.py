@@ -14,7 +14,9 @@ matched to one is neither a true nor a false positive). Easy ⊂ Medium ⊂ Hard
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,8 +24,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from facebench.atomic import build_dir
+from facebench.atomic import atomic_write_text, build_dir
 from facebench.data.formats import DatasetFormatError
+from facebench.data.parquet import ContentHash, read_metadata, write_table
 
 ATTRIBUTES = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
 ATTRIBUTE_RANGE = {"blur": 2, "expression": 1, "illumination": 1, "invalid": 1, "occlusion": 2, "pose": 1}
@@ -188,51 +191,129 @@ class Scene:
             self.face_ids = np.arange(len(self.boxes))
 
 
-def prepare_scenes(root: Path, out_dir: Path, splits: tuple[str, ...] = ("train", "val")) -> dict:
-    """A WIDER-layout root -> ``out_dir``/<split>.parquet, one row per image (its faces as x1, y1, x2, y2 and
-    their five points), and manifest.json. Faces of zero width or height (the official files have some) are
-    left out of the boxes, counted and listed by image, face and line; an image file that is missing is an
-    error naming it. Written whole or not at all."""
-    manifest: dict = {"format": "wider", "splits": {}}
+# Prepared scene splits -> (the WIDER split their images come from, what they are for). WIDER FACE's test
+# annotations are not public, so WIDER_val is our test set (the eval kit's keep lists name its faces), and
+# validation is a seeded share of the WIDER_train scenes, never used to train.
+SCENE_SPLITS = {"train": ("train", "train"), "val": ("train", "val"), "test": ("val", "test")}
+PREPARE_SCENES_VERSION = 2  # 2: val held out of WIDER_train, WIDER_val as test, image digests, content hash
+
+
+def prepare_scenes(root: Path, out_dir: Path, *, val_fraction: float = 0.1, seed: int = 0,
+                   name: str = "wider") -> dict:
+    """A WIDER-layout root -> ``out_dir``/{train,val,test}.parquet, one row per image (its faces as x1, y1,
+    x2, y2, their five points, their indices in the annotation file, the image file's sha256), and
+    manifest.json.
+
+    ``train`` is WIDER_train less the held-out scenes; ``val`` is ``val_fraction`` of the WIDER_train
+    scenes (at least one, rounded half up, at least one left to train), the first of a permutation of the
+    sorted scene names drawn with ``seed``; ``test`` is WIDER_val. Each file's metadata names the folder
+    its images live in (``images_dir``, read by ``load_scenes``) and carries the set's content hash
+    (``parquet.ContentHash``; with the images' digests it covers the pixels too). Faces of zero width or
+    height (the official files have some) are left out of the boxes, counted and listed by image, face
+    and line; an image file that is missing is an error naming it. Written whole or not at all."""
+    root = Path(root)
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"{name}: val_fraction is {val_fraction}; expected a fraction of the WIDER_train scenes "
+                         "strictly between 0 and 1")
+    raw = {}
+    for raw_split in ("train", "val"):
+        scenes, skipped = read_scenes(root, raw_split, with_skipped=True)
+        if not scenes:
+            raise ValueError(f"{root}/wider_face_split/wider_face_{raw_split}_bbx_gt.txt lists no image; expected the "
+                             f"scenes of WIDER_{raw_split} (our {'test' if raw_split == 'val' else 'train and val'} "
+                             "splits)")
+        missing = [sc.name for sc in scenes if not sc.image_path.is_file()]
+        if missing:
+            raise FileNotFoundError(f"{root}/WIDER_{raw_split}/images: {len(missing)} images of the annotation file "
+                                    f"are missing, e.g. {missing[:3]}")
+        raw[raw_split] = (scenes, skipped)
+    train_all, train_skipped = raw["train"]
+    held, val_entry = _held_out_scenes(name, [sc.name for sc in train_all], val_fraction, seed)
+    parts = {"train": ([sc for sc in train_all if sc.name not in held], train_skipped),
+             "val": ([sc for sc in train_all if sc.name in held], train_skipped),
+             "test": raw["val"]}
+    params = {"dataset": name, "format": "wider", "val_fraction": val_fraction, "seed": seed,
+              "version": PREPARE_SCENES_VERSION}
+    params_hash = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
+    tables = {split: _scene_table(scenes) for split, (scenes, _) in parts.items()}
+    hasher = ContentHash(params)
+    for split in sorted(tables):
+        hasher.add(split, tables[split])
+    content_hash = hasher.hexdigest()
+    manifest: dict = {"format": "wider", "dataset": name, "splits": {}, "val": val_entry, "params": params,
+                      "params_hash": params_hash, "content_hash": content_hash}
+    for split, (scenes, skipped) in parts.items():
+        raw_split, role = SCENE_SPLITS[split]
+        names = {sc.name for sc in scenes}
+        mine = [entry for entry in skipped if entry["image"] in names]
+        manifest["splits"][split] = {
+            "role": role, "images_dir": f"WIDER_{raw_split}/images", "images": len(scenes),
+            "faces": int(sum(len(sc.boxes) for sc in scenes)),
+            "faces_with_landmarks": int(sum(np.isfinite(sc.landmarks).all(axis=(1, 2)).sum() for sc in scenes)),
+            "zero_face_images": sum(len(sc.boxes) == 0 for sc in scenes),
+            "skipped_faces": len(mine), "skipped": mine}
+        print(f"[prepare {name}] {split} ({role}, WIDER_{raw_split}): {len(scenes)} images, "
+              f"{manifest['splits'][split]['faces']} faces, {len(mine)} degenerate faces skipped", flush=True)
+    manifest["counts"] = {split: entry["images"] for split, entry in manifest["splits"].items()}
 
     def write(tmp: Path) -> None:
-        for split in splits:
-            scenes, skipped = read_scenes(root, split, with_skipped=True)
-            missing = [s.name for s in scenes if not s.image_path.is_file()]
-            if missing:
-                raise FileNotFoundError(f"{root}/WIDER_{split}/images: {len(missing)} images of the annotation file "
-                                        f"are missing, e.g. {missing[:3]}")
-            table = pa.table({
-                "name": pa.array([s.name for s in scenes], type=pa.string()),
-                "boxes": pa.array([s.boxes.reshape(-1).tolist() for s in scenes], type=pa.list_(pa.float32())),
-                "landmarks": pa.array([s.landmarks.reshape(-1).tolist() for s in scenes], type=pa.list_(pa.float32())),
-                "face_ids": pa.array([s.face_ids.tolist() for s in scenes], type=pa.list_(pa.int32())),
-            })
-            pq.write_table(table, tmp / f"{split}.parquet")
-            manifest["splits"][split] = {"images": len(scenes), "faces": int(sum(len(s.boxes) for s in scenes)),
-                                         "faces_with_landmarks": int(sum(np.isfinite(s.landmarks).all(axis=(1, 2)).sum()
-                                                                         for s in scenes)),
-                                         "zero_face_images": sum(len(s.boxes) == 0 for s in scenes),
-                                         "skipped_faces": len(skipped), "skipped": skipped}
-            print(f"[prepare wider] {split}: {len(scenes)} images, {manifest['splits'][split]['faces']} faces, "
-                  f"{len(skipped)} degenerate faces skipped", flush=True)
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        files = {}
+        for split, table in tables.items():
+            raw_split, role = SCENE_SPLITS[split]
+            path = tmp / f"{split}.parquet"
+            write_table(path, table, {"dataset": name, "split": split, "role": role,
+                                      "images_dir": f"WIDER_{raw_split}/images", "params_hash": params_hash,
+                                      "content_hash": content_hash})
+            files[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+        manifest["files"] = dict(sorted(files.items()))
+        atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=2) + "\n")
 
     build_dir(Path(out_dir), write)
     return manifest
 
 
+def _held_out_scenes(name: str, scenes: list[str], fraction: float, seed: int) -> tuple[set[str], dict]:
+    """The WIDER_train scenes held out for validation and the manifest's account of the draw."""
+    ordered = sorted(scenes)
+    if len(ordered) < 2:
+        raise ValueError(f"{name}: WIDER_train has {len(ordered)} scene(s); holding validation scenes out needs at "
+                         "least 2 (one for val, one left to train on)")
+    n_val = min(len(ordered) - 1, max(1, math.floor(fraction * len(ordered) + 0.5)))
+    held = {ordered[i] for i in np.random.default_rng(seed).permutation(len(ordered))[:n_val]}
+    return held, {"fraction": fraction, "seed": seed, "unit": "scene", "from": "WIDER_train",
+                  "unit_definition": "one WIDER_train image with all its faces", "scenes": n_val,
+                  "train_scenes": len(ordered) - n_val}
+
+
+def _scene_table(scenes: list[Scene]) -> pa.Table:
+    return pa.table({
+        "name": pa.array([sc.name for sc in scenes], type=pa.string()),
+        "boxes": pa.array([sc.boxes.reshape(-1).tolist() for sc in scenes], type=pa.list_(pa.float32())),
+        "landmarks": pa.array([sc.landmarks.reshape(-1).tolist() for sc in scenes], type=pa.list_(pa.float32())),
+        "face_ids": pa.array([sc.face_ids.tolist() for sc in scenes], type=pa.list_(pa.int32())),
+        "image_sha256": pa.array([hashlib.sha256(sc.image_path.read_bytes()).hexdigest() for sc in scenes],
+                                 type=pa.string()),
+    })
+
+
 def load_scenes(prepared_dir: Path, split: str, raw_root: Path) -> list[Scene]:
-    """The scenes ``prepare_scenes`` wrote, with image paths under ``raw_root``."""
+    """The scenes of a split ``prepare_scenes`` wrote ("train", "val" or "test"), with image paths under
+    ``raw_root`` in the folder the file's metadata names (val's images are WIDER_train's, test's WIDER_val's)."""
     path = Path(prepared_dir) / f"{split}.parquet"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: prepared WIDER split not found (run `facebench prepare` on the dataset)")
+        raise FileNotFoundError(f"{path}: prepared WIDER split not found (run `facebench prepare` on the dataset; "
+                                f"splits: {sorted(SCENE_SPLITS)})")
+    try:
+        images_dir = read_metadata(path)["images_dir"]
+    except (ValueError, KeyError):
+        raise ValueError(f"{path}: no images_dir in the file's metadata; expected a scene index written by "
+                         "prepare_scenes (re-run `facebench prepare` on the dataset)") from None
     out = []
     for row in pq.read_table(path).to_pylist():
         boxes = np.asarray(row["boxes"], np.float64).reshape(-1, 4)
-        out.append(Scene(Path(raw_root) / f"WIDER_{split}" / "images" / row["name"], row["name"], boxes,
+        out.append(Scene(Path(raw_root) / images_dir / row["name"], row["name"], boxes,
                          np.asarray(row["landmarks"], np.float64).reshape(-1, 5, 2),
-                         np.asarray(row["face_ids"], np.int64) if "face_ids" in row else None))
+                         np.asarray(row["face_ids"], np.int64)))
     return out
 
 
