@@ -17,13 +17,16 @@ augmentation (rotation, scale, shift) widens that further.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import torch
 
-from facebench.data.parquet import RAW_RGB8, decode_crops, read_metadata, read_samples, write_samples
+from facebench.data.parquet import (RAW_RGB8, ContentHash, decode_crops, read_metadata, read_samples, to_table,
+                                    write_samples)
 from facebench.config import Paths, ResolvedExperiment
 from facebench.data.transforms import LandmarkBatchTransform, invert_affine, transform_points, warp_crops
 
@@ -99,11 +102,31 @@ def two_stage_predict(stage1: torch.nn.Module, stage2: torch.nn.Module, crops: t
 def recrop_split(src: Path, dst: Path, stage1: torch.nn.Module, stage1_input: int, stage1_key: str,
                  device: torch.device, out_size: int = STAGE2_SIZE, margin: float = STAGE2_MARGIN,
                  batch_size: int = 256) -> dict[str, float]:
+    """One prepared split re-cropped (``recrop_rows``) and written alone to ``dst``, its content hash over
+    that one split. Returns the mean stage-1 NME on the split and the row count."""
+    table, meta, summary = recrop_rows(src, stage1, stage1_input, stage1_key, device, out_size, margin, batch_size)
+    hasher = ContentHash(_recrop_params(meta, stage1_key, out_size, margin))
+    hasher.add(dst.stem, table)
+    write_samples(dst, table, {**meta, "content_hash": hasher.hexdigest()})
+    return summary
+
+
+def _recrop_params(source_meta: dict, stage1_key: str, out_size: int, margin: float,
+                   stage1_sha256: str | None = None) -> dict:
+    """What a re-cropped set is made from, for its content hash: the source set, stage 1, the geometry."""
+    return {"source_content_hash": source_meta.get("source_content_hash"), "stage1": stage1_key,
+            "stage1_sha256": stage1_sha256, "out_size": out_size, "margin": margin}
+
+
+def recrop_rows(src: Path, stage1: torch.nn.Module, stage1_input: int, stage1_key: str, device: torch.device,
+                out_size: int = STAGE2_SIZE, margin: float = STAGE2_MARGIN, batch_size: int = 256
+                ) -> tuple[pa.Table, dict, dict[str, float]]:
     """One prepared split re-cropped for stage 2 from stage 1's predictions; same schema, raw RGB crops.
 
     Ground-truth points and the normaliser go through the same similarity (so NMEs carry over);
-    the face box becomes the corrected box. Returns the mean stage-1 NME on the split (what stage 2
-    starts from) and the row count."""
+    the face box becomes the corrected box. Returns the rows, the file metadata (the source's, with
+    its content hash kept as ``source_content_hash``; the caller adds the new set's) and the mean
+    stage-1 NME on the split (what stage 2 starts from) with the row count."""
     meta = read_metadata(src)
     df = read_samples(src)
     size = int(meta["crop_size"])
@@ -136,11 +159,12 @@ def recrop_split(src: Path, dst: Path, stage1: torch.nn.Module, stage1_input: in
         "bbox": [b.tolist() for b in np.concatenate(out_box)],
         "norm": np.concatenate(out_norm).tolist(),
     }
+    source_hash = meta.pop("content_hash", None)
     meta = {**meta, "crop_size": out_size, "image_encoding": RAW_RGB8, "margin": margin, "stage1": stage1_key,
+            "source_content_hash": source_hash,
             "normaliser_definition": f"{meta.get('normaliser_definition', meta['normaliser'])}, times the "
                                      "stage-2 similarity's scale"}
-    write_samples(dst, rows, meta)
-    return {"rows": len(df), "stage1_nme": float(np.concatenate(stage1_nme).mean())}
+    return to_table(rows), meta, {"rows": len(df), "stage1_nme": float(np.concatenate(stage1_nme).mean())}
 
 
 def _nullable(column) -> list:
@@ -165,15 +189,31 @@ def recrop_experiment(exp: ResolvedExperiment, paths: Paths, device: torch.devic
     stage1 = CNN6(int(read_metadata(splits[0])["num_landmarks"]))
     stage1.load_state_dict(torch.load(weights, weights_only=True, map_location="cpu"))
     stage1.to(device)
+    stage1_sha256 = hashlib.sha256(weights.read_bytes()).hexdigest()
     summary: dict[str, dict[str, float]] = {}
+    # Every split in memory before writing: the set's content hash, in every file, covers them all.
+    made = {}
+    for src in splits:
+        made[src.stem] = recrop_rows(src, stage1, INPUT_SIZE, exp.stage1, device)
+        summary[src.stem] = made[src.stem][2]
+        print(f"[recrop {exp.key}] {src.stem}: {summary[src.stem]['rows']} faces, stage-1 NME "
+              f"{100 * summary[src.stem]['stage1_nme']:.2f}%", flush=True)
+    params = _recrop_params(made[splits[0].stem][1], exp.stage1, STAGE2_SIZE, STAGE2_MARGIN, stage1_sha256)
+    hasher = ContentHash({**params, "experiment": exp.key})
+    for stem in sorted(made):
+        hasher.add(stem, made[stem][0])
+    content_hash = hasher.hexdigest()
+    manifest = {"experiment": exp.key, "stage1": exp.stage1, "source": str(src_dir), "splits": summary,
+                "params": params, "content_hash": content_hash}
 
     def write(tmp: Path) -> None:
-        for src in splits:
-            summary[src.stem] = recrop_split(src, tmp / src.name, stage1, INPUT_SIZE, exp.stage1, device)
-            print(f"[recrop {exp.key}] {src.stem}: {summary[src.stem]['rows']} faces, stage-1 NME "
-                  f"{100 * summary[src.stem]['stage1_nme']:.2f}%", flush=True)
-        (tmp / "manifest.json").write_text(json.dumps({"experiment": exp.key, "stage1": exp.stage1,
-                                                       "source": str(src_dir), "splits": summary}, indent=2) + "\n")
+        files = {}
+        for stem, (table, meta, _) in made.items():
+            path = tmp / f"{stem}.parquet"
+            write_samples(path, table, {**meta, "content_hash": content_hash})
+            files[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+        manifest["files"] = dict(sorted(files.items()))
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
     build_dir(paths.training_data(exp), write)
-    return {"experiment": exp.key, "stage1": exp.stage1, "splits": summary}
+    return manifest

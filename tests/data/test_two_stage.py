@@ -101,7 +101,7 @@ def test_recrop_split_keeps_points_on_their_pixels_and_nme(tmp_path):
                      ("pdb_copy", 0)):
             rows[k].append(v)
     meta = {"dataset": "toy", "num_landmarks": 19, "flip_permutation": list(range(19)), "normaliser": "box_width",
-            "params_hash": "x", "crop_size": size, "image_encoding": RAW_RGB8}
+            "params_hash": "x", "content_hash": "source-hash", "crop_size": size, "image_encoding": RAW_RGB8}
     write_samples(tmp_path / "test.parquet", rows, meta)
 
     shift = torch.tensor([1.5, -1.0])
@@ -119,7 +119,9 @@ def test_recrop_split_keeps_points_on_their_pixels_and_nme(tmp_path):
     assert summary["rows"] == n
     assert summary["stage1_nme"] == pytest.approx(float(shift.norm()) / 50.0, rel=1e-4)
     out = read_samples(tmp_path / "out.parquet")
-    assert read_metadata(tmp_path / "out.parquet")["stage1"] == "toy_cnn6"
+    out_meta = read_metadata(tmp_path / "out.parquet")
+    assert out_meta["stage1"] == "toy_cnn6" and out_meta["source_content_hash"] == "source-hash"
+    assert len(out_meta["content_hash"]) == 64 and out_meta["content_hash"] != "source-hash"
     for i in range(n):
         img = np.frombuffer(out["image"][i], np.uint8).reshape(128, 128, 3)
         pts = np.asarray(out["landmarks"][i]).reshape(-1, 2)
