@@ -6,6 +6,11 @@ image. Geometry uses 0-based pixel centres: pixel i covers [i - 0.5, i + 0.5].
 
 Outside the image the crop is filled with black (``BORDER_CONSTANT`` 0): missing pixels stay
 visibly missing instead of being invented by edge replication.
+
+Validation: the papers train on the whole training split and report on the test splits (the Wing and
+AWing papers hold no validation set out), but choosing epochs or hyperparameters on a split the
+leaderboard calls test would leak it, so a seeded fraction of the training *images* becomes ``val``
+(every face of one picture on the same side, ``VAL_GROUPS``); PDB balances what is left.
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ import hashlib
 import json
 import math
 import os
+import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +31,13 @@ import cv2
 import numpy as np
 
 from facebench.atomic import atomic_write_text, build_dir
+from facebench.data.images import ImageError, read_image
 from facebench.data.landmark_layouts import W300_OUTER_EYE_CORNERS
-from facebench.data.parquet import RAW_RGB8, SAMPLE_SCHEMA, write_samples
+from facebench.data.parquet import RAW_RGB8, SAMPLE_SCHEMA, ContentHash, write_samples
 from facebench.data.pdb import PdbResult, pdb_resample
 from facebench.data.types import Quarantined, RawFace, ReadResult
 
-PREPARE_VERSION = 2  # bump when the output of the same params changes
+PREPARE_VERSION = 3  # bump when the output of the same params changes (3: the val split, the content hash)
 NORMALISERS = {
     "inter_ocular": "distance between 0-based landmarks 36 and 45 (300-W outer eye corners), crop pixels",
     "box_width": "width of the dataset's face box (AFLW-Full: right - left of AFLWinfo.bbox), crop pixels",
@@ -39,6 +46,32 @@ NORMALISERS = {
 # Derived test splits: name -> the reader splits it unites (written only when all are present).
 UNIONS = {"full": ("common", "challenging")}
 CHUNK_ROWS = 1024
+VAL_SPLIT = "val"
+# 300-W stores a picture holding several faces once per face, as <stem>_1, <stem>_2, ... (datasets.md §1.1;
+# afw, helen, ibug); lfpw's image_0001 and 300W's indoor_001 are zero-padded numbers, not face suffixes.
+_W300_FACE_SUFFIX = re.compile(r"^(?P<picture>.+)_[1-9][0-9]?$")
+
+
+def _same_path(source: str) -> str:
+    return source
+
+
+def _w300_picture(source: str) -> str:
+    """``helen/trainset/100032540_2.jpg`` -> ``helen/trainset/100032540``: the picture a 300-W face file copies."""
+    folder, _, name = source.rpartition("/")
+    stem = name.rsplit(".", 1)[0]
+    match = _W300_FACE_SUFFIX.match(stem)
+    picture = match.group("picture") if match else stem
+    return f"{folder}/{picture}" if folder else picture
+
+
+# How faces are grouped into the images held out together for validation: name -> (key of a face's
+# source path, what a unit is, for the manifest).
+VAL_GROUPS: dict[str, tuple[Callable[[str], str], str]] = {
+    "image": (_same_path, "image file (every face of one file on the same side)"),
+    "w300_picture": (_w300_picture, "picture: the 300-W files <stem>_1, <stem>_2, ... of one folder are copies of "
+                                    "one picture (one per face) and stay on the same side"),
+}
 
 
 def crop_matrix(bbox: np.ndarray, margin: float, crop_size: int) -> np.ndarray:
@@ -104,10 +137,10 @@ class _Crop:
 
 def _prepare_face(face: RawFace, sample_id: str, crop_size: int, margin: float, normaliser: str) -> _Crop | Quarantined:
     """Crop one face; a problem only visible now (image gone bad, zero normaliser) quarantines it."""
-    image = cv2.imread(str(face.image_path), cv2.IMREAD_COLOR)
-    if image is None:
-        return Quarantined(face.source, "cv2.imread could not decode the image at preparation; "
-                                        "expected a readable image")
+    try:
+        image = read_image(face.image_path)  # strict: a truncated file is refused, not half-decoded
+    except ImageError as exc:
+        return Quarantined(face.source, f"{exc.reason} (at preparation)")
     points = np.asarray(face.landmarks, dtype=np.float64)
     if face.bbox is None:
         lo, hi = points.min(axis=0), points.max(axis=0)
@@ -129,14 +162,21 @@ def _prepare_face(face: RawFace, sample_id: str, crop_size: int, margin: float, 
 
 def prepare_landmark_dataset(name: str, reader_result: ReadResult, out_dir: Path, *, crop_size: int, margin: float,
                              pdb_bins: int | None, pdb_component: int | None, flip_permutation: list[int],
-                             normaliser: str, seed: int) -> dict[str, Any]:
+                             normaliser: str, seed: int, val_fraction: float = 0.1, val_group: str = "image",
+                             expected_splits: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Write ``out_dir``/<split>.parquet and manifest.json; return the manifest.
 
     Splits are the reader's ("train", "common", "challenging", "private" / "train", "test") plus
-    "full" = common + challenging and "frontal" = test faces with every point visible. With
-    ``pdb_bins`` set, train.parquet carries each face's pose |b| and train_pdb.parquet is the PDB
-    training list: every original (pdb_copy 0) followed by its duplicates (pdb_copy k, sample_id
-    suffix ``#pdbK``). ``seed`` only enters the params hash: preparation draws no random numbers.
+    "full" = common + challenging and "frontal" = test faces with every point visible, and "val":
+    ``val_fraction`` of the reader's training images (at least one, rounded half up), grouped by
+    ``val_group`` (``VAL_GROUPS``) and drawn by a permutation of the sorted groups from ``seed``;
+    "train" keeps the other images, in reader order. With ``pdb_bins`` set, train.parquet carries
+    each face's pose |b| and train_pdb.parquet is the PDB training list built from that "train" only:
+    every original (pdb_copy 0) followed by its duplicates (pdb_copy k, sample_id suffix ``#pdbK``).
+
+    ``expected_splits`` maps each split the dataset must have to where it comes from (a folder, a
+    file): one with no usable face is an error naming both, never a silently missing file. The
+    manifest and every file's metadata carry the set's ``content_hash`` (``parquet.ContentHash``).
     The whole folder is built beside ``out_dir`` and swapped in at the end, so a failure never
     leaves partial output.
     """
@@ -154,17 +194,35 @@ def prepare_landmark_dataset(name: str, reader_result: ReadResult, out_dir: Path
         raise ValueError(f"{name}: flip_permutation must be a permutation of 0..{num_landmarks - 1}")
     if normaliser == "inter_ocular" and num_landmarks != 68:
         raise ValueError(f"{name}: inter_ocular needs the 68-point markup, faces have {num_landmarks} points")
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"{name}: val_fraction is {val_fraction}; expected a fraction of the training images "
+                         "strictly between 0 and 1")
+    if val_group not in VAL_GROUPS:
+        raise ValueError(f"{name}: unknown val_group {val_group!r}; expected one of {sorted(VAL_GROUPS)}")
+    if any(f.split == VAL_SPLIT for f in faces):
+        raise ValueError(f"{name}: the reader returned a split named {VAL_SPLIT!r}; that name is reserved for the "
+                         "validation images held out of train")
+    expected = dict(expected_splits or {})
+    _check_expected(name, expected, {f.split for f in faces}, "the reader found no face there", reader_result)
 
     params = {"dataset": name, "crop_size": crop_size, "margin": margin, "pdb_bins": pdb_bins,
               "pdb_component": pdb_component, "flip_permutation": list(flip_permutation),
-              "normaliser": normaliser, "seed": seed, "version": PREPARE_VERSION}
+              "normaliser": normaliser, "seed": seed, "val_fraction": val_fraction, "val_group": val_group,
+              "version": PREPARE_VERSION}
     params_hash = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
 
     crops, quarantined = _crop_all(name, faces, crop_size, margin, normaliser)
     by_split: dict[str, list[_Crop]] = {}
     for c in crops:
         by_split.setdefault(c.face.split, []).append(c)
+    _check_expected(name, expected, set(by_split), "every face found there was quarantined at cropping",
+                    reader_result)
     _check_unique_ids(name, by_split)
+    if "train" not in by_split:
+        raise ValueError(f"{name}: no usable training face; expected a 'train' split to hold validation images "
+                         "out of")
+    by_split["train"], by_split[VAL_SPLIT], val_manifest = hold_out_images(
+        name, by_split["train"], val_fraction, seed, val_group)
 
     pdb: PdbResult | None = None
     if pdb_bins is not None:
@@ -174,27 +232,34 @@ def prepare_landmark_dataset(name: str, reader_result: ReadResult, out_dir: Path
         pdb = pdb_resample(np.stack([c.face.landmarks for c in train]), pdb_bins, pdb_component)
 
     outputs = _outputs(by_split, pdb)
+    hasher = ContentHash(params)
+    for stem, rows in sorted(outputs.items()):
+        hasher.add(stem, _chunks(rows, _split_name(stem), crop_size))
+    content_hash = hasher.hexdigest()
 
     metadata = {"dataset": name, "num_landmarks": num_landmarks, "flip_permutation": list(flip_permutation),
                 "normaliser": normaliser, "normaliser_definition": NORMALISERS[normaliser],
-                "params_hash": params_hash, "crop_size": crop_size, "margin": margin, "image_encoding": RAW_RGB8}
+                "params_hash": params_hash, "content_hash": content_hash, "crop_size": crop_size, "margin": margin,
+                "image_encoding": RAW_RGB8}
     all_quarantined = ([{"stage": "read", "source": q.source, "reason": q.reason} for q in reader_result.quarantined]
                        + [{"stage": "prepare", "source": q.source, "reason": q.reason} for q in quarantined])
     manifest: dict[str, Any] = {
         "dataset": name, "num_landmarks": num_landmarks,
         "counts": {stem: len(rows) for stem, rows in sorted(outputs.items())},
+        "splits": {stem: {"rows": len(rows), "role": _role(stem), "from": _origin(stem, expected)}
+                   for stem, rows in sorted(outputs.items())},
+        "val": val_manifest,
         "faces_read": len(faces), "quarantined_count": len(all_quarantined), "quarantined": all_quarantined,
         "pdb": (pdb.manifest() | {"bins": pdb_bins}) if pdb is not None else None,
         "normaliser": normaliser, "normaliser_definition": NORMALISERS[normaliser],
-        "params": params, "params_hash": params_hash,
+        "params": params, "params_hash": params_hash, "content_hash": content_hash,
     }
 
     def write(tmp: Path) -> None:
         files = {}
         for stem, rows in sorted(outputs.items()):
-            split_name = "train" if stem == "train_pdb" else stem
             path = tmp / f"{stem}.parquet"
-            write_samples(path, _chunks(rows, split_name, crop_size), metadata)
+            write_samples(path, _chunks(rows, _split_name(stem), crop_size), metadata)
             files[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
         manifest["files"] = files
         atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -205,6 +270,61 @@ def prepare_landmark_dataset(name: str, reader_result: ReadResult, out_dir: Path
 
 
 _Row = tuple[_Crop, float | None, int]  # (crop, pose |b| or None, pdb_copy)
+
+
+def hold_out_images(name: str, train: list[_Crop], fraction: float, seed: int, group: str
+                    ) -> tuple[list[_Crop], list[_Crop], dict[str, Any]]:
+    """(train, val, manifest entry): ``fraction`` of the training images, at least one, rounded half up,
+    held out whole. Images (``VAL_GROUPS[group]`` keys of the faces' sources) are sorted, then permuted by
+    ``numpy.random.default_rng(seed)``; the first n are validation. Both lists keep the input order, so
+    equal inputs and seed give equal splits."""
+    key, unit = VAL_GROUPS[group]
+    groups = sorted({key(c.face.source) for c in train})
+    if len(groups) < 2:
+        raise ValueError(f"{name}: the train split has {len(groups)} image(s); holding validation images out "
+                         "needs at least 2 (one for val, one left to train on)")
+    n_val = min(len(groups) - 1, max(1, math.floor(fraction * len(groups) + 0.5)))
+    held = {groups[i] for i in np.random.default_rng(seed).permutation(len(groups))[:n_val]}
+    kept = [c for c in train if key(c.face.source) not in held]
+    val = [c for c in train if key(c.face.source) in held]
+    return kept, val, {"fraction": fraction, "seed": seed, "unit": group, "unit_definition": unit,
+                       "from_split": "train", "images": n_val, "train_images": len(groups) - n_val,
+                       "faces": len(val), "train_faces": len(kept)}
+
+
+def _split_name(stem: str) -> str:
+    """The ``split`` column of a file: train_pdb rows are training rows."""
+    return "train" if stem == "train_pdb" else stem
+
+
+def _role(stem: str) -> str:
+    """What a file is for: training, validation (model selection), or test (reported once, at the end)."""
+    return {"train": "train", "train_pdb": "train", VAL_SPLIT: "val"}.get(stem, "test")
+
+
+def _origin(stem: str, expected: Mapping[str, str]) -> str:
+    if stem == VAL_SPLIT:
+        return "held out of the reader's train split (see val)"
+    if stem == "train_pdb":
+        return "PDB resampling of train"
+    if stem in UNIONS:
+        return " + ".join(UNIONS[stem])
+    if stem == "frontal":
+        return "test faces with every landmark visible"
+    return expected.get(stem, f"the reader's {stem!r} split")
+
+
+def _check_expected(name: str, expected: Mapping[str, str], present: set[str], why: str,
+                    reader_result: ReadResult) -> None:
+    """An expected split without a face is an error naming the split and where it should come from."""
+    empty = [split for split in expected if split not in present]
+    if not empty:
+        return
+    shown = [f"{q.source}: {q.reason}" for q in reader_result.quarantined[:3]]
+    raise ValueError(f"{name}: split {empty[0]!r} is empty ({why}); expected faces from {expected[empty[0]]}"
+                     + (f"; other empty splits: {empty[1:]}" if len(empty) > 1 else "")
+                     + f" ({len(reader_result.quarantined)} inputs quarantined while reading"
+                     + (f", e.g. {shown}" if shown else "") + ")")
 
 
 def _outputs(by_split: dict[str, list[_Crop]], pdb: PdbResult | None) -> dict[str, list[_Row]]:

@@ -67,13 +67,41 @@ def prepare_dataset(params: Params, name: str, paths: Paths) -> dict[str, Any]:
     if cfg.format == "wider":  # detection scenes: an index of images, faces and five points
         from facebench.data.formats.wider import prepare_scenes
 
-        return prepare_scenes(dataset_root(paths, name, cfg), paths.prepared(name))
+        return prepare_scenes(dataset_root(paths, name, cfg), paths.prepared(name), val_fraction=cfg.val_fraction,
+                              seed=cfg.seed)
+    root = dataset_root(paths, name, cfg)
     result = read_dataset(params, name, paths)
     flip = W300_FLIP if cfg.format == "w300" else AFLW19_FLIP
     return prepare_landmark_dataset(
         name, result, paths.prepared(name), crop_size=cfg.crop_size, margin=cfg.margin,
         pdb_bins=cfg.pdb_bins, pdb_component=cfg.pdb_component, flip_permutation=list(flip),
-        normaliser=cfg.normaliser, seed=cfg.seed)
+        normaliser=cfg.normaliser, seed=cfg.seed, val_fraction=cfg.val_fraction,
+        val_group="w300_picture" if cfg.format == "w300" else "image",
+        expected_splits=expected_landmark_splits(cfg.format, root))
+
+
+def expected_landmark_splits(fmt: str, root) -> dict[str, str]:
+    """The splits a landmark set must have, each with where its faces come from (for the error that an
+    empty one raises): 300-W's train, common and challenging folders (and private when its folders exist),
+    AFLW-Full's train and test lists."""
+    from pathlib import Path
+
+    root = Path(root)
+    if fmt == "w300":
+        from facebench.data.formats.w300 import SETS
+
+        folders: dict[str, list[str]] = {}
+        for folder, split, _ in SETS:
+            if split != "private" or (root / folder).is_dir():
+                folders.setdefault(split, []).append(f"{root / folder}/")
+        return {split: " and ".join(found) for split, found in folders.items()}
+    if fmt == "aflw_full":
+        from facebench.data.formats.aflw import MAT_NAME
+
+        mat = root / MAT_NAME
+        return {"train": f"{mat} (the training entries of ra)", "test": f"{mat} (the test entries of ra, after "
+                                                                         "the training count)"}
+    raise ConfigError(f"no expected splits for format {fmt!r}")
 
 
 def _prepare_identity_dataset(cfg, name: str, paths: Paths) -> dict[str, Any]:
@@ -89,7 +117,8 @@ def _prepare_identity_dataset(cfg, name: str, paths: Paths) -> dict[str, Any]:
         detector = MTCNNDetector()
     if cfg.format == "casia":
         exclude = LFW_OVERLAP_IDS if cfg.exclude is None else cfg.exclude
-        return prepare_casia(root, paths.prepared(name), template=cfg.template, exclude=exclude, detector=detector)
+        return prepare_casia(root, paths.prepared(name), template=cfg.template, exclude=exclude, detector=detector,
+                             val_fraction=cfg.val_fraction, seed=cfg.seed)
     return prepare_lfw(root, paths.prepared(name), template=cfg.template, detector=detector)
 
 
@@ -104,6 +133,7 @@ def mtcnn_training_data(params: Params, experiment: str, paths: Paths, device: s
     mine the proposals of the trained earlier stages (models/<stage>/model.pt)."""
     from facebench.config import resolve_experiment
     from facebench.data.formats.wider import load_scenes
+    from facebench.data.parquet import read_metadata
     from facebench.mtcnn.samples import write_training_data
 
     exp = resolve_experiment(params, experiment)
@@ -123,7 +153,14 @@ def mtcnn_training_data(params: Params, experiment: str, paths: Paths, device: s
         detector.max_candidates = MINING_MAX_CANDIDATES
         proposer = detector.proposals
     raw_root = dataset_root(paths, exp.dataset, cfg)
-    return write_training_data(lambda split: load_scenes(paths.prepared(exp.dataset), split, raw_root),
+    # Crops from WIDER_train's training scenes ("train") and its held-out ones ("val"), none from the test
+    # scenes (WIDER_val) the cascade is scored on.
+    prepared = paths.prepared(exp.dataset)
+    if not (prepared / "train.parquet").is_file():
+        raise FileNotFoundError(f"{prepared / 'train.parquet'}: prepared WIDER scenes not found (run "
+                                f"`facebench prepare {exp.dataset}`)")
+    return write_training_data(lambda split: load_scenes(prepared, split, raw_root),
                                paths.mtcnn_data(experiment), exp.model, seed=params.seed * 1000 + cfg.seed,
                                negatives=settings.negatives_per_scene, per_face=settings.crops_per_face,
-                               proposer=proposer)
+                               proposer=proposer, splits=("train", "val"),
+                               scenes_content_hash=read_metadata(prepared / "train.parquet")["content_hash"])
