@@ -109,6 +109,12 @@ def test_missing_root_or_mat_raise(tmp_path):
         read_aflw_full(tmp_path)
 
 
+def _cut(path: Path) -> None:
+    """Cut a file short on disk, as an interrupted download leaves it."""
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+
+
 def _set_value(fields, row, col, value):
     fields["data"][row, col] = value
 
@@ -118,6 +124,9 @@ BAD = {
                       "data/flickr/2/image00004.jpg", "record 1 (0-based row): image file not found"),
     "unreadable image": (lambda root, f: (root / "data/flickr/2/image00004.jpg").write_bytes(b"\x89PNG broken"),
                          "data/flickr/2/image00004.jpg", "cv2.imread could not decode"),
+    "truncated image": (lambda root, f: _cut(root / "data/flickr/2/image00004.jpg"), "data/flickr/2/image00004.jpg",
+                        "record 1 (0-based row): truncated JPEG: no end-of-image marker (FF D9); "
+                        "expected a complete JPEG file"),
     "nan": (lambda root, f: _set_value(f, 1, 19 + 4, np.nan),
             "AFLWinfo_release.mat#1", "data/flickr/2/image00004.jpg: point 4 has a non-finite coordinate"),
     "inf": (lambda root, f: _set_value(f, 1, 2, np.inf), "AFLWinfo_release.mat#1", "non-finite"),
@@ -132,7 +141,7 @@ BAD = {
 def test_bad_records_are_quarantined(tmp_path, case):
     damage, source, words = BAD[case]
     fields = mat_fields()
-    if case in ("missing image", "unreadable image"):
+    if case in ("missing image", "unreadable image", "truncated image"):
         make_set(tmp_path, fields)
         damage(tmp_path, fields)
     else:
@@ -144,3 +153,13 @@ def test_bad_records_are_quarantined(tmp_path, case):
     q = result.quarantined[0]
     assert q.source == source
     assert words in q.reason
+    assert str(tmp_path) not in q.reason  # paths relative to the dataset root only
+
+
+def test_missing_image_reason_holds_no_absolute_path(tmp_path):
+    make_set(tmp_path)
+    (tmp_path / "data/flickr/2/image00004.jpg").unlink()
+    q = read_aflw_full(tmp_path, n_train=3).quarantined
+    assert [(x.source, x.reason) for x in q] == [
+        ("data/flickr/2/image00004.jpg",
+         "record 1 (0-based row): image file not found; expected it under the dataset root")]

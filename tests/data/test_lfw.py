@@ -75,7 +75,7 @@ def test_read_lfw_quarantines_pairs_with_missing_images(tmp_path):
             (tmp_path / rel).write_bytes(b"jpg")
     res = read_lfw(tmp_path)
     assert len(res.pairs) == 7 and [q.source for q in res.quarantined] == ["pairs.txt#5"]
-    assert "John_Doe/John_Doe_0012.jpg" in res.quarantined[0].reason
+    assert res.quarantined[0].reason == "image(s) ['John_Doe/John_Doe_0012.jpg'] not found under the dataset root"
     assert [p.fold for p in res.pairs] == [0, 0, 0, 1, 1, 1, 1]  # folds keep their blocks
 
 

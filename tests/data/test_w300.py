@@ -146,6 +146,12 @@ def _corrupt_image(folder: Path, stem: str) -> None:
     (folder / f"{stem}.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a jpeg")
 
 
+def _cut(path: Path, keep: float = 0.6) -> None:
+    """Cut a file short on disk, as an interrupted download leaves it."""
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * keep)])
+
+
 def _far_points() -> str:
     pts = face_points()
     pts[10] = (64 * 1.6, 20.0)  # 1-based x 102.4 -> 0-based 101.4; the image is 64 wide, limit 64 * 1.5 - 1
@@ -154,7 +160,13 @@ def _far_points() -> str:
 
 BAD = {
     "missing image": (lambda d: (d / "bad.jpg").unlink(), "bad.pts", "image missing; expected bad.jpg"),
-    "unreadable image": (lambda d: _corrupt_image(d, "bad"), "bad.jpg", "cv2.imread could not decode"),
+    "unreadable image": (lambda d: (d / "bad.jpg").write_bytes(b"not an image at all"), "bad.jpg",
+                         "cv2.imread could not decode the image; expected a readable JPEG or PNG"),
+    "JPEG header only": (lambda d: _corrupt_image(d, "bad"), "bad.jpg",
+                         "truncated JPEG: no end-of-image marker (FF D9); expected a complete JPEG file"),
+    "truncated JPEG": (lambda d: _cut(d / "bad.jpg"), "bad.jpg",
+                       "truncated JPEG: no end-of-image marker (FF D9); expected a complete JPEG file"),
+    "empty image": (lambda d: (d / "bad.jpg").write_bytes(b""), "bad.jpg", "empty file (0 bytes); expected an image"),
     "no braces": (lambda d: (d / "bad.pts").write_text("version: 1\nn_points:  68\n1 2\n"),
                   "bad.pts", "line 3"),
     "non-numeric": (lambda d: (d / "bad.pts").write_text(pts_text(face_points()).replace("14.000000", "1x.0", 1)),
@@ -185,6 +197,15 @@ def test_bad_inputs_are_quarantined_with_the_file_named(tmp_path, case):
     q = result.quarantined[0]
     assert q.source == f"helen/trainset/{file_name}"
     assert reason in q.reason
+
+
+def test_truncated_png_is_quarantined(tmp_path):
+    make_tree(tmp_path)
+    _cut(tmp_path / "lfpw" / "trainset" / "face_2.png")
+    result = read_w300(tmp_path)
+    assert [(q.source, q.reason) for q in result.quarantined] == [
+        ("lfpw/trainset/face_2.png", "truncated PNG: the file ends before its IEND chunk; expected a complete PNG file")]
+    assert "lfpw/trainset/face_2.png" not in [f.source for f in result.faces]
 
 
 def test_image_without_annotation_is_quarantined(tmp_path):

@@ -6,11 +6,6 @@ A reader quarantines single bad inputs (see ``facebench.data.types.Quarantined``
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-
-import cv2
 import numpy as np
 
 # A landmark may sit outside the image (faces cut by the border), but not by more than this
@@ -24,22 +19,6 @@ class DatasetFormatError(ValueError):
     The message names the path and what was expected, so a wrong ``root:`` in params.yaml is
     obvious from the error alone.
     """
-
-
-def image_sizes(paths: list[Path]) -> dict[Path, tuple[int, int] | None]:
-    """(height, width) of each image, or None where OpenCV cannot decode it.
-
-    Decoding the whole file is the only reliable test of a corrupt image; OpenCV releases the GIL
-    while decoding, so a thread pool makes this parallel.
-    """
-    unique = sorted(set(paths))
-
-    def size(path: Path) -> tuple[int, int] | None:
-        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        return None if img is None else (int(img.shape[0]), int(img.shape[1]))
-
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        return dict(zip(unique, pool.map(size, unique)))
 
 
 def landmark_problem(points: np.ndarray, size: tuple[int, int]) -> str | None:

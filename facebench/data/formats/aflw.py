@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from facebench.data.formats import DatasetFormatError, image_sizes, landmark_problem
+from facebench.data.formats import DatasetFormatError, landmark_problem
+from facebench.data.images import image_sizes
 from facebench.data.types import Quarantined, RawFace, ReadResult
 
 MAT_NAME = "AFLWinfo_release.mat"
@@ -82,9 +83,9 @@ def read_aflw_full(root: Path, frontal_only: bool = False, n_train: int | None =
     sizes = image_sizes(list(present))
     for row, face in list(faces_by_row.items()):
         if face.image_path not in present:
-            problem, source = f"image file not found; expected {face.source} under {root}", face.source
-        elif sizes[face.image_path] is None:
-            problem, source = "cv2.imread could not decode the image; expected a readable .jpg", face.source
+            problem, source = "image file not found; expected it under the dataset root", face.source
+        elif isinstance(sizes[face.image_path], str):  # the reason the image cannot be used
+            problem, source = sizes[face.image_path], face.source
         else:
             problem = landmark_problem(face.landmarks, sizes[face.image_path])
             source = f"{MAT_NAME}#{row}"

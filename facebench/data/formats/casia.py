@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from facebench.data.formats import DatasetFormatError, image_sizes
+from facebench.data.formats import DatasetFormatError
+from facebench.data.images import image_sizes
 from facebench.data.types import Quarantined
 
 LFW_OVERLAP_IDS = ("0166921", "1056413", "1193098")  # CASIA identities also in LFW (SphereFace get_list.m)
@@ -80,9 +81,9 @@ def read_casia(root: str | Path, exclude: Iterable[str] = (), check_images: bool
     if check_images:
         sizes = image_sizes([p for _, paths in per_identity for p in paths])
         for name, paths in per_identity:
-            for p in [p for p in paths if sizes[p] is None]:
-                result.quarantined.append(Quarantined(f"{name}/{p.name}", "cv2.imread could not decode the image"))
-            paths[:] = [p for p in paths if sizes[p] is not None]
+            for p in [p for p in paths if isinstance(sizes[p], str)]:
+                result.quarantined.append(Quarantined(f"{name}/{p.name}", sizes[p]))
+            paths[:] = [p for p in paths if not isinstance(sizes[p], str)]
 
     for name, paths in per_identity:
         if not paths:

@@ -121,7 +121,8 @@ def read_lfw(root: str | Path, pairs_path: str | Path | None = None) -> LfwReadR
     for p in pairs:
         missing = [rel for rel in (p.left, p.right) if not (root / rel).is_file()]
         if missing:
-            result.quarantined.append(Quarantined(f"pairs.txt#{p.line}", f"image(s) {missing} not found under {root}"))
+            result.quarantined.append(Quarantined(f"pairs.txt#{p.line}",
+                                                  f"image(s) {missing} not found under the dataset root"))
         else:
             result.pairs.append(p)
     if not result.pairs:

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from facebench.data.formats import DatasetFormatError, image_sizes, landmark_problem
+from facebench.data.formats import DatasetFormatError, landmark_problem
+from facebench.data.images import image_sizes
 from facebench.data.types import Quarantined, RawFace, ReadResult
 
 NUM_POINTS = 68
@@ -160,9 +161,8 @@ def read_w300(root: Path) -> ReadResult:
     sizes = image_sizes([c.image_path for c in candidates])
     for c in candidates:
         size = sizes[c.image_path]
-        if size is None:
-            result.quarantined.append(Quarantined(c.image_rel, "cv2.imread could not decode the image; "
-                                                               "expected a readable .jpg or .png"))
+        if isinstance(size, str):  # the reason the image cannot be used
+            result.quarantined.append(Quarantined(c.image_rel, size))
             continue
         problem = landmark_problem(c.points, size)
         if problem is not None:
