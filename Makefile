@@ -18,6 +18,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0 || $(PY) -m pip install -q "torch>=2.11"
 	$(PY) -m pip install -q -e '.[test]'
+	# test-only peer: the reference MTCNN for tests/mtcnn/test_parity.py (no deps: its torchvision is stood in)
+	$(PY) -m pip install -q --no-deps facenet-pytorch==2.6.0
 	touch $@
 
 repro: setup
