@@ -131,3 +131,34 @@ def test_recrop_split_keeps_points_on_their_pixels_and_nme(tmp_path):
         assert abs(eyes[0, 1] - eyes[1, 1]) < 1e-3  # the (shifted) stage-1 eye line was horizontal: GT's too
         gt_span = np.linalg.norm(gts[i][10] - gts[i][7])
         assert out["norm"][i] / 50.0 == pytest.approx(np.linalg.norm(eyes[1] - eyes[0]) / gt_span, rel=1e-4)
+
+
+def test_recrop_experiment_rewrites_every_split_under_one_content_hash(smoke_project, tmp_path):
+    """A two-stage row's set: every prepared split it reads (val included, train_pdb only for PDB rows), one
+    content hash in the manifest and every file, the source set's hash kept, the same bytes when repeated."""
+    import json
+    import shutil
+
+    from facebench.config import Paths, load_params, resolve_experiment
+    from facebench.data.parquet import read_metadata
+    from facebench.data.two_stage import recrop_experiment
+
+    shutil.copy(smoke_project / "params.yaml", tmp_path / "params.yaml")
+    shutil.copytree(smoke_project / "data" / "prepared" / "aflw", tmp_path / "data" / "prepared" / "aflw")
+    params = load_params(tmp_path / "params.yaml", profile="smoke")
+    paths = Paths(root=tmp_path)
+    key = next(k for k, v in params.two_stage_experiments.items() if v.dataset == "aflw" and not v.pdb)
+    exp = resolve_experiment(params, key)
+    paths.model_weights(exp.stage1).parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(CNN6(19).state_dict(), paths.model_weights(exp.stage1))
+    manifest = recrop_experiment(exp, paths, torch.device("cpu"))
+    out = paths.training_data(exp)
+    assert sorted(p.name for p in out.glob("*.parquet")) == ["frontal.parquet", "test.parquet", "train.parquet",
+                                                           "val.parquet"]
+    assert {read_metadata(out / name)["content_hash"] for name in manifest["files"]} == {manifest["content_hash"]}
+    source = json.loads((paths.prepared("aflw") / "manifest.json").read_text())
+    assert manifest["params"]["source_content_hash"] == source["content_hash"]
+    before = {name: (out / name).read_bytes() for name in manifest["files"]}
+    assert recrop_experiment(exp, paths, torch.device("cpu"))["content_hash"] == manifest["content_hash"]
+    assert {name: (out / name).read_bytes() for name in manifest["files"]} == before
