@@ -102,6 +102,19 @@ def _write_atomic(path: Path, schema: pa.Schema, tables: Iterable[pa.Table]) -> 
         raise
 
 
+def file_digests(folder: Path) -> dict[str, str]:
+    """sha256 of every Parquet file in ``folder``, by name, read in blocks: the manifest's ``files`` (the bytes
+    DVC and a run's data identity see, beside the content hash of what they hold)."""
+    out = {}
+    for path in sorted(Path(folder).glob("*.parquet")):
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        out[path.name] = digest.hexdigest()
+    return out
+
+
 def read_metadata(path: Path) -> dict[str, Any]:
     """The b"facebench" metadata of a prepared file (dataset, num_landmarks, flip_permutation, ...)."""
     meta = pq.read_schema(path).metadata or {}

@@ -33,7 +33,7 @@ import numpy as np
 from facebench.atomic import atomic_write_text, build_dir
 from facebench.data.images import ImageError, read_image
 from facebench.data.landmark_layouts import W300_OUTER_EYE_CORNERS
-from facebench.data.parquet import RAW_RGB8, SAMPLE_SCHEMA, ContentHash, write_samples
+from facebench.data.parquet import RAW_RGB8, SAMPLE_SCHEMA, ContentHash, file_digests, write_samples
 from facebench.data.pdb import PdbResult, pdb_resample
 from facebench.data.types import Quarantined, RawFace, ReadResult
 
@@ -232,6 +232,9 @@ def prepare_landmark_dataset(name: str, reader_result: ReadResult, out_dir: Path
         pdb = pdb_resample(np.stack([c.face.landmarks for c in train]), pdb_bins, pdb_component)
 
     outputs = _outputs(by_split, pdb)
+    if "test" in expected and "frontal" not in outputs:  # AFLW-Frontal is one of the reported test splits
+        raise ValueError(f"{name}: split 'frontal' is empty: none of the {len(outputs['test'])} test faces has every "
+                         f"landmark visible; expected some (AFLW-Frontal, from {expected['test']})")
     hasher = ContentHash(params)
     for stem, rows in sorted(outputs.items()):
         hasher.add(stem, _chunks(rows, _split_name(stem), crop_size))
@@ -256,12 +259,9 @@ def prepare_landmark_dataset(name: str, reader_result: ReadResult, out_dir: Path
     }
 
     def write(tmp: Path) -> None:
-        files = {}
         for stem, rows in sorted(outputs.items()):
-            path = tmp / f"{stem}.parquet"
-            write_samples(path, _chunks(rows, _split_name(stem), crop_size), metadata)
-            files[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
-        manifest["files"] = files
+            write_samples(tmp / f"{stem}.parquet", _chunks(rows, _split_name(stem), crop_size), metadata)
+        manifest["files"] = file_digests(tmp)
         atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
     build_dir(out_dir, write)

@@ -47,7 +47,7 @@ from facebench.data.align import TEMPLATES, alignment_matrix
 from facebench.data.formats.casia import LFW_OVERLAP_IDS, read_casia, read_landmark_list
 from facebench.data.formats.lfw import read_lfw
 from facebench.data.images import ImageError, read_image
-from facebench.data.parquet import RAW_RGB8, ContentHash, to_table, write_samples, write_table
+from facebench.data.parquet import RAW_RGB8, ContentHash, file_digests, to_table, write_samples, write_table
 from facebench.data.types import Quarantined
 
 PREPARE_IDENTITY_VERSION = 2  # 2: CASIA's held-out validation identities and pairs; the content hash
@@ -241,6 +241,7 @@ def prepare_casia(root: Path, out_dir: Path, *, template: str = "112x96", landma
         write_samples(tmp / "val_images.parquet", val_table, meta)
         write_table(tmp / "val_pairs.parquet", pair_table, {"dataset": "casia", "params_hash": params_hash,
                                                             "content_hash": content_hash})
+        manifest["files"] = file_digests(tmp)
         atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
     build_dir(out_dir, write)
@@ -365,6 +366,7 @@ def prepare_lfw(root: Path, out_dir: Path, *, template: str = "112x96", landmark
                                                                 {"content_hash": content_hash}))
         write_table(tmp / "pairs.parquet", pair_table, {"dataset": "lfw", "params_hash": params_hash,
                                                         "content_hash": content_hash})
+        manifest["files"] = file_digests(tmp)
         atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
     build_dir(out_dir, write)

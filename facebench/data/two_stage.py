@@ -25,8 +25,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from facebench.data.parquet import (RAW_RGB8, ContentHash, decode_crops, read_metadata, read_samples, to_table,
-                                    write_samples)
+from facebench.data.parquet import (RAW_RGB8, ContentHash, decode_crops, file_digests, read_metadata, read_samples,
+                                    to_table, write_samples)
 from facebench.config import Paths, ResolvedExperiment
 from facebench.data.transforms import LandmarkBatchTransform, invert_affine, transform_points, warp_crops
 
@@ -207,12 +207,9 @@ def recrop_experiment(exp: ResolvedExperiment, paths: Paths, device: torch.devic
                 "params": params, "content_hash": content_hash}
 
     def write(tmp: Path) -> None:
-        files = {}
         for stem, (table, meta, _) in made.items():
-            path = tmp / f"{stem}.parquet"
-            write_samples(path, table, {**meta, "content_hash": content_hash})
-            files[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
-        manifest["files"] = dict(sorted(files.items()))
+            write_samples(tmp / f"{stem}.parquet", table, {**meta, "content_hash": content_hash})
+        manifest["files"] = file_digests(tmp)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
     build_dir(paths.training_data(exp), write)

@@ -35,7 +35,7 @@ import torch
 from facebench.atomic import atomic_write_text, build_dir
 from facebench.data.formats.wider import Scene
 from facebench.data.images import read_image
-from facebench.data.parquet import ContentHash, write_table
+from facebench.data.parquet import ContentHash, file_digests, write_table
 from facebench.losses.mtcnn import KIND_NAMES, LANDMARK, NEGATIVE, PART, POSITIVE
 from facebench.mtcnn.boxes import iou
 
@@ -266,13 +266,11 @@ def write_training_data(scenes_of: Callable[[str], list[Scene]], out_dir: Path, 
         for split in sorted(tables):
             hasher.add(split, tables[split])
         manifest["content_hash"] = hasher.hexdigest()
-        files = {}
         for split, table in tables.items():
-            path = tmp / f"{split}.parquet"
-            write_table(path, table, {"stage": stage, "split": split, "params_hash": manifest["params_hash"],
-                                      "content_hash": manifest["content_hash"]})
-            files[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
-        manifest["files"] = dict(sorted(files.items()))
+            write_table(tmp / f"{split}.parquet", table, {"stage": stage, "split": split,
+                                                         "params_hash": manifest["params_hash"],
+                                                         "content_hash": manifest["content_hash"]})
+        manifest["files"] = file_digests(tmp)
         atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=2) + "\n")
 
     build_dir(Path(out_dir), write)

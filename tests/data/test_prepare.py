@@ -421,3 +421,14 @@ def test_a_split_emptied_by_quarantine_is_an_error(tmp_path):
     with pytest.raises(ValueError, match=r"split 'challenging' is empty \(every face found there was quarantined"):
         prepare_landmark_dataset("w300", result, tmp_path / "out", flip_permutation=FLIP, expected_splits=expected,
                                  **PARAMS)
+
+
+def test_aflw_without_a_frontal_test_face_is_an_error(tmp_path):
+    result = aflw_faces(tmp_path / "raw")
+    for face in result.faces:
+        if face.split == "test":
+            face.visible[0] = False
+    with pytest.raises(ValueError, match=r"split 'frontal' is empty: none of the 3 test faces has every landmark"):
+        prepare_landmark_dataset("aflw", result, tmp_path / "out", crop_size=32, margin=0.1, pdb_bins=None,
+                                 pdb_component=None, flip_permutation=list(range(19)), normaliser="box_width", seed=0,
+                                 expected_splits={"train": "AFLWinfo_release.mat", "test": "AFLWinfo_release.mat"})

@@ -184,6 +184,7 @@ def test_casia_holds_whole_identities_out_with_lfw_style_pairs(casia_root, tmp_p
     for _, fold in pairs.groupby("fold", sort=True):  # LFW's layout: a fold's matched pairs, then its mismatched
         assert fold["same"].tolist() == sorted(fold["same"].tolist(), reverse=True)
     assert manifest["counts"] == {"train": len(train), "val_images": len(val), "val_pairs": len(pairs)}
+    assert sorted(manifest["files"]) == ["train.parquet", "val_images.parquet", "val_pairs.parquet"]
     assert {read_metadata(out / f)["content_hash"] for f in ("train.parquet", "val_images.parquet",
                                                              "val_pairs.parquet")} == {manifest["content_hash"]}
 

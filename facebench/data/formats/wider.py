@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from facebench.atomic import atomic_write_text, build_dir
 from facebench.data.formats import DatasetFormatError
-from facebench.data.parquet import ContentHash, read_metadata, write_table
+from facebench.data.parquet import ContentHash, file_digests, read_metadata, write_table
 
 ATTRIBUTES = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
 ATTRIBUTE_RANGE = {"blur": 2, "expression": 1, "illumination": 1, "invalid": 1, "occlusion": 2, "pose": 1}
@@ -257,15 +257,12 @@ def prepare_scenes(root: Path, out_dir: Path, *, val_fraction: float = 0.1, seed
     manifest["counts"] = {split: entry["images"] for split, entry in manifest["splits"].items()}
 
     def write(tmp: Path) -> None:
-        files = {}
         for split, table in tables.items():
             raw_split, role = SCENE_SPLITS[split]
-            path = tmp / f"{split}.parquet"
-            write_table(path, table, {"dataset": name, "split": split, "role": role,
-                                      "images_dir": f"WIDER_{raw_split}/images", "params_hash": params_hash,
-                                      "content_hash": content_hash})
-            files[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
-        manifest["files"] = dict(sorted(files.items()))
+            write_table(tmp / f"{split}.parquet", table, {"dataset": name, "split": split, "role": role,
+                                                         "images_dir": f"WIDER_{raw_split}/images",
+                                                         "params_hash": params_hash, "content_hash": content_hash})
+        manifest["files"] = file_digests(tmp)
         atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=2) + "\n")
 
     build_dir(Path(out_dir), write)
