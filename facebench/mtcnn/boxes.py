@@ -1,7 +1,9 @@
 """Box operations of the MTCNN cascade, in torch so they run where the detector runs (CPU or CUDA).
 
-Coordinates are continuous pixels: a box (x1, y1, x2, y2) covers [x1, x2) x [y1, y2), its width is x2 - x1
-(no MATLAB-style +1), and the whole W x H image is (0, 0, W, H). All functions take (K, 4) float tensors.
+By default coordinates are continuous pixels: a box (x1, y1, x2, y2) covers [x1, x2) x [y1, y2), its width
+is x2 - x1, and the whole W x H image is (0, 0, W, H). ``plus_one`` selects the MATLAB-style convention of
+the authors' code (x1..x2 are inclusive pixel indices, the width is x2 - x1 + 1), which the reference
+cascade uses in its R-Net / O-Net calibration and its last NMS. All functions take (K, 4) float tensors.
 
 Non-maximum suppression is the exact greedy algorithm (highest score first, drop every remaining box that
 overlaps a kept one by more than the threshold) but without a loop over boxes: with the boxes sorted by
@@ -29,21 +31,26 @@ def take(t: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return t.index_select(0, index.reshape(-1)).reshape(*index.shape, *t.shape[1:])
 
 
-def box_area(boxes: torch.Tensor) -> torch.Tensor:
-    return (boxes[..., 2] - boxes[..., 0]).clamp(min=0) * (boxes[..., 3] - boxes[..., 1]).clamp(min=0)
+def box_area(boxes: torch.Tensor, plus_one: bool = False) -> torch.Tensor:
+    """Width * height; ``plus_one`` counts both edge pixels ((x2 - x1 + 1) * (y2 - y1 + 1)), the convention
+    of the authors' MATLAB code and of the reference's last NMS."""
+    one = 1 if plus_one else 0
+    return (boxes[..., 2] - boxes[..., 0] + one).clamp(min=0) * (boxes[..., 3] - boxes[..., 1] + one).clamp(min=0)
 
 
-def box_overlap(a: torch.Tensor, b: torch.Tensor, mode: str = "union") -> torch.Tensor:
-    """Pairwise overlap (..., N, M) of boxes a (..., N, 4) and b (..., M, 4).
+def pair_overlap(a: torch.Tensor, b: torch.Tensor, mode: str = "union", plus_one: bool = False) -> torch.Tensor:
+    """Overlap of boxes a (..., 4) and b (..., 4) paired element by element (broadcasting).
 
     ``mode='union'`` is IoU; ``'min'`` divides the intersection by the smaller area, which MTCNN's last
-    stage uses to drop a small box lying inside a bigger one even when their IoU is low.
+    stage uses to drop a small box lying inside a bigger one even when their IoU is low. The float32
+    arithmetic is torchvision's NMS kernel's (inter / (area_a + area_b - inter)); ``plus_one`` adds 1 to
+    every width and height (the reference's ``nms_numpy`` and the authors' ``nms.m``).
     """
-    lt = torch.maximum(a[..., :, None, :2], b[..., None, :, :2])
-    rb = torch.minimum(a[..., :, None, 2:], b[..., None, :, 2:])
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    area_a, area_b = box_area(a)[..., :, None], box_area(b)[..., None, :]
+    one = 1 if plus_one else 0
+    w = (torch.minimum(a[..., 2], b[..., 2]) - torch.maximum(a[..., 0], b[..., 0]) + one).clamp(min=0)
+    h = (torch.minimum(a[..., 3], b[..., 3]) - torch.maximum(a[..., 1], b[..., 1]) + one).clamp(min=0)
+    inter = w * h
+    area_a, area_b = box_area(a, plus_one), box_area(b, plus_one)
     if mode == "union":
         denom = area_a + area_b - inter
     elif mode == "min":
@@ -51,6 +58,11 @@ def box_overlap(a: torch.Tensor, b: torch.Tensor, mode: str = "union") -> torch.
     else:
         raise ValueError(f"overlap mode must be 'union' or 'min', got {mode!r}")
     return inter / denom.clamp(min=torch.finfo(inter.dtype).tiny)
+
+
+def box_overlap(a: torch.Tensor, b: torch.Tensor, mode: str = "union", plus_one: bool = False) -> torch.Tensor:
+    """Pairwise overlap (..., N, M) of boxes a (..., N, 4) and b (..., M, 4); see ``pair_overlap``."""
+    return pair_overlap(a[..., :, None, :], b[..., None, :, :], mode, plus_one)
 
 
 def iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -69,15 +81,16 @@ def _greedy_keep(suppress: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         keep = new
 
 
-def _nms_padded(boxes: torch.Tensor, valid: torch.Tensor, threshold: float, mode: str) -> torch.Tensor:
+def _nms_padded(boxes: torch.Tensor, valid: torch.Tensor, threshold: float, mode: str, plus_one: bool
+                ) -> torch.Tensor:
     """Greedy NMS for (G, K, 4) score-sorted groups padded to K; returns the (G, K) keep mask."""
     k = boxes.shape[1]
     upper = torch.ones(k, k, dtype=torch.bool, device=boxes.device).triu_(1)
-    suppress = (box_overlap(boxes, boxes, mode) > threshold) & upper
+    suppress = (box_overlap(boxes, boxes, mode, plus_one) > threshold) & upper
     return _greedy_keep(suppress, valid)
 
 
-def _nms_blocks(boxes: torch.Tensor, threshold: float, mode: str, block: int) -> torch.Tensor:
+def _nms_blocks(boxes: torch.Tensor, threshold: float, mode: str, plus_one: bool, block: int) -> torch.Tensor:
     """Greedy NMS of one long score-sorted group in blocks of ``block`` boxes: each block is first
     cleared against the boxes kept so far, then solved on its own. Memory O(block * kept)."""
     keep = torch.zeros(len(boxes), dtype=torch.bool, device=boxes.device)
@@ -86,20 +99,20 @@ def _nms_blocks(boxes: torch.Tensor, threshold: float, mode: str, block: int) ->
         b = boxes[start:start + block]
         valid = torch.ones(len(b), dtype=torch.bool, device=boxes.device)
         if len(kept):
-            valid = ~(box_overlap(kept, b, mode) > threshold).any(0)
-        k = _nms_padded(b[None], valid[None], threshold, mode)[0]
+            valid = ~(box_overlap(kept, b, mode, plus_one) > threshold).any(0)
+        k = _nms_padded(b[None], valid[None], threshold, mode, plus_one)[0]
         keep[start:start + block] = k
         kept = torch.cat((kept, take(b, k.nonzero().squeeze(1))))
     return keep
 
 
-def _nms_one_matrix(boxes: torch.Tensor, order: torch.Tensor, threshold: float, mode: str,
+def _nms_one_matrix(boxes: torch.Tensor, order: torch.Tensor, threshold: float, mode: str, plus_one: bool,
                     groups: torch.Tensor | None) -> torch.Tensor:
     """Greedy NMS of all groups in one (K, K) system: a pair counts only within a group. For the few
     hundred boxes of one frame this is ~20 tensor ops against ~60 for the padded-groups path, which is
     what a single-image call on a GPU pays for (each op is a kernel launch, not arithmetic)."""
     b = take(boxes, order).float()
-    suppress = (box_overlap(b, b, mode) > threshold).triu_(1)
+    suppress = (box_overlap(b, b, mode, plus_one) > threshold).triu_(1)
     if groups is not None:
         g = take(groups, order)
         suppress &= g[:, None] == g[None, :]
@@ -108,19 +121,20 @@ def _nms_one_matrix(boxes: torch.Tensor, order: torch.Tensor, threshold: float, 
 
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float, mode: str = "union",
-        groups: torch.Tensor | None = None) -> torch.Tensor:
+        groups: torch.Tensor | None = None, plus_one: bool = False) -> torch.Tensor:
     """Greedy non-maximum suppression; indices of the kept boxes, highest score first.
 
     A box is dropped when it overlaps a higher-scoring kept box of the same group by more than
-    ``threshold`` (``mode`` 'union' = IoU or 'min', see ``box_overlap``). Equal scores keep the input
-    order. ``groups`` (K,) integer labels run independent suppressions in one call (batched NMS).
+    ``threshold`` (``mode`` 'union' = IoU or 'min', ``plus_one`` the +1 pixel convention, see
+    ``pair_overlap``). Equal scores keep the input order. ``groups`` (K,) integer labels run independent
+    suppressions in one call (batched NMS).
     """
     n = boxes.shape[0]
     if n == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
     order = torch.argsort(scores, descending=True, stable=True)
     if n * n <= NMS_ONE_MATRIX_ELEMENTS:  # one score-ordered K x K system, other groups masked out
-        return _nms_one_matrix(boxes, order, threshold, mode, groups)
+        return _nms_one_matrix(boxes, order, threshold, mode, plus_one, groups)
     if groups is None:
         groups = torch.zeros(n, dtype=torch.long, device=boxes.device)
     _, inverse, counts = torch.unique(groups, return_inverse=True, return_counts=True)
@@ -141,7 +155,7 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float, mode: str =
         kmax = sizes_host[g0]
         if kmax * kmax > NMS_BLOCK_ELEMENTS:  # one long group: blocks within it
             sl = slice(starts_host[g0], starts_host[g0] + kmax)
-            keep[sl] = _nms_blocks(sorted_boxes[sl], threshold, mode, max(1, NMS_BLOCK_ELEMENTS // kmax))
+            keep[sl] = _nms_blocks(sorted_boxes[sl], threshold, mode, plus_one, max(1, NMS_BLOCK_ELEMENTS // kmax))
             g0 += 1
             continue
         g1 = min(len(sizes_host), g0 + max(1, NMS_BLOCK_ELEMENTS // (kmax * kmax)))
@@ -151,25 +165,32 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float, mode: str =
         gi, pi = g_sorted[sel] - g0, pos[sel]
         padded[gi, pi] = sorted_boxes[sel]
         valid[gi, pi] = True
-        keep[sel] = _nms_padded(padded, valid, threshold, mode)[gi, pi]
+        keep[sel] = _nms_padded(padded, valid, threshold, mode, plus_one)[gi, pi]
         g0 = g1
     kept = take(order, keep.nonzero().squeeze(1))
     return take(kept, torch.argsort(take(scores, kept), descending=True, stable=True))
 
 
-def calibrate(boxes: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """Apply MTCNN's box regression: (x1, y1, x2, y2) + (dx1, dy1, dx2, dy2) * (w, h, w, h)."""
-    w = boxes[:, 2] - boxes[:, 0]
-    h = boxes[:, 3] - boxes[:, 1]
+def calibrate(boxes: torch.Tensor, offsets: torch.Tensor, plus_one: bool = False) -> torch.Tensor:
+    """Apply MTCNN's box regression: (x1, y1, x2, y2) + (dx1, dy1, dx2, dy2) * (w, h, w, h).
+
+    w = x2 - x1 (the reference after P-Net) or, with ``plus_one``, x2 - x1 + 1 (the reference's ``bbreg``
+    after R-Net and O-Net, the authors' convention); same for h."""
+    one = 1 if plus_one else 0
+    w = boxes[:, 2] - boxes[:, 0] + one
+    h = boxes[:, 3] - boxes[:, 1] + one
     return boxes + offsets * torch.stack((w, h, w, h), dim=1)
 
 
 def square(boxes: torch.Tensor) -> torch.Tensor:
-    """The square with the box's centre and its longer side, the shape R-Net and O-Net see."""
-    cx = (boxes[:, 0] + boxes[:, 2]) / 2
-    cy = (boxes[:, 1] + boxes[:, 3]) / 2
-    half = torch.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) / 2
-    return torch.stack((cx - half, cy - half, cx + half, cy + half), dim=1)
+    """The square with the box's centre and its longer side, the shape R-Net and O-Net see; in the
+    reference's float arithmetic (``rerec``): x1 + w * 0.5 - l * 0.5, y1 + h * 0.5 - l * 0.5, then + l."""
+    w = boxes[:, 2] - boxes[:, 0]
+    h = boxes[:, 3] - boxes[:, 1]
+    side = torch.maximum(w, h)
+    x1 = boxes[:, 0] + w * 0.5 - side * 0.5
+    y1 = boxes[:, 1] + h * 0.5 - side * 0.5
+    return torch.stack((x1, y1, x1 + side, y1 + side), dim=1)
 
 
 def clip_boxes(boxes: torch.Tensor, width: float | torch.Tensor, height: float | torch.Tensor) -> torch.Tensor:
@@ -185,8 +206,9 @@ def crop_padding(boxes: torch.Tensor, width: float | torch.Tensor,
                  height: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Where a crop of ``boxes`` reads the image and how far it sticks out of it.
 
-    Returns (clipped boxes, padding (K, 4) = left, top, right, bottom, >= 0). MTCNN fills the part of a
-    crop outside the image with black (zeros) rather than shifting or stretching the box, so a face at the
+    Returns (clipped boxes, padding (K, 4) = left, top, right, bottom, >= 0). The authors' MTCNN code fills
+    the part of a crop outside the image with black (zeros) rather than shifting or stretching the box (the
+    cascade's ``border='pad'``; its default follows the reference and stretches), so a face at the
     border keeps its position inside the crop; a crop loop copies the clipped region to
     [left, top, size - right, size - bottom] of a black canvas (in box pixels).
     """

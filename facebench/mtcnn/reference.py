@@ -49,7 +49,9 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, i
     return torch.as_tensor(kept, dtype=torch.long, device=boxes.device)
 
 
-def _install_torchvision_stand_in() -> None:
+def install_torchvision_stand_in() -> None:
+    """Make ``import torchvision`` give the stand-in (see the module docstring) unless a working torchvision
+    imports; needed before ``import facenet_pytorch``."""
     try:
         importlib.import_module("torchvision")
         return
@@ -78,7 +80,7 @@ def load_reference(device: str | torch.device = "cpu", min_face: float = 20, fac
     """facenet-pytorch's ``MTCNN`` with its shipped weights (the same published weights facebench reads),
     keeping every face (``keep_all``) and not reordering them by size (``select_largest=False``).
     Raises ImportError when facenet-pytorch is not installed (tests ``importorskip`` it)."""
-    _install_torchvision_stand_in()
+    install_torchvision_stand_in()
     facenet = importlib.import_module("facenet_pytorch")
     version = getattr(facenet, "__version__", None)
     if version not in (None, REFERENCE_VERSION):

@@ -14,7 +14,7 @@ from facebench.models.mtcnn import ONet, PNet, RNet, load_published
 from facebench.mtcnn import WEIGHTS_ENV, MTCNNDetector, default_weights_dir
 from facebench.mtcnn.boxes import nms
 from facebench.mtcnn.cli import detect_command
-from facebench.mtcnn.detect import _grid_offsets, _make_layout
+from facebench.mtcnn.detect import grid_radius, level_size, pnet_cells, pyramid_scales
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 WEIGHTS = SHARED / "models" / "mtcnn-published"
@@ -23,9 +23,8 @@ ASTRONAUT = SHARED / "images" / "astronaut.png"
 pytestmark = pytest.mark.skipif(not (WEIGHTS / "onet.pt").is_file() or not ASTRONAUT.is_file(),
                                 reason="published MTCNN weights / test image not available")
 
-# Face box found by inspection (x1, y1, x2, y2): hairline to chin, ear to ear. The antialiased and the
-# area pyramid give (175.6, 63.5, 264.1, 169.7) and (179.0, 61.3, 265.4, 173.9); a per-box loop reference
-# with OpenCV resizing (179.0, 61.7, 266.0, 172.8).
+# Face box found by inspection (x1, y1, x2, y2): hairline to chin, ear to ear. The reference implementation
+# (facenet-pytorch 2.6.0) and facebench's cascade give (181.05, 62.16, 267.75, 172.05) (test_parity.py).
 ASTRONAUT_BOX = np.array([178.0, 62.0, 265.0, 172.0])
 
 
@@ -91,10 +90,13 @@ def test_wider_preset_finds_it_too(image):
     check_face(faces[0])
 
 
-def test_area_pyramid_option(image):
-    faces = MTCNNDetector(WEIGHTS, resize="area").detect([image])[0]
+def test_authors_zero_padding_option(image):
+    """border='pad' changes only crops of boxes that leave the image: the astronaut's face is inside."""
+    faces = MTCNNDetector(WEIGHTS, border="pad").detect([image])[0]
     assert len(faces) == 1 and faces[0].score > 0.9
     check_face(faces[0])
+    with pytest.raises(ValueError, match="border"):
+        MTCNNDetector(WEIGHTS, border="mirror")
 
 
 def test_batch_matches_single_and_handles_mixed_sizes(detector, image):
@@ -127,37 +129,42 @@ def test_face_at_border_is_padded_not_lost(detector, image):
 
 
 def test_grid_nms_equals_box_nms():
-    """P-Net's per-scale NMS on the cell grid == greedy IoU NMS on the cells' 12-px boxes (ties included)."""
-    assert sorted(_grid_offsets(0.5, "union")) == [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)
-                                                  if (dy, dx) != (0, 0)]
+    """P-Net's per-level NMS through grid neighbours == greedy IoU NMS on the cells' floor()-ed boxes (ties
+    included), for several levels, thresholds and a neighbourhood radius derived by grid_radius."""
     det = MTCNNDetector.__new__(MTCNNDetector)
     det.device = torch.device("cpu")
-    assert _grid_offsets(0.75, "union") == []
-    for thr in (0.5, 0.3, 0.75):
-        offsets = _grid_offsets(thr, "union")
-        det._offsets = torch.tensor(offsets).reshape(-1, 2)
-        det._offset_first = (det._offsets[:, 0] < 0) | ((det._offsets[:, 0] == 0) & (det._offsets[:, 1] < 0))
-        gen = torch.Generator().manual_seed(1)
-        prob = torch.rand(2, 30, 40, generator=gen).mul(10).round().div(10)  # many ties
-        flat = (prob >= 0.6).view(-1).nonzero().squeeze(1)
-        ni, ii, jj = torch.unravel_index(flat, prob.shape)
-        score = prob.view(-1)[flat]
-        keep = det._grid_nms(flat, score, prob.shape)
-        boxes = torch.stack((jj * 2, ii * 2, jj * 2 + 12, ii * 2 + 12), 1).float()
-        want = torch.zeros(len(ni), dtype=torch.bool)
-        want[nms(boxes, score, thr, groups=ni)] = True
-        assert torch.equal(keep, want)
+    det._constants = {}
+    for thr in (0.5, 0.3, 0.7):
+        det.nms_thresholds = (thr, 0.7, 0.7)
+        for scale in (1.2, 0.6, 0.6 * 0.709 ** 3):
+            hc, wc = 30, 40
+            radius = grid_radius([scale], [(hc, wc)], thr)
+            assert radius is not None and radius >= 1
+            gen = torch.Generator().manual_seed(1)
+            prob = torch.rand(2, hc, wc, generator=gen).mul(10).round().div(10)  # many ties
+            flat = (prob >= 0.6).view(-1).nonzero().squeeze(1)
+            ni, ii, jj = torch.unravel_index(flat, prob.shape)
+            score = prob.view(-1)[flat]
+            xy = torch.stack((jj, ii), 1).float() * 2
+            boxes = (torch.cat((xy + 1, xy + 12), 1) / torch.tensor(scale, dtype=torch.float32)).floor()
+            hh, ww = torch.full_like(flat, hc), torch.full_like(flat, wc)
+            keep = det._grid_nms(flat, boxes, score, ii, jj, hh, ww, radius)
+            want = torch.zeros(len(ni), dtype=torch.bool)
+            want[nms(boxes, score, thr, groups=ni)] = True
+            assert torch.equal(keep, want), (thr, scale)
+    assert grid_radius([0.6], [(30, 40)], 0.5) == 2  # 0.5: neighbours up to two cells apart can overlap
 
 
-def test_layout_levels_do_not_overlap():
-    lay = _make_layout(480, 640, 20, 0.709)
-    assert lay.full is not None and len(lay.levels) == 10
-    occupied = np.zeros((lay.canvas_h, lay.canvas_w), np.int32)
-    for y, x, h, w in lay.levels + [(lay.full[0], lay.full[1], 480, 640)]:
-        assert y % 2 == 0 and x % 2 == 0
-        occupied[y - 1:y + h + 1, x - 1:x + w + 1] += 1  # with a 1-px margin: a black gap around each
-    assert occupied.max() == 1
-    assert _make_layout(480, 640, 10, 0.79).full is None  # pyramid starts at 1.2: no full copy needed
+def test_pyramid_as_the_reference_builds_it():
+    """Scales 12 / 20 * 0.709^k while min side * scale (running product) >= 12; level sizes int(x * s + 1);
+    P-Net cells ceil((n - 2) / 2) - 4 (hand-computed for a 640x480 frame)."""
+    scales = pyramid_scales(480, 640, 20, 0.709)
+    assert len(scales) == 10 and scales[0] == 0.6
+    assert scales[-1] == pytest.approx(0.6 * 0.709 ** 9)  # 480 * 0.6 * 0.709^9 = 13.6 >= 12; ^10 = 9.6
+    assert level_size(480, 640, 0.6) == (289, 385)  # 288 + 1, 384 + 1: int(x * s + 1), not ceil
+    assert level_size(480, 640, scales[1]) == (205, 273)  # 204.19, 272.26
+    assert pnet_cells(289) == 140 and pnet_cells(12) == 1 and pnet_cells(13) == 2  # ceil-mode pooling
+    assert pyramid_scales(480, 640, 10, 0.79)[0] == 1.2
 
 
 def test_detect_command_json(image):
