@@ -119,8 +119,11 @@ def train(experiment: str, params_file: Path = ParamsOpt, profile: Optional[str]
           epochs: Optional[int] = typer.Option(None, help="override the profile's epochs"),
           seed: Optional[int] = typer.Option(None, help="train another seed: tracked in MLflow only (models/ and "
                                              "metrics/ keep the DVC run's outputs); the leaderboard averages the "
-                                             "seeds of a configuration")) -> None:
-    """Train one experiment on Ray Train, tracked in MLflow."""
+                                             "seeds of a configuration"),
+          force: bool = typer.Option(False, "--force", help="train a new run even when a finished run of the "
+                                     "same params, code and data exists (which is otherwise reused)")) -> None:
+    """Train one experiment on Ray Train, tracked in MLflow (a finished run of the same params, code and data
+    is reused; an unfinished one resumes from its newest checkpoint)."""
     params, paths = _setup(params_file, profile)
     overrides = {k: v for k, v in {"num_workers": num_workers, "use_gpu": use_gpu, "epochs": epochs,
                                    "seed": seed}.items() if v is not None}
@@ -137,7 +140,7 @@ def train(experiment: str, params_file: Path = ParamsOpt, profile: Optional[str]
         if len(runs) > 1:
             typer.echo(f"[{experiment}] seed {exp.train.seed} ({i + 1} of {len(runs)}"
                        f"{', writes the stage outputs' if last else ''})")
-        _print(train_experiment(exp, paths, write_outputs=seed is None and last))
+        _print(train_experiment(exp, paths, write_outputs=seed is None and last, force=force))
 
 
 @app.command()

@@ -61,16 +61,25 @@ class TrainSettings(Strict):
     device_cache_gib: float = Field(default=4.0, ge=0, description="after the first epoch, train from the shard's "
                                     "batches kept on the device when they fit in this many GiB (0: stream every epoch)")
     prefetch_batches: int = Field(default=2, ge=0, description="batches Ray Data prepares ahead of the step")
-    val_every: int = Field(default=1, gt=0)
+    val_every: int = Field(default=1, gt=0, description="validate on the validation split every this many "
+                           "epochs (and after the last)")
+    keep_checkpoints: int = Field(default=2, gt=0, description="a run keeps its newest this many checkpoints "
+                                  "(runs/<experiment>/<run id>/checkpoints); a finished run keeps its last only")
+    deterministic: bool = Field(default=True, description="torch's deterministic algorithms (on GPUs some ops, "
+                                "e.g. scatter-add backward, are otherwise non-deterministic; costs some speed)")
     seed: int = 0
 
 
 class TuneSettings(Strict):
+    """A sweep's trials: each trains in one process (Ray Train's local mode inside its Tune trial), so
+    that it reports every epoch to Tune itself and stops at the epoch where ASHA stops it."""
+
     epochs: int = Field(gt=0)
-    max_concurrent_trials: int = Field(default=2, gt=0)
+    max_concurrent_trials: int = Field(default=1, gt=0, description="trials at once; ASHA's decisions depend "
+                                       "on the order results arrive, so only 1 makes a sweep deterministic")
+    cpus_per_trial: int = Field(default=1, gt=0)
     grace_period: int = Field(default=1, gt=0)
     reduction_factor: int = Field(default=2, gt=1)
-    num_workers: int = Field(default=1, gt=0)
 
 
 class HeatmapSettings(Strict):
@@ -603,6 +612,10 @@ class Paths(Strict):
     def mtcnn_data(self, experiment: str) -> Path:
         """An MTCNN stage's training crops (mtcnn/samples.py)."""
         return self.root / "data" / "mtcnn" / experiment
+
+    def run_dir(self, experiment: str, run_id: str) -> Path:
+        """One training run's checkpoints and Ray files: runs/<experiment>/<MLflow run id>."""
+        return self.storage / experiment / run_id
 
     def model_dir(self, experiment: str) -> Path:
         return self.root / "models" / experiment

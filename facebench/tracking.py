@@ -1,7 +1,9 @@
-"""MLflow conventions: one experiment per paper, one run per training experiment, nested sweeps.
+"""MLflow conventions: one experiment per paper, one run per run identity, nested sweeps.
 
 - Experiment ``facebench/<paper>``; run name = experiment key; tags ``facebench.*`` (kind, experiment,
-  paper, task, dataset, model, loss, pdb, profile, code_version, config_hash).
+  paper, task, dataset, model, loss, pdb, profile, code_version, and the run identity: identity,
+  config_hash, code_hash, data_hash; train/identity.py). A run is found again by its identity
+  (``find_runs``): a finished one is never reopened, an unfinished one is resumed.
 - The driver creates and finishes runs; under Ray only rank 0 logs per-epoch metrics into the run
   the driver made (one writer at a time keeps a SQLite store healthy).
 - Default store: ``sqlite:///<project>/mlflow.db`` with artifacts in ``<project>/mlartifacts``;
@@ -44,38 +46,39 @@ def get_or_create_experiment(client: MlflowClient, paper: str, root: Path) -> st
 
 
 def code_version(root: Path) -> str:
-    """Git commit of the code (with -dirty when the tree has changes), or 'unknown'."""
+    """Git commit of the code, with -dirty when the facebench sources differ from it; 'unknown' outside git.
+
+    Only the package counts: params.yaml changes are the params hash's business and DVC rewrites dvc.lock
+    while a pipeline runs, so neither makes the code dirty."""
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
+                             check=True, env=env).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "facebench"], cwd=root,
+                               capture_output=True, text=True, check=True, env=env).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
 
 def start_run(client: MlflowClient, experiment_id: str, run_name: str, tags: dict[str, str],
-              resume_file: Path | None = None, parent_run_id: str | None = None) -> str:
-    """Create a run, or reopen the one recorded in ``resume_file`` (a restarted training job
-    continues its run rather than leaving a dangling one)."""
-    if resume_file is not None and resume_file.exists():
-        run_id = resume_file.read_text().strip()
-        try:
-            run = client.get_run(run_id)
-            if run.info.lifecycle_stage == "active":
-                client.update_run(run_id, status="RUNNING")
-                return run_id
-        except mlflow.exceptions.MlflowException:
-            pass
+              parent_run_id: str | None = None) -> str:
+    """Create a run (nested under ``parent_run_id`` when given)."""
     all_tags = dict(tags)
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
-    run = client.create_run(experiment_id, run_name=run_name, tags=all_tags)
-    if resume_file is not None:
-        resume_file.parent.mkdir(parents=True, exist_ok=True)
-        resume_file.write_text(run.info.run_id)
-    return run.info.run_id
+    return client.create_run(experiment_id, run_name=run_name, tags=all_tags).info.run_id
+
+
+def find_runs(client: MlflowClient, experiment_id: str, identity: str, kind: str = "train") -> list:
+    """The runs of one run identity (train/identity.py), newest first."""
+    return client.search_runs([experiment_id], filter_string=f"tags.`facebench.identity` = '{identity}' and "
+                              f"tags.`facebench.kind` = '{kind}'", order_by=["attributes.start_time DESC"])
+
+
+def logged_steps(client: MlflowClient, run_id: str, metric: str) -> set[int]:
+    """The steps at which ``metric`` was logged in a run."""
+    return {m.step for m in client.get_metric_history(run_id, metric)}
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

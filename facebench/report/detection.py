@@ -36,8 +36,8 @@ def detection_section(runs: pd.DataFrame) -> list[Block]:
     rows = []
     for _, row in runs.iterrows():
         rows.append([STAGE_LABEL.get(row["model"], row["model"]), f"`{row['experiment']}`", run_cell(row),
-                     pct(run_metric(row, "test_val_accuracy")), pct(run_metric(row, "test_val_recall")),
-                     pct(run_metric(row, "test_val_box_rmse")), pct(run_metric(row, "test_val_landmark_nme"))])
+                     pct(run_metric(row, "val_crop_accuracy")), pct(run_metric(row, "val_crop_recall")),
+                     pct(run_metric(row, "val_crop_box_rmse")), pct(run_metric(row, "val_crop_landmark_nme"))])
     blocks.append(Table(["stage", "experiment", "run", "accuracy (%)", "recall (%)", "box RMSE (%)",
                          "landmark error (%)"], rows, [False, False, False, True, True, True, True]))
     cascade, official = [], False

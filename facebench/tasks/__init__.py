@@ -6,9 +6,11 @@ task lives stays visible.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -17,7 +19,41 @@ import pyarrow.parquet as pq
 from facebench.config import ResolvedExperiment
 
 
-def build_task(exp: ResolvedExperiment, prepared_dir: Path):
+class Task(Protocol):
+    """What the trainer (train/ray_trainer.py) and the experiment driver (train/experiment.py) ask of a task.
+
+    ``reads`` counts the reads of each split (validation every few epochs, test splits once at the end),
+    so a test can show that no test split is read before training ends."""
+
+    reads: Counter
+
+    def input_files(self) -> list[Path]: ...  # every file the task reads: the run identity's data
+    def check_inputs(self) -> None: ...  # the splits it needs exist and are not empty (before Ray starts)
+    def build_model(self) -> Any: ...
+    def build_loss(self) -> Any: ...
+    def train_source(self) -> "TrainSource": ...
+    def augment_batch(self, batch: dict) -> dict: ...  # on the training device
+    def training_step(self, model: Any, loss_fn: Any, batch: dict) -> Any: ...
+    def validate(self, model: Any, device: Any) -> dict[str, float]: ...  # the validation split only
+    def evaluate(self, model: Any, device: Any) -> dict[str, Any]: ...  # the test splits, after the last epoch
+    def summarise(self, evaluation: dict[str, Any]) -> dict[str, float]: ...
+    def curves(self, evaluation: dict[str, Any]) -> dict[str, Any]: ...
+    def inference_model(self, model: Any) -> Any: ...
+    def example_input(self) -> Any: ...
+
+
+def require_splits(folder: Path, files: list[str], what: str) -> None:
+    """An error naming each expected split file of ``folder`` that is missing or has no rows."""
+    for name in files:
+        path = Path(folder) / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: the {what} split {Path(name).stem!r} is missing from {folder} "
+                                    f"(run the stage that prepares it)")
+        if pq.ParquetFile(path).metadata.num_rows == 0:
+            raise ValueError(f"{path}: the {what} split {Path(name).stem!r} in {folder} has no rows")
+
+
+def build_task(exp: ResolvedExperiment, prepared_dir: Path) -> Task:
     if exp.task == "landmarks":
         from facebench.tasks.landmarks import LandmarkTask
 
@@ -79,11 +115,12 @@ class TrainSource:
         table = table.take(pa.array(index))
         return self.to_arrays({c: table.column(c).to_numpy(zero_copy_only=False) for c in self.columns})
 
-    def ray_dataset(self, cache: bool, label: str):
+    def ray_dataset(self, cache: bool, label: str, seed: int = 0):
         """The split as a Ray Dataset. With ``cache``, kept in Ray's object store (Parquet read once per
         training, not per epoch; measured 200 -> 9,000 images/s on 2 cores) in small blocks, whose order
-        is shuffled every epoch (rows within a buffer are shuffled by the trainer: a full all-to-all
-        shuffle costs more than it buys for a few thousand crops)."""
+        is shuffled by ``seed`` (rows within a buffer are shuffled by the trainer, seeded per epoch: a full
+        all-to-all shuffle costs more than it buys for a few thousand crops). Which worker gets which block
+        depends on timing (Ray Data's streaming split): streamed training is not bit-for-bit repeatable."""
         import ray.data
 
         self.check()
@@ -93,4 +130,4 @@ class TrainSource:
             ds = ds.repartition(target_num_rows_per_block=128).materialize()
             print(f"[{label}] cached {ds.count()} training rows ({ds.size_bytes() / 2**20:.0f} MiB) in Ray's "
                   "object store", flush=True)
-        return ds.randomize_block_order()
+        return ds.randomize_block_order(seed=seed)

@@ -11,6 +11,7 @@ scenes (mtcnn/evaluate.py).
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from torch import nn
 from facebench.config import Paths, ResolvedExperiment, dataset_root
 from facebench.losses.mtcnn import LANDMARK, NEGATIVE, PART, POSITIVE, make_mtcnn_loss
 from facebench.mtcnn.samples import STAGE_SIZE
-from facebench.tasks import TrainSource
+from facebench.tasks import TrainSource, require_splits
 
 FLIP_POINTS = [1, 0, 2, 4, 3]  # image-left eye <-> image-right eye, nose, mouth corners swap
 
@@ -33,6 +34,36 @@ class DetectionTask:
         self.prepared_dir = Path(prepared_dir)  # data/mtcnn/<experiment>
         self.size = STAGE_SIZE[exp.model]
         self.landmarks = exp.model == "onet"
+        self.reads: Counter = Counter()
+        self.scores_cascade = exp.model == "onet" and bool(exp.cascade)
+
+    def _project(self) -> tuple[Paths, Path]:
+        """The project's paths and the WIDER root, from data/mtcnn/<experiment>."""
+        paths = Paths(root=self.prepared_dir.parents[2])
+        return paths, dataset_root(paths, self.exp.dataset, self.exp.dataset_config)
+
+    def input_files(self) -> list[Path]:
+        """The stage's crops; O-Net also reads the test scenes (index and images) and the earlier stages."""
+        files = [self.prepared_dir / "train.parquet", self.prepared_dir / "val.parquet"]
+        if self.scores_cascade:
+            from facebench.data.formats.wider import load_scenes
+
+            paths, raw_root = self._project()
+            files += [paths.prepared(self.exp.dataset) / "test.parquet"]
+            files += [s.image_path for s in load_scenes(paths.prepared(self.exp.dataset), "test", raw_root)]
+            files += [paths.model_weights(key) for key in self.exp.cascade]
+        return files
+
+    def check_inputs(self) -> None:
+        require_splits(self.prepared_dir, ["train.parquet"], "training")
+        require_splits(self.prepared_dir, ["val.parquet"], "validation")
+        if self.scores_cascade:
+            paths, _ = self._project()
+            require_splits(paths.prepared(self.exp.dataset), ["test.parquet"], "test")
+            for key in self.exp.cascade:
+                if not paths.model_weights(key).is_file():
+                    raise FileNotFoundError(f"{paths.model_weights(key)}: the trained {key} stage is missing "
+                                            f"(O-Net's evaluation runs the whole cascade; train {key} first)")
 
     # --- what the trainer asks for -------------------------------------------------------------
     def build_model(self) -> nn.Module:
@@ -89,6 +120,7 @@ class DetectionTask:
         """Per validation crop: kind, face probability, right or wrong (negatives and positives), box
         error (positives and parts: RMS of the four offsets), landmark error (landmark faces: mean point
         distance over the crop side)."""
+        self.reads["val"] += 1
         model.eval()
         table = pq.read_table(self.prepared_dir / "val.parquet")
         arrays = CropArrays(self.size)({c: table.column(c).to_numpy(zero_copy_only=False)
@@ -113,8 +145,10 @@ class DetectionTask:
         return out
 
     def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, Any]:
+        """After the last epoch: the stage on its validation crops (there are no test crops) and, for O-Net,
+        the whole trained cascade (and the published one) on the test scenes."""
         result: dict[str, Any] = {"val": self._crop_metrics(model, device)}
-        if self.exp.model == "onet" and self.exp.cascade:  # the whole trained cascade, and the published one
+        if self.scores_cascade:
             result["cascade"] = self._cascade_metrics(model, device)
         return result
 
@@ -125,8 +159,8 @@ class DetectionTask:
         from facebench.mtcnn.evaluate import evaluate_cascade
         from facebench.data.formats.wider import load_scenes, official_keep_lists
 
-        paths = Paths(root=self.prepared_dir.parents[2])  # <project>/data/mtcnn/<experiment>
-        raw_root = dataset_root(paths, self.exp.dataset, self.exp.dataset_config)
+        paths, raw_root = self._project()
+        self.reads["test"] += 1
         scenes = load_scenes(paths.prepared(self.exp.dataset), "test", raw_root)
         pnet, rnet, _ = load_trained([paths.model_weights(key) for key in self.exp.cascade])
         onet.eval()
@@ -142,16 +176,16 @@ class DetectionTask:
 
     @staticmethod
     def summarise(evaluation: dict[str, Any]) -> dict[str, float]:
-        """test_val_* on the validation crops; test_<weights>_ap_{easy,medium,hard} and _landmark_nme for
-        the cascade (trained, and published for reference)."""
+        """val_crop_* on the validation crops (held-out training scenes); test_<weights>_ap_{easy,medium,hard}
+        and _landmark_nme for the cascade on the test scenes (trained, and published for reference)."""
         val = evaluation["val"]
         kind = np.asarray(val["kind"])
         prob = np.asarray(val["prob"])
-        metrics = {"test_val_accuracy": float(np.mean(val["correct"])),
-                   "test_val_recall": float(np.mean(prob[kind == POSITIVE] >= 0.5)) if (kind == POSITIVE).any() else 0.0,
-                   "test_val_box_rmse": float(np.mean(val["box_error"])) if val["box_error"] else float("nan")}
+        metrics = {"val_crop_accuracy": float(np.mean(val["correct"])),
+                   "val_crop_recall": float(np.mean(prob[kind == POSITIVE] >= 0.5)) if (kind == POSITIVE).any() else 0.0,
+                   "val_crop_box_rmse": float(np.mean(val["box_error"])) if val["box_error"] else float("nan")}
         if val["landmark_error"]:
-            metrics["test_val_landmark_nme"] = float(np.mean(val["landmark_error"]))
+            metrics["val_crop_landmark_nme"] = float(np.mean(val["landmark_error"]))
         for weights, values in evaluation.get("cascade", {}).items():
             metrics.update({f"test_{weights}_{k}": float(v) for k, v in values.items()})
         return metrics

@@ -7,6 +7,7 @@ Wing's w and eps keep their published meaning (DESIGN.md, "Protocol traps").
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,15 @@ from facebench.data.parquet import ENCODED, decode_crops, read_metadata, read_sa
 from facebench.data.transforms import Augment, LandmarkBatchTransform
 from facebench.losses.landmark import make_landmark_loss
 from facebench.metrics import landmarks as lm
-from facebench.tasks import TrainSource
+from facebench.tasks import TrainSource, require_splits
 
 INPUT_SIZE = {"cnn6": 64, "cnn7": 128, "resnet50": 224}
 
-# Test splits per dataset format, the first one is validated every `val_every` epochs.
-TEST_SPLITS = {"w300": ["full", "common", "challenging"], "aflw_full": ["test", "frontal"]}
+# Test splits per dataset format, evaluated once after the last epoch: the required ones, then the
+# optional ones (AFLW-Frontal: the test faces with every point visible, absent when there are none).
+TEST_SPLITS = {"w300": ["full", "common", "challenging"], "aflw_full": ["test"]}
+OPTIONAL_TEST_SPLITS = {"w300": ["private"], "aflw_full": ["frontal"]}
+VAL_SPLIT = "val"  # held out from the training images by prepare; epochs, sweeps and ASHA are judged on it
 
 
 class LandmarkTask:
@@ -41,8 +45,18 @@ class LandmarkTask:
                                                       Augment() if exp.train.augment else None)
         self.test_transform = LandmarkBatchTransform(self.input_size, None, None)
         self.is_w300 = exp.dataset_config.format == "w300"
-        self.test_splits = [s for s in TEST_SPLITS[exp.dataset_config.format]
-                            if (self.prepared_dir / f"{s}.parquet").exists()]
+        fmt = exp.dataset_config.format
+        self.test_splits = TEST_SPLITS[fmt] + [s for s in OPTIONAL_TEST_SPLITS[fmt]
+                                               if (self.prepared_dir / f"{s}.parquet").exists()]
+        self.reads: Counter = Counter()
+
+    def input_files(self) -> list[Path]:
+        return [self.train_path] + [self.prepared_dir / f"{s}.parquet" for s in [VAL_SPLIT, *self.test_splits]]
+
+    def check_inputs(self) -> None:
+        require_splits(self.prepared_dir, [self.train_path.name], "training")
+        require_splits(self.prepared_dir, [f"{VAL_SPLIT}.parquet"], "validation")
+        require_splits(self.prepared_dir, [f"{s}.parquet" for s in self.test_splits], "test")
 
     # --- what the trainer asks for -------------------------------------------------------------
     def build_model(self) -> nn.Module:
@@ -102,18 +116,25 @@ class LandmarkTask:
         return model(images).float()
 
     def validate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
-        """The per-epoch validation metric (mean NME on the first test split), for logs and Tune."""
-        split = self.test_splits[0]
-        errors = self.evaluate(model, device, [split])[split]["nme"]
-        return {"val_nme": float(np.mean(errors))}
+        """The per-epoch validation metric (mean NME on the validation split), for logs, ASHA and sweeps."""
+        errors = self._errors(model, device, [VAL_SPLIT])[VAL_SPLIT]
+        metrics = {"val_nme": float(np.mean(errors["nme"]))}
+        if "nme_ip" in errors:
+            metrics["val_nme_ip"] = float(np.mean(errors["nme_ip"]))
+        return metrics
+
+    def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, dict[str, list[float]]]:
+        """Per-sample errors on each test split (after the last epoch only)."""
+        return self._errors(model, device, self.test_splits)
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, device: torch.device, splits: list[str] | None = None,
-                 batch_size: int = 256) -> dict[str, dict[str, list[float]]]:
-        """Per-sample errors on each test split, computed in the prepared crop's pixels."""
+    def _errors(self, model: nn.Module, device: torch.device, splits: list[str],
+                batch_size: int = 256) -> dict[str, dict[str, list[float]]]:
+        """Per-sample errors on each split, computed in the prepared crop's pixels."""
         model.eval()
         out: dict[str, dict[str, list[float]]] = {}
-        for split in splits or self.test_splits:
+        for split in splits:
+            self.reads[split] += 1
             path = self.prepared_dir / f"{split}.parquet"
             df = read_samples(path)
             preds = []

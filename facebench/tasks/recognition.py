@@ -11,6 +11,7 @@ mirror and runs the LFW protocol (``metrics/verification.py``).
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,11 @@ from facebench.config import ResolvedExperiment
 from facebench.data.parquet import read_metadata
 from facebench.losses.margin import HEAD_NAMES, ShardedMarginHead, make_head, make_sharded_head
 from facebench.metrics.verification import evaluate_pairs
-from facebench.tasks import TrainSource
+from facebench.tasks import TrainSource, require_splits
 
 EMBEDDING_DIM = 512
+VAL_FILES = ("val_images.parquet", "val_pairs.parquet")  # pairs of the training set's held-out identities
+TEST_FILES = ("images.parquet", "pairs.parquet")  # the verification set (LFW layout), read once at the end
 
 
 class Recognizer(nn.Module):
@@ -60,6 +63,16 @@ class RecognitionTask:
         self.num_classes = int(meta["num_classes"])
         self.crop = (int(meta["crop_height"]), int(meta["crop_width"]))
         self.encoding = str(meta["image_encoding"])
+        self.reads: Counter = Counter()
+
+    def input_files(self) -> list[Path]:
+        return ([self.train_path] + [self.prepared_dir / f for f in VAL_FILES]
+                + [self.eval_dir / f for f in TEST_FILES])
+
+    def check_inputs(self) -> None:
+        require_splits(self.prepared_dir, [self.train_path.name], "training")
+        require_splits(self.prepared_dir, list(VAL_FILES), "validation")
+        require_splits(self.eval_dir, list(TEST_FILES), "test")
 
     # --- what the trainer asks for -------------------------------------------------------------
     def build_model(self) -> nn.Module:
@@ -117,20 +130,28 @@ class RecognitionTask:
         return np.zeros((2, 3, *self.crop), dtype=np.float32)
 
     def validate(self, model: nn.Module, device: torch.device) -> dict[str, float]:
-        return {"val_accuracy": float(self.evaluate(model, device)["lfw"]["accuracy"])}
+        """Verification accuracy on pairs of the training set's held-out identities (never LFW)."""
+        result = self._verify(model, device, self.prepared_dir, VAL_FILES, "val")
+        return {"val_accuracy": float(result["accuracy"])}
+
+    def evaluate(self, model: nn.Module, device: torch.device) -> dict[str, Any]:
+        """The verification protocol on the eval set (after the last epoch only)."""
+        return {"lfw": self._verify(model, device, self.eval_dir, TEST_FILES, "lfw")}
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, device: torch.device, splits: list[str] | None = None) -> dict[str, Any]:
-        """The verification protocol on the eval set (image + mirror embeddings, k-fold accuracy, TAR@FAR)."""
+    def _verify(self, model: nn.Module, device: torch.device, folder: Path, files: tuple[str, str],
+                split: str) -> dict[str, Any]:
+        """Image + mirror embeddings, k-fold accuracy, TAR@FAR and ROC on one pair set."""
+        self.reads[split] += 1
         model.eval()
 
         def embed(crops: np.ndarray) -> np.ndarray:
             x = to_network_input(torch.from_numpy(np.ascontiguousarray(crops)).to(device))
             return model(x).float().cpu().numpy()
 
-        result = evaluate_pairs(embed, self.eval_dir)
+        result = evaluate_pairs(embed, folder, images=files[0], pairs=files[1])
         model.train()
-        return {"lfw": result}
+        return result
 
     @staticmethod
     def summarise(evaluation: dict[str, Any]) -> dict[str, float]:

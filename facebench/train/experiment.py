@@ -1,8 +1,12 @@
-"""One training experiment end to end: MLflow run, Ray Train fit, DVC outputs.
+"""One training experiment end to end: run identity, MLflow run, Ray Train fit, DVC outputs.
 
-This is what `facebench train <experiment>` and the `train@<experiment>` DVC stage call. The
-driver owns the MLflow run (creates it, logs params, final metrics, curves and the model, and
-finishes it); rank 0 of the Ray job logs the per-epoch metrics into it.
+This is what `facebench train <experiment>` and the `train@<experiment>` DVC stage call. Before Ray
+starts, the task checks its inputs and the run identity (params, code, data: train/identity.py) is
+computed. A FINISHED run of that identity is reused (its outputs written again from its last
+checkpoint, nothing trained); an unfinished one is resumed from its newest checkpoint; otherwise a new
+run trains from scratch (``force`` always starts a new one). The driver owns the MLflow run (creates
+it, logs params, final metrics, curves and the model, and finishes it); rank 0 of the Ray job logs the
+per-epoch metrics into it, each after its checkpoint is on disk.
 """
 
 from __future__ import annotations
@@ -19,10 +23,13 @@ from facebench import tracking
 from facebench.atomic import atomic_write_text, replace_dir
 from facebench.config import MODEL_FILE, Paths, ResolvedExperiment
 from facebench.tasks import build_task
-from facebench.train.ray_trainer import fit
+from facebench.train import checkpoints
+from facebench.train.identity import RunIdentity, identity_of
+from facebench.train.ray_trainer import fit, loggable, outcome_of
 
 
-def run_tags(exp: ResolvedExperiment, root: Path, kind: str = "train") -> dict[str, str]:
+def run_tags(exp: ResolvedExperiment, root: Path, kind: str = "train",
+             identity: RunIdentity | None = None) -> dict[str, str]:
     return {
         "facebench.kind": kind,
         "facebench.experiment": exp.key,
@@ -36,6 +43,7 @@ def run_tags(exp: ResolvedExperiment, root: Path, kind: str = "train") -> dict[s
         "facebench.profile": exp.profile,
         "facebench.config_hash": exp.config_hash(),
         "facebench.code_version": tracking.code_version(root),
+        **(identity.tags() if identity is not None else {}),
     }
 
 
@@ -68,35 +76,83 @@ def run_params(exp: ResolvedExperiment) -> dict[str, Any]:
     }
 
 
-def train_experiment(exp: ResolvedExperiment, paths: Paths, write_outputs: bool = True) -> dict[str, Any]:
-    """Train one experiment, track it, and write models/<exp>/, metrics/<exp>.json, plots/<exp>/
-    (the DVC outputs; ``write_outputs=False`` for an extra seed, which only MLflow keeps)."""
+def train_experiment(exp: ResolvedExperiment, paths: Paths, write_outputs: bool = True,
+                     force: bool = False) -> dict[str, Any]:
+    """Train one experiment (or reuse / resume its run of the same identity), track it, and write
+    models/<exp>/, metrics/<exp>.json, plots/<exp>/ (the DVC outputs; ``write_outputs=False`` for an extra
+    seed, which only MLflow keeps). Returns the run id, the final metrics and how the run was obtained."""
+    prepared = paths.training_data(exp)
+    task = build_task(exp, prepared)
+    task.check_inputs()  # a missing or empty split is an error here, before Ray or MLflow start
+    identity = identity_of(exp, task.input_files(), cache_file=paths.storage / ".input-hashes.json")
     uri = tracking.tracking_uri(paths.root)
     client = MlflowClient(uri)
     experiment_id = tracking.get_or_create_experiment(client, exp.paper, paths.root)
-    name = f"{exp.key}-{exp.config_hash()}"
-    run_id = tracking.start_run(client, experiment_id, exp.key, run_tags(exp, paths.root),
-                                resume_file=paths.storage / name / "mlflow_run_id")
-    print(f"[{exp.key}] MLflow run {run_id} in {tracking.experiment_name(exp.paper)} ({uri})", flush=True)
+    runs = [] if force else tracking.find_runs(client, experiment_id, identity.id)
+    finished = next((r for r in runs if r.info.status == "FINISHED"), None)
+    if finished is not None:
+        return _reuse(exp, paths, task, finished.info.run_id, identity, write_outputs)
+    if runs:  # unfinished (RUNNING after a kill, FAILED, KILLED): the same identity carries on
+        run_id, how = runs[0].info.run_id, "resumed"
+        client.update_run(run_id, status="RUNNING")
+    else:
+        run_id, how = tracking.start_run(client, experiment_id, exp.key, run_tags(exp, paths.root, identity=identity)), "new"
+    run_dir = paths.run_dir(exp.key, run_id)
+    print(f"[{exp.key}] MLflow run {run_id} ({how}; identity {identity.id}) in "
+          f"{tracking.experiment_name(exp.paper)} ({uri})", flush=True)
     try:
         tracking.log_params(client, run_id, run_params(exp))
-        prepared = paths.training_data(exp)
-        outcome = fit(exp, prepared, paths.storage, name, tracking_uri=uri, run_id=run_id)
-        task = build_task(exp, prepared)
+        _log_missing_epochs(client, run_id, checkpoints.newest(run_dir / "checkpoints"))
+        outcome = fit(exp, prepared, run_dir, tracking_uri=uri, run_id=run_id)
         final = task.summarise(outcome.evaluation)
-        tracking.log_metrics(client, run_id, final, step=exp.train.epochs)
+        logged = client.get_run(run_id).data.metrics  # a job that died after logging these resumes here
+        tracking.log_metrics(client, run_id, {k: v for k, v in final.items() if k not in logged},
+                             step=exp.train.epochs)
         curves = task.curves(outcome.evaluation)
         tracking.log_tables(client, run_id, curves)
-        model = task.build_model()
-        model.load_state_dict(outcome.state_dict)
-        tracking.log_torch_model(uri, run_id, task.inference_model(model), task.example_input())
+        if not client.search_logged_models([experiment_id], filter_string=f"source_run_id = '{run_id}'"):
+            model = task.build_model()
+            model.load_state_dict(outcome.state_dict)
+            tracking.log_torch_model(uri, run_id, task.inference_model(model), task.example_input())
         if write_outputs:
             _write_outputs(exp, paths, run_id, final, curves, outcome.state_dict)
+        checkpoints.prune(run_dir / "checkpoints", keep=1)  # the last one: what a reuse writes out again
+    except (KeyboardInterrupt, SystemExit):
+        tracking.end_run(client, run_id, status="KILLED")
+        raise
     except BaseException:
         tracking.end_run(client, run_id, status="FAILED")
         raise
     tracking.end_run(client, run_id)
-    return {"run_id": run_id, **final}
+    return {"run_id": run_id, "run": how, **final}
+
+
+def _reuse(exp: ResolvedExperiment, paths: Paths, task, run_id: str, identity: RunIdentity,
+           write_outputs: bool) -> dict[str, Any]:
+    """A finished run of this identity: its outputs again, from its last checkpoint; the run is left as it is."""
+    final_dir = checkpoints.newest(paths.run_dir(exp.key, run_id) / "checkpoints")
+    if final_dir is None:
+        raise FileNotFoundError(f"{paths.run_dir(exp.key, run_id)}: the finished run {run_id} of {exp.key} "
+                                f"(identity {identity.id}) has no checkpoint left to write its outputs from; "
+                                f"`facebench train {exp.key} --force` trains a new run")
+    outcome = outcome_of(exp, final_dir)
+    final = task.summarise(outcome.evaluation)
+    print(f"[{exp.key}] reusing finished MLflow run {run_id} (same params, code and data: identity "
+          f"{identity.id}); nothing retrained (--force trains a new run)", flush=True)
+    if write_outputs:
+        _write_outputs(exp, paths, run_id, final, task.curves(outcome.evaluation), outcome.state_dict)
+    return {"run_id": run_id, "run": "reused", **final}
+
+
+def _log_missing_epochs(client: MlflowClient, run_id: str, newest: Path | None) -> None:
+    """Epochs a resumed run's newest checkpoint holds but MLflow lacks (the job died between writing the
+    checkpoint and logging it): logged now, so every step is logged once."""
+    if newest is None:
+        return
+    logged = tracking.logged_steps(client, run_id, "train_loss")
+    for metrics in checkpoints.load_state(newest)["history"]:
+        if int(metrics["epoch"]) not in logged:
+            tracking.log_metrics(client, run_id, loggable(metrics), step=int(metrics["epoch"]))
 
 
 def _write_outputs(exp: ResolvedExperiment, paths: Paths, run_id: str, final: dict[str, float],

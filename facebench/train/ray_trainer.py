@@ -2,15 +2,15 @@
 
 The trainer knows nothing of any paper. It asks the task (facebench/tasks/<task>.py) for a model,
 a loss, a Ray Dataset of raw batches, the augmentation that turns them into network input on the
-training device, a training step, a validation metric and a final
-evaluation. Everything else here is generic: optimiser and schedule, AMP, per-epoch
-``ray.train.report`` with a checkpoint, and resuming from the latest checkpoint when the same
-run (same ``RunConfig(storage_path, name)``) is started again.
+training device, a training step, a validation metric (on the validation split) and a final
+evaluation (on the test splits, once, after the last epoch). Everything else here is generic:
+optimiser and schedule, AMP, per-epoch seeding, a checkpoint per epoch in the run's own folder
+(train/checkpoints.py), resuming from the newest one, and per-epoch ``ray.train.report`` (or
+``ray.tune.report`` in a sweep's trial).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -23,13 +23,11 @@ import torch
 from torch import nn
 
 from facebench.config import ResolvedExperiment, TrainSettings
+from facebench.train import checkpoints
 from facebench.train.device_cache import DeviceCache
 
-CHECKPOINT_MODEL = "model.pt"
-CHECKPOINT_OPTIM = "optimizer.pt"
-CHECKPOINT_STATE = "state.json"
-CHECKPOINT_EVAL = "eval.json"
-_NOT_LOGGED = ("epoch", "world_size", "resumed_from")  # bookkeeping in reports, not MLflow metrics
+# bookkeeping in reports, not MLflow metrics (test_split_reads: reads of any split but validation so far)
+_NOT_LOGGED = ("epoch", "world_size", "resumed_from", "test_split_reads")
 
 
 # --- local Ray ------------------------------------------------------------------------------------
@@ -104,8 +102,30 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 # --- the per-worker loop --------------------------------------------------------------------------
+def seed_everything(seed: int, rank: int, epoch: int | None = None) -> None:
+    """Seed torch (every device), numpy and random from (seed, rank[, epoch]).
+
+    Seeding again at the start of every epoch makes an epoch's data order, augmentation and dropout a
+    function of (seed, rank, epoch) alone, so a run resumed from a checkpoint trains exactly as one
+    that never stopped, without saving every generator's state."""
+    import random
+
+    import numpy as np
+
+    entropy = [seed, rank] if epoch is None else [seed, rank, epoch]
+    state = np.random.SeedSequence(entropy).generate_state(2)
+    torch.manual_seed(int(state[0]))
+    np.random.seed(int(state[1]))
+    random.seed(int(state[0]))
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Runs on every Ray Train worker. ``config`` holds plain data only (it crosses processes)."""
+    """Runs on every Ray Train worker (or in-process in local mode). ``config`` holds plain data only.
+
+    Rank 0 writes a checkpoint after every epoch into the run's own folder (train/checkpoints.py) and
+    only then logs the epoch to MLflow, so a step is never logged without its checkpoint; a restart
+    resumes from the newest checkpoint there. A Tune trial (``config["tune"]``) reports each epoch to
+    Tune instead, keeps no checkpoints and never reads a test split."""
     import ray.train
     import ray.train.torch
 
@@ -117,29 +137,32 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     if config.get("threads"):
         torch.set_num_threads(int(config["threads"]))
-    torch.manual_seed(t.seed * 1000 + rank)
+    if t.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    seed_everything(t.seed, rank)
 
     task = build_task(exp, Path(config["prepared_dir"]))
     device = ray.train.torch.get_device()
     model = task.build_model()
     opt = make_optimizer(model, t)
     sched = make_scheduler(opt, t)
-    start_epoch = 0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            model_state = torch.load(Path(d) / CHECKPOINT_MODEL, weights_only=True, map_location="cpu")
-            state = torch.load(Path(d) / CHECKPOINT_OPTIM, weights_only=True, map_location="cpu")
-            optim_state = state["optimizer"]
-            restore = getattr(task, "restore_checkpoint_state", None)  # a model split over the workers
-            if restore is not None:
-                model_state, optim_state = restore(model, opt, model_state, optim_state)
-            model.load_state_dict(model_state)
-            opt.load_state_dict(optim_state)
-            sched.load_state_dict(state["scheduler"])
-            start_epoch = json.loads((Path(d) / CHECKPOINT_STATE).read_text())["epoch"]
+    folder = Path(config["checkpoint_dir"]) if config.get("checkpoint_dir") else None
+    start_epoch, history = 0, []
+    resume = checkpoints.newest(folder) if folder is not None else None
+    if resume is not None:
+        model_state, state = checkpoints.load_model(resume), checkpoints.load_optimizer(resume)
+        optim_state = state["optimizer"]
+        restore = getattr(task, "restore_checkpoint_state", None)  # a model split over the workers
+        if restore is not None:
+            model_state, optim_state = restore(model, opt, model_state, optim_state)
+        model.load_state_dict(model_state)
+        opt.load_state_dict(optim_state)
+        sched.load_state_dict(state["scheduler"])
+        saved = checkpoints.load_state(resume)
+        start_epoch, history = saved["epoch"], saved["history"]
+        task.reads.update(saved.get("reads", {}))
         if rank == 0:
-            print(f"[{exp.key}] resuming from checkpoint after epoch {start_epoch}", flush=True)
+            print(f"[{exp.key}] resuming from {resume} (after epoch {start_epoch})", flush=True)
     model = ray.train.torch.prepare_model(model)
     loss_fn = task.build_loss().to(device)
     logger = _RankZeroLogger(config.get("tracking_uri"), config.get("run_id")) if rank == 0 else None
@@ -155,6 +178,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         shard = ray.train.get_dataset_shard("train")
 
     for epoch in range(start_epoch, t.epochs):
+        seed_everything(t.seed, rank, epoch + 1)
         model.train()
         started, seen = time.perf_counter(), 0
         loss_sum = torch.zeros((), device=device)  # summed on the device: float() per step would stall the GPU
@@ -163,7 +187,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         else:  # stream from Ray Data (recording the shard while the cache is on)
             batches = shard.iter_torch_batches(batch_size=t.batch_size, device=device, drop_last=False,
                                                prefetch_batches=t.prefetch_batches,
-                                               local_shuffle_buffer_size=t.batch_size * t.shuffle_buffer_batches or None)
+                                               local_shuffle_buffer_size=t.batch_size * t.shuffle_buffer_batches or None,
+                                               local_shuffle_seed=t.seed * 100_003 + rank * 1_009 + epoch)
             if cache.max_bytes > 0:
                 batches = cache.record(batches)
         for batch in batches:
@@ -195,25 +220,29 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         }
         if device.type == "cuda":
             metrics["gpu_peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
-        # Every rank: a task whose model is split over the workers gathers the whole state here.
-        export = getattr(task, "checkpoint_state", None)
-        model_state, optim_state = export(unwrap(model), opt) if export else (unwrap(model).state_dict(), opt.state_dict())
-        with tempfile.TemporaryDirectory() as tmp:
-            ckpt = None
-            if rank == 0:
-                if done % t.val_every == 0 or last:
-                    metrics.update(task.validate(unwrap(model), device))
-                torch.save(model_state, Path(tmp) / CHECKPOINT_MODEL)
-                torch.save({"optimizer": optim_state, "scheduler": sched.state_dict()}, Path(tmp) / CHECKPOINT_OPTIM)
-                (Path(tmp) / CHECKPOINT_STATE).write_text(json.dumps({"epoch": done}))
-                if last:
-                    evaluation = task.evaluate(unwrap(model), device)
-                    (Path(tmp) / CHECKPOINT_EVAL).write_text(json.dumps(evaluation))
-                ckpt = ray.train.Checkpoint.from_directory(tmp)
-                logger.log(metrics, step=done)
-                shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k not in _NOT_LOGGED)
-                print(f"[{exp.key}] epoch {done}/{t.epochs} {shown}", flush=True)
-            ray.train.report(metrics, checkpoint=ckpt)
+        if folder is not None:  # every rank: a task whose model is split over the workers gathers it here
+            export = getattr(task, "checkpoint_state", None)
+            model_state, optim_state = (export(unwrap(model), opt) if export
+                                        else (unwrap(model).state_dict(), opt.state_dict()))
+        if rank == 0:
+            if done % t.val_every == 0 or last:
+                metrics.update(task.validate(unwrap(model), device))
+            evaluation = task.evaluate(unwrap(model), device) if last and config.get("evaluate_test", True) else None
+            metrics["test_split_reads"] = sum(n for split, n in task.reads.items() if split != "val")
+            history.append({k: v for k, v in metrics.items() if k != "resumed_from"})
+            if folder is not None:
+                checkpoints.save(folder, done, model_state, {"optimizer": optim_state, "scheduler": sched.state_dict()},
+                                 {"history": history, "reads": dict(task.reads)}, evaluation)
+                checkpoints.prune(folder, t.keep_checkpoints)
+            logger.log(metrics, step=done)
+            shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k not in _NOT_LOGGED)
+            print(f"[{exp.key}] epoch {done}/{t.epochs} {shown}", flush=True)
+        if config.get("tune"):
+            import ray.tune
+
+            ray.tune.report(metrics)  # blocks until Tune asks for more: a stopped trial ends here
+        else:
+            ray.train.report(metrics)
 
 
 class _RankZeroLogger:
@@ -229,74 +258,88 @@ class _RankZeroLogger:
 
         from facebench.tracking import log_metrics
 
-        logged = {k: v for k, v in metrics.items() if k not in _NOT_LOGGED}
-        log_metrics(MlflowClient(self.uri), self.run_id, logged, step)
+        log_metrics(MlflowClient(self.uri), self.run_id, loggable(metrics), step)
+
+
+def loggable(metrics: dict[str, float]) -> dict[str, float]:
+    """An epoch's metrics as MLflow keeps them (without the bookkeeping)."""
+    return {k: v for k, v in metrics.items() if k not in _NOT_LOGGED}
 
 
 # --- the driver side ------------------------------------------------------------------------------
 @dataclass
 class TrainOutcome:
-    metrics: dict[str, float]  # the last report's metrics
+    metrics: dict[str, float]  # the last epoch's metrics
     evaluation: dict[str, Any]  # the task's final evaluation (from the last checkpoint)
-    checkpoint_dir: str
+    checkpoint_dir: Path
     state_dict: dict[str, torch.Tensor]
 
 
-def make_trainer(exp: ResolvedExperiment, prepared_dir: Path, storage_path: Path, name: str, *,
-                 tracking_uri: str | None = None, run_id: str | None = None, callbacks: list | None = None):
-    """A TorchTrainer for one experiment. Same (storage_path, name) => resume from its checkpoints."""
+def make_trainer(exp: ResolvedExperiment, prepared_dir: Path, run_dir: Path | None, *,
+                 tracking_uri: str | None = None, run_id: str | None = None, tune: bool = False,
+                 local: bool = False):
+    """A TorchTrainer for one experiment. ``run_dir`` holds the run's checkpoints (``checkpoints/``, resumed
+    from) and Ray's own files (``ray/``); None keeps no checkpoints (a Tune trial). ``local`` runs the
+    training function in this process (Ray Train's local mode, ``num_workers=0``), as a Tune trial does."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
     from facebench.tasks import build_task
 
     t = exp.train
-    threads = t.cpus_per_worker or max(1, (os.cpu_count() or 1) // t.num_workers)
+    workers = 1 if local else t.num_workers
+    threads = t.cpus_per_worker or max(1, (os.cpu_count() or 1) // workers)
     resources = {"CPU": threads}
     if t.use_gpu:
         resources["GPU"] = 1
     source = build_task(exp, prepared_dir).train_source()
-    direct = in_memory(source, t)
+    direct = in_memory(source, t, workers)
+    storage = Path(run_dir) if run_dir is not None else Path(tempfile.gettempdir()) / "facebench-trials"
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={
             "experiment": exp.model_dump(mode="json"),
             "prepared_dir": str(Path(prepared_dir).resolve()),
+            "checkpoint_dir": str((Path(run_dir) / "checkpoints").resolve()) if run_dir is not None else None,
             "tracking_uri": tracking_uri,
             "run_id": run_id,
             "threads": threads,
             "direct": direct,
+            "tune": tune,
+            "evaluate_test": not tune,
         },
-        scaling_config=ray.train.ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu,
-                                               resources_per_worker=resources),
-        run_config=ray.train.RunConfig(
-            name=name,
-            storage_path=str(Path(storage_path).resolve()),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
-            callbacks=callbacks or [],
-        ),
-        datasets={} if direct else {"train": source.ray_dataset(t.cache_dataset, exp.key)},
+        scaling_config=ray.train.ScalingConfig(num_workers=0 if local else workers, use_gpu=t.use_gpu,
+                                               resources_per_worker=None if local else resources),
+        run_config=ray.train.RunConfig(name="ray", storage_path=str(storage.resolve())),
+        datasets={} if direct else {"train": source.ray_dataset(t.cache_dataset, exp.key, seed=t.seed)},
     )
 
 
-def in_memory(source, t: TrainSettings) -> bool:
+def in_memory(source, t: TrainSettings, workers: int | None = None) -> bool:
     """Whether each worker reads its shard straight from Parquet into the device cache (a set that
     fits, the embedded default and the landmark sets at paper size) or streams Ray Data shards."""
     limit = t.device_cache_gib * 2**30
-    return t.cache_dataset and limit > 0 and source.shard_nbytes(t.num_workers) <= limit
+    return t.cache_dataset and limit > 0 and source.shard_nbytes(workers or t.num_workers) <= limit
 
 
-def fit(exp: ResolvedExperiment, prepared_dir: Path, storage_path: Path, name: str, *,
+def fit(exp: ResolvedExperiment, prepared_dir: Path, run_dir: Path, *,
         tracking_uri: str | None = None, run_id: str | None = None) -> TrainOutcome:
-    """Train (or resume) one experiment on Ray and return its final checkpoint's contents."""
-    ensure_ray()
-    trainer = make_trainer(exp, prepared_dir, storage_path, name, tracking_uri=tracking_uri, run_id=run_id)
-    result = trainer.fit()
-    if result.checkpoint is None:
-        raise RuntimeError(f"{exp.key}: training finished without a checkpoint")
-    with result.checkpoint.as_directory() as d:
-        d = Path(d)
-        evaluation = json.loads((d / CHECKPOINT_EVAL).read_text()) if (d / CHECKPOINT_EVAL).exists() else {}
-        state = torch.load(d / CHECKPOINT_MODEL, weights_only=True, map_location="cpu")
-    return TrainOutcome(metrics=dict(result.metrics or {}), evaluation=evaluation,
-                        checkpoint_dir=result.checkpoint.path, state_dict=state)
+    """Train one experiment on Ray (resuming from the newest checkpoint in ``run_dir``) and return its
+    final checkpoint's contents."""
+    folder = Path(run_dir) / "checkpoints"
+    final = checkpoints.newest(folder)
+    if final is None or checkpoints.load_state(final)["epoch"] < exp.train.epochs:
+        ensure_ray()
+        make_trainer(exp, prepared_dir, run_dir, tracking_uri=tracking_uri, run_id=run_id).fit()
+        final = checkpoints.newest(folder)
+    return outcome_of(exp, final)
+
+
+def outcome_of(exp: ResolvedExperiment, final: Path | None) -> TrainOutcome:
+    """A finished run's outputs from its last checkpoint (an error if it has none)."""
+    if final is None or checkpoints.load_state(final)["epoch"] != exp.train.epochs:
+        raise RuntimeError(f"{exp.key}: no checkpoint of the last epoch ({exp.train.epochs}) in "
+                           f"{final.parent if final is not None else 'the run folder'}")
+    state = checkpoints.load_state(final)
+    return TrainOutcome(metrics=state["history"][-1], evaluation=checkpoints.load_eval(final) or {},
+                        checkpoint_dir=final, state_dict=checkpoints.load_model(final))

@@ -1,13 +1,23 @@
-"""Loss-hyperparameter sweeps on Ray Tune around the same TorchTrainer.
+"""Loss-hyperparameter sweeps on Ray Tune (grid + ASHA), chosen on the validation split.
 
-Ray 2.60 (Train V2): a Tune *function trainable* builds and fits the TorchTrainer of one trial
-with ``TuneReportCallback`` so the per-epoch reports reach Tune and its ASHA scheduler. The
-driver owns a parent MLflow run; each trial is a nested run (``mlflow.parentRunId``).
+Each trial trains in one process: the Tune trial runs the experiment's TorchTrainer in Ray Train's local
+mode (``ScalingConfig(num_workers=0)``), whose training loop reports every epoch straight to Tune
+(``ray.tune.report`` blocks until Tune wants the next epoch). So a trial that ASHA stops stops at that
+epoch boundary; no worker group or placement group outlives it. Trials keep no checkpoints and never
+read a test split: ASHA and the best config see validation metrics only.
+
+The MLflow records come from the driver, from what Tune itself saw (``_TrialRuns``, a Tune callback):
+the parent run holds the sweep, each trial is a nested run with one step per result Tune received, and
+each ends with Tune's verdict: FINISHED (ran every epoch), KILLED with ``facebench.trial_status =
+stopped_early`` (ASHA stopped it), or FAILED (it raised). The sweep's JSON lists the same trials.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,47 +25,99 @@ from mlflow.tracking import MlflowClient
 
 from facebench import tracking
 from facebench.atomic import atomic_write_text
-from facebench.config import Params, Paths, ResolvedExperiment, resolve_experiment
+from facebench.config import Params, Paths, ResolvedExperiment, resolve_experiment, resolve_sweep
 from facebench.train.experiment import run_params, run_tags
-from facebench.train.ray_trainer import ensure_ray, make_trainer
+from facebench.train.ray_trainer import ensure_ray, loggable, make_trainer
+
+VALIDATION_SPLIT = "val"  # what a trial's metric is computed on (tasks' validate)
 
 
-def _trial(config: dict[str, float], base: dict[str, Any], prepared_dir: str, storage: str, uri: str,
-           experiment_id: str, parent_run_id: str, sweep: str) -> None:
-    """One Tune trial: a nested MLflow run and a TorchTrainer whose reports feed Tune."""
-    import ray.tune
+def _trial(config: dict[str, float], base: dict[str, Any], prepared_dir: str) -> None:
+    """One Tune trial: the experiment with this trial's loss parameters, trained in this process."""
     from ray.data import DataContext
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     DataContext.get_current().enable_progress_bars = False  # this trial's process is its own driver
     exp = ResolvedExperiment.model_validate(base)
     exp = exp.model_copy(update={"loss_params": {**exp.loss_params, **config}})
-    trial_id = ray.tune.get_context().get_trial_id()
-    client = MlflowClient(uri)
-    label = ",".join(f"{k}={v:g}" for k, v in sorted(config.items()))
-    tags = {**run_tags(exp, Path(storage).parent, kind="trial"), "facebench.sweep": sweep,
-            "facebench.trial_id": trial_id}
-    run_id = tracking.start_run(client, experiment_id, f"{sweep}[{label}]", tags, parent_run_id=parent_run_id)
-    tracking.log_params(client, run_id, run_params(exp))
-    trainer = make_trainer(exp, Path(prepared_dir), Path(storage), f"{sweep}-{trial_id}",
-                           tracking_uri=uri, run_id=run_id, callbacks=[TuneReportCallback()])
-    trainer.fit()
-    tracking.end_run(client, run_id)
+    make_trainer(exp, Path(prepared_dir), None, tune=True, local=True).fit()
+
+
+def _trial_label(config: dict[str, float]) -> str:
+    return ",".join(f"{k}={v:g}" for k, v in sorted(config.items()))
+
+
+def _tune_callback():
+    """The Tune callback class (defined on first use: importing Ray Tune is slow)."""
+    import ray.tune
+    from ray.tune.result import AUTO_RESULT_KEYS
+
+    class _TrialRuns(ray.tune.Callback):
+        """Nested MLflow runs that record exactly what Tune saw of each trial."""
+
+        def __init__(self, client: MlflowClient, experiment_id: str, parent: str, sweep: str,
+                     exp: ResolvedExperiment, root: Path, epochs: int):
+            self.client, self.experiment_id, self.parent, self.sweep = client, experiment_id, parent, sweep
+            self.exp, self.root, self.epochs = exp, root, epochs
+            self.runs: dict[str, str] = {}       # trial id -> MLflow run id
+            self.outcome: dict[str, dict] = {}   # trial id -> status, epochs, last metrics
+            self.by_config: dict[str, str] = {}  # _trial_label(config) -> trial id (grid points are unique)
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            exp = self.exp.model_copy(update={"loss_params": {**self.exp.loss_params, **trial.config}})
+            tags = {**run_tags(exp, self.root, kind="trial"), "facebench.sweep": self.sweep,
+                    "facebench.trial_id": trial.trial_id}
+            run_id = tracking.start_run(self.client, self.experiment_id, f"{self.sweep}[{_trial_label(trial.config)}]",
+                                        tags, parent_run_id=self.parent)
+            tracking.log_params(self.client, run_id, run_params(exp))
+            self.runs[trial.trial_id] = run_id
+            self.by_config[_trial_label(trial.config)] = trial.trial_id
+            self.outcome[trial.trial_id] = {"status": "running", "epochs": 0, "metrics": {}}
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            metrics = {k: float(v) for k, v in result.items() if k not in AUTO_RESULT_KEYS
+                       and isinstance(v, (int, float)) and not isinstance(v, bool)}
+            epoch = int(metrics["epoch"])
+            tracking.log_metrics(self.client, self.runs[trial.trial_id], loggable(metrics), step=epoch)
+            self.outcome[trial.trial_id].update(epochs=epoch, metrics=loggable(metrics))
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            outcome = self.outcome[trial.trial_id]
+            if outcome["epochs"] >= self.epochs:
+                self._end(trial, "FINISHED", "finished")
+            else:
+                self._end(trial, "KILLED", "stopped_early",
+                          {"facebench.stopped_early": "true",
+                           "facebench.stop_reason": f"ASHA stopped it after epoch {outcome['epochs']} of {self.epochs}"})
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            error = str(getattr(trial, "error_file", "") or "")
+            self._end(trial, "FAILED", "failed", {"facebench.error_file": error} if error else {})
+
+        def _end(self, trial, status: str, verdict: str, tags: dict[str, str] | None = None) -> None:
+            run_id = self.runs.get(trial.trial_id)
+            if run_id is None:
+                return
+            tracking.set_tags(self.client, run_id, {"facebench.trial_status": verdict, **(tags or {})})
+            tracking.end_run(self.client, run_id, status=status)
+            self.outcome[trial.trial_id]["status"] = verdict
+
+    return _TrialRuns
 
 
 def run_sweep(params: Params, sweep_key: str, paths: Paths) -> dict[str, Any]:
-    """Run a grid sweep with ASHA early stopping; write metrics/sweeps/<sweep>.json."""
+    """Run a grid sweep with ASHA early stopping on the validation split; write metrics/sweeps/<sweep>.json."""
     import ray.tune
     from ray.tune.schedulers import ASHAScheduler
 
-    sweeps = params.all_sweeps
-    if sweep_key not in sweeps:
-        raise KeyError(f"params.yaml: no sweep {sweep_key!r}; known: {sorted(sweeps)}")
-    sweep = sweeps[sweep_key]
+    sweep = resolve_sweep(params, sweep_key)
     settings = params.active.tune
-    exp = resolve_experiment(params, sweep.experiment, epochs=settings.epochs, num_workers=settings.num_workers,
-                             cpus_per_worker=1, val_every=1)
-    ensure_ray(dashboard=True)  # the State API that cleans up trials stopped by ASHA
+    exp = resolve_experiment(params, sweep.experiment, epochs=settings.epochs, cpus_per_worker=settings.cpus_per_trial,
+                             val_every=1)
+    prepared = paths.training_data(exp)
+    from facebench.tasks import build_task
+
+    build_task(exp, prepared).check_inputs()
+    ensure_ray()
     uri = tracking.tracking_uri(paths.root)
     client = MlflowClient(uri)
     experiment_id = tracking.get_or_create_experiment(client, exp.paper, paths.root)
@@ -63,57 +125,70 @@ def run_sweep(params: Params, sweep_key: str, paths: Paths) -> dict[str, Any]:
                                 {**run_tags(exp, paths.root, kind="sweep"), "facebench.sweep": sweep_key})
     tracking.log_params(client, parent, {"grid": {k: str(v) for k, v in sweep.grid.items()},
                                          "base_experiment": sweep.experiment, "metric": sweep.metric,
-                                         "mode": sweep.mode})
-    print(f"[sweep {sweep_key}] parent MLflow run {parent}; grid {sweep.grid}", flush=True)
-    trainable = ray.tune.with_parameters(
-        _trial, base=exp.model_dump(mode="json"), prepared_dir=str(paths.training_data(exp).resolve()),
-        storage=str(paths.storage.resolve()), uri=uri, experiment_id=experiment_id, parent_run_id=parent,
-        sweep=sweep_key)
+                                         "mode": sweep.mode, "chosen_on": VALIDATION_SPLIT})
+    print(f"[sweep {sweep_key}] parent MLflow run {parent}; grid {sweep.grid}; chosen on the "
+          f"{VALIDATION_SPLIT!r} split by {sweep.metric} ({sweep.mode})", flush=True)
+    recorder = _tune_callback()(client, experiment_id, parent, sweep_key, exp, paths.root, settings.epochs)
+    trainable = ray.tune.with_parameters(_trial, base=exp.model_dump(mode="json"), prepared_dir=str(prepared.resolve()))
+    resources = {"CPU": settings.cpus_per_trial, **({"GPU": 1} if exp.train.use_gpu else {})}
+    tune_dir = paths.storage / "sweeps" / f"{sweep_key}-{parent}"
     tuner = ray.tune.Tuner(
-        ray.tune.with_resources(trainable, {"CPU": 0.1}),  # the trial only drives its TorchTrainer
+        ray.tune.with_resources(trainable, resources),
         param_space={k: ray.tune.grid_search(list(v)) for k, v in sweep.grid.items()},
         tune_config=ray.tune.TuneConfig(
             metric=sweep.metric, mode=sweep.mode, max_concurrent_trials=settings.max_concurrent_trials,
-            # max_t one past the last epoch: a trial that reaches the end finishes on its own, so its
-            # TorchTrainer releases its workers itself instead of being killed mid-teardown.
+            # max_t one past the last epoch: a trial that reaches the end finishes on its own
             scheduler=ASHAScheduler(max_t=settings.epochs + 1, grace_period=settings.grace_period,
                                     reduction_factor=settings.reduction_factor)),
-        run_config=ray.tune.RunConfig(name=f"sweep-{sweep_key}-{exp.config_hash()}",
-                                      storage_path=str(paths.storage.resolve())),
+        run_config=ray.tune.RunConfig(name=tune_dir.name, storage_path=str(tune_dir.parent.resolve()),
+                                      callbacks=[recorder], verbose=1),
     )
     try:
         grid = tuner.fit()
         trials = []
         for result in grid:
-            m = result.metrics or {}
+            trial_id = recorder.by_config.get(_trial_label(result.config))
+            outcome = recorder.outcome.get(trial_id, {"status": "failed", "epochs": 0, "metrics": {}})
             trials.append({**{k: float(v) for k, v in result.config.items()},
-                           sweep.metric: m.get(sweep.metric), "epochs": m.get("epoch"),
+                           sweep.metric: outcome["metrics"].get(sweep.metric), "epochs": outcome["epochs"],
+                           "status": outcome["status"], "mlflow_run_id": recorder.runs.get(trial_id),
                            "error": str(result.error) if result.error else None})
         trials.sort(key=lambda r: tuple(r[k] for k in sorted(sweep.grid)))
-        scored = [t for t in trials if t[sweep.metric] is not None]
+        scored = [t for t in trials if t[sweep.metric] is not None and t["status"] != "failed"]
         if not scored:
             raise RuntimeError(f"sweep {sweep_key}: no trial reported {sweep.metric}")
         best = (min if sweep.mode == "min" else max)(scored, key=lambda r: r[sweep.metric])
         best_config = {k: best[k] for k in sweep.grid}
-        _close_stopped_trials(client, experiment_id, parent)
+        _wait_for_placement_groups()
         tracking.log_metrics(client, parent, {f"best_{sweep.metric}": best[sweep.metric]})
         tracking.set_tags(client, parent, {f"facebench.best.{k}": str(v) for k, v in best_config.items()})
     except BaseException:
         tracking.end_run(client, parent, status="FAILED")
         raise
+    finally:
+        shutil.rmtree(tune_dir, ignore_errors=True)  # Tune's own result files: MLflow and the JSON keep them
     tracking.end_run(client, parent)
     summary = {"sweep": sweep_key, "experiment": sweep.experiment, "metric": sweep.metric, "mode": sweep.mode,
-               "mlflow_parent_run_id": parent, "best_config": best_config, f"best_{sweep.metric}": best[sweep.metric],
-               "trials": trials}
+               "chosen_on": VALIDATION_SPLIT, "mlflow_parent_run_id": parent, "best_config": best_config,
+               f"best_{sweep.metric}": best[sweep.metric], "trials": trials}
     atomic_write_text(paths.sweep_file(sweep_key), json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    print(f"[sweep {sweep_key}] best {best_config} {sweep.metric}={best[sweep.metric]:.4f}", flush=True)
+    print(f"[sweep {sweep_key}] best {best_config} {sweep.metric}={best[sweep.metric]:.4f} "
+          f"(on the {VALIDATION_SPLIT!r} split)", flush=True)
     return summary
 
 
-def _close_stopped_trials(client: MlflowClient, experiment_id: str, parent: str) -> None:
-    """Trials that ASHA stopped never reach their own end_run; mark them finished and say why."""
-    runs = client.search_runs([experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent}'")
-    for run in runs:
-        if run.info.status == "RUNNING":
-            tracking.set_tags(client, run.info.run_id, {"facebench.stopped_early": "true"})
-            tracking.end_run(client, run.info.run_id, status="FINISHED")
+def _wait_for_placement_groups(timeout_s: float = 60.0) -> None:
+    """Tune removes each trial's placement group as the trial ends; wait until Ray says so, so that the
+    next stage finds every CPU free. Only on a local Ray, which is this process's own."""
+    import ray.util
+
+    if os.environ.get("RAY_ADDRESS"):
+        return
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if all(pg["state"] == "REMOVED" for pg in ray.util.placement_group_table().values()):
+            return
+        time.sleep(0.5)
+    live = [pg_id for pg_id, pg in ray.util.placement_group_table().items() if pg["state"] != "REMOVED"]
+    print(f"warning: placement groups still live {timeout_s:.0f} s after the sweep: {live}", flush=True)

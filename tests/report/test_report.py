@@ -407,9 +407,9 @@ def test_mtcnn_section_shows_each_stage_and_the_cascade_ap(tmp_path):
                 "facebench.task": "detection", "facebench.dataset": "wider", "facebench.model": model,
                 "facebench.loss": "mtcnn", "facebench.pdb": "false", "facebench.profile": "smoke"}
         run = client.create_run(exp_id, run_name=key, tags=tags, start_time=1_000 + i).info.run_id
-        metrics = {"test_val_accuracy": 0.9 + 0.01 * i, "test_val_recall": 0.8, "test_val_box_rmse": 0.07}
+        metrics = {"val_crop_accuracy": 0.9 + 0.01 * i, "val_crop_recall": 0.8, "val_crop_box_rmse": 0.07}
         if model == "onet":
-            metrics.update({"test_val_landmark_nme": 0.05, "test_trained_ap_easy": 0.61, "test_trained_ap_medium": 0.52,
+            metrics.update({"val_crop_landmark_nme": 0.05, "test_trained_ap_easy": 0.61, "test_trained_ap_medium": 0.52,
                             "test_trained_ap_hard": 0.4321, "test_trained_faces_hard": 250.0,
                             "test_trained_landmark_nme": 0.081, "test_published_ap_hard": 0.7})
         tracking.log_metrics(client, run, metrics)
