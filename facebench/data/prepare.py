@@ -163,7 +163,8 @@ def _prepare_face(face: RawFace, sample_id: str, crop_size: int, margin: float, 
 def prepare_landmark_dataset(name: str, reader_result: ReadResult, out_dir: Path, *, crop_size: int, margin: float,
                              pdb_bins: int | None, pdb_component: int | None, flip_permutation: list[int],
                              normaliser: str, seed: int, val_fraction: float = 0.1, val_group: str = "image",
-                             expected_splits: Mapping[str, str] | None = None) -> dict[str, Any]:
+                             expected_splits: Mapping[str, str] | None = None,
+                             source_root: Path | None = None) -> dict[str, Any]:
     """Write ``out_dir``/<split>.parquet and manifest.json; return the manifest.
 
     Splits are the reader's ("train", "common", "challenging", "private" / "train", "test") plus
@@ -175,7 +176,8 @@ def prepare_landmark_dataset(name: str, reader_result: ReadResult, out_dir: Path
     every original (pdb_copy 0) followed by its duplicates (pdb_copy k, sample_id suffix ``#pdbK``).
 
     ``expected_splits`` maps each split the dataset must have to where it comes from (a folder, a
-    file): one with no usable face is an error naming both, never a silently missing file. The
+    file, relative to the dataset root ``source_root``; the manifest's splits.<split>.from): one with
+    no usable face is an error naming both, with the root, never a silently missing file. The
     manifest and every file's metadata carry the set's ``content_hash`` (``parquet.ContentHash``).
     The whole folder is built beside ``out_dir`` and swapped in at the end, so a failure never
     leaves partial output.
@@ -203,7 +205,8 @@ def prepare_landmark_dataset(name: str, reader_result: ReadResult, out_dir: Path
         raise ValueError(f"{name}: the reader returned a split named {VAL_SPLIT!r}; that name is reserved for the "
                          "validation images held out of train")
     expected = dict(expected_splits or {})
-    _check_expected(name, expected, {f.split for f in faces}, "the reader found no face there", reader_result)
+    _check_expected(name, expected, {f.split for f in faces}, "the reader found no face there", reader_result,
+                    source_root)
 
     params = {"dataset": name, "crop_size": crop_size, "margin": margin, "pdb_bins": pdb_bins,
               "pdb_component": pdb_component, "flip_permutation": list(flip_permutation),
@@ -216,7 +219,7 @@ def prepare_landmark_dataset(name: str, reader_result: ReadResult, out_dir: Path
     for c in crops:
         by_split.setdefault(c.face.split, []).append(c)
     _check_expected(name, expected, set(by_split), "every face found there was quarantined at cropping",
-                    reader_result)
+                    reader_result, source_root)
     _check_unique_ids(name, by_split)
     if "train" not in by_split:
         raise ValueError(f"{name}: no usable training face; expected a 'train' split to hold validation images "
@@ -234,7 +237,8 @@ def prepare_landmark_dataset(name: str, reader_result: ReadResult, out_dir: Path
     outputs = _outputs(by_split, pdb)
     if "test" in expected and "frontal" not in outputs:  # AFLW-Frontal is one of the reported test splits
         raise ValueError(f"{name}: split 'frontal' is empty: none of the {len(outputs['test'])} test faces has every "
-                         f"landmark visible; expected some (AFLW-Frontal, from {expected['test']})")
+                         f"landmark visible; expected some (AFLW-Frontal, from {expected['test']}"
+                         + (f" under {source_root}" if source_root is not None else "") + ")")
     hasher = ContentHash(params)
     for stem, rows in sorted(outputs.items()):
         hasher.add(stem, _chunks(rows, _split_name(stem), crop_size))
@@ -315,13 +319,14 @@ def _origin(stem: str, expected: Mapping[str, str]) -> str:
 
 
 def _check_expected(name: str, expected: Mapping[str, str], present: set[str], why: str,
-                    reader_result: ReadResult) -> None:
+                    reader_result: ReadResult, source_root: Path | None) -> None:
     """An expected split without a face is an error naming the split and where it should come from."""
     empty = [split for split in expected if split not in present]
     if not empty:
         return
     shown = [f"{q.source}: {q.reason}" for q in reader_result.quarantined[:3]]
-    raise ValueError(f"{name}: split {empty[0]!r} is empty ({why}); expected faces from {expected[empty[0]]}"
+    under = f" under {source_root}" if source_root is not None else ""
+    raise ValueError(f"{name}: split {empty[0]!r} is empty ({why}); expected faces from {expected[empty[0]]}{under}"
                      + (f"; other empty splits: {empty[1:]}" if len(empty) > 1 else "")
                      + f" ({len(reader_result.quarantined)} inputs quarantined while reading"
                      + (f", e.g. {shown}" if shown else "") + ")")

@@ -77,13 +77,14 @@ def prepare_dataset(params: Params, name: str, paths: Paths) -> dict[str, Any]:
         pdb_bins=cfg.pdb_bins, pdb_component=cfg.pdb_component, flip_permutation=list(flip),
         normaliser=cfg.normaliser, seed=cfg.seed, val_fraction=cfg.val_fraction,
         val_group="w300_picture" if cfg.format == "w300" else "image",
-        expected_splits=expected_landmark_splits(cfg.format, root))
+        expected_splits=expected_landmark_splits(cfg.format, root), source_root=root)
 
 
 def expected_landmark_splits(fmt: str, root) -> dict[str, str]:
-    """The splits a landmark set must have, each with where its faces come from (for the error that an
-    empty one raises): 300-W's train, common and challenging folders (and private when its folders exist),
-    AFLW-Full's train and test lists."""
+    """The splits a landmark set must have, each with where its faces come from, relative to the dataset
+    ``root`` (the manifest's splits.<split>.from; the error an empty one raises adds the root): 300-W's
+    train, common and challenging folders (and private when its folders exist), AFLW-Full's train and test
+    lists."""
     from pathlib import Path
 
     root = Path(root)
@@ -93,14 +94,13 @@ def expected_landmark_splits(fmt: str, root) -> dict[str, str]:
         folders: dict[str, list[str]] = {}
         for folder, split, _ in SETS:
             if split != "private" or (root / folder).is_dir():
-                folders.setdefault(split, []).append(f"{root / folder}/")
+                folders.setdefault(split, []).append(f"{folder}/")
         return {split: " and ".join(found) for split, found in folders.items()}
     if fmt == "aflw_full":
         from facebench.data.formats.aflw import MAT_NAME
 
-        mat = root / MAT_NAME
-        return {"train": f"{mat} (the training entries of ra)", "test": f"{mat} (the test entries of ra, after "
-                                                                         "the training count)"}
+        return {"train": f"{MAT_NAME} (the training entries of ra)",
+                "test": f"{MAT_NAME} (the test entries of ra, after the training count)"}
     raise ConfigError(f"no expected splits for format {fmt!r}")
 
 

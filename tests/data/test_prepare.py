@@ -310,7 +310,8 @@ def test_reader_to_prepared_300w(tmp_path):
     # f0_0 and f0_1 are two pictures (a _0 suffix is no face number): 6 training pictures, one held out
     assert {k: manifest["counts"][k] for k in ("train", "val", "common", "challenging", "full")} == {
         "train": 5, "val": 1, "common": 4, "challenging": 2, "full": 6}
-    assert manifest["splits"]["challenging"]["from"] == f"{root / 'ibug'}/"
+    assert manifest["splits"]["challenging"]["from"] == "ibug/"  # relative to the dataset root
+    assert manifest["splits"]["train"]["from"] == "afw/ and helen/trainset/ and lfpw/trainset/"
 
 
 # --- the validation split ---------------------------------------------------------------------
@@ -392,9 +393,9 @@ def test_an_emptied_ibug_folder_names_the_split_and_folder(tmp_path):
             (root / folder / f"f{i}_{j}.pts").write_text(f"version: 1\nn_points:  68\n{{\n{body}\n}}\n")
     for path in (root / "ibug").iterdir():
         path.unlink()
-    with pytest.raises(ValueError, match=r"split 'challenging' is empty .*expected faces from .*300w/ibug/"):
+    with pytest.raises(ValueError, match=rf"split 'challenging' is empty .*expected faces from ibug/ under {root}"):
         prepare_landmark_dataset("w300", read_w300(root), tmp_path / "out", flip_permutation=FLIP,
-                                 expected_splits=expected_landmark_splits("w300", root), **PARAMS)
+                                 expected_splits=expected_landmark_splits("w300", root), source_root=root, **PARAMS)
     assert not (tmp_path / "out").exists()
 
 
@@ -405,11 +406,11 @@ def test_aflw_with_an_empty_test_list_names_the_split_and_file(tmp_path):
 
     root = tmp_path / "aflw"
     synth_aflw(root, 6, seed=0, image_size=96)
-    with pytest.raises(ValueError, match=r"split 'test' is empty .*AFLWinfo_release\.mat \(the test entries"):
+    with pytest.raises(ValueError, match=r"split 'test' is empty .*AFLWinfo_release\.mat \(the test entries.* under "):
         prepare_landmark_dataset("aflw", read_aflw_full(root, n_train=6), tmp_path / "out",
                                  flip_permutation=list(range(19)), crop_size=32, margin=0.1, pdb_bins=None,
                                  pdb_component=None, normaliser="box_width", seed=0,
-                                 expected_splits=expected_landmark_splits("aflw_full", root))
+                                 expected_splits=expected_landmark_splits("aflw_full", root), source_root=root)
     assert not (tmp_path / "out").exists()
 
 
