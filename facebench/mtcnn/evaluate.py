@@ -4,7 +4,8 @@ Real WIDER FACE validation ground truth carries per-face keep lists for easy, me
 (``formats/wider.read_keep_lists``): given them, the subsets are the official ones. Synthetic scenes
 have none, so there the subsets are an approximation by face height: easy counts faces of 50 px and more, medium 30 and more, hard all
 faces of 10 and more (nested, as WIDER's are); the faces a subset leaves out are ignored, neither
-hits nor misses (metrics/detection.py). The landmark error is O-Net's five points on the faces
+hits nor misses. AP is the official kit's (metrics/detection.py: +1 pixel IoU, scores normalised over the
+whole set, 1,000 thresholds, images without faces skipped). The landmark error is O-Net's five points on the faces
 the cascade found (IoU >= 0.5), mean point distance over the face box's sqrt(w * h), in %.
 """
 
@@ -20,7 +21,15 @@ SUBSET_MIN_HEIGHT = {"easy": 50.0, "medium": 30.0, "hard": 10.0}  # px; ours, fo
 
 
 def _xywh(boxes: np.ndarray) -> np.ndarray:
+    """Scene boxes (x1, y1, x2, y2 from WIDER's x, y, w, h) back to x, y, w, h."""
     return np.column_stack([boxes[:, :2], boxes[:, 2:4] - boxes[:, :2]]) if len(boxes) else np.zeros((0, 4))
+
+
+def detections_xywh(boxes: np.ndarray) -> np.ndarray:
+    """The cascade's boxes as WIDER submission x, y, w, h: its x1, y1 are 1-based and x2, y2 the last
+    pixel (``detect.Face``), so the box spans 0-based pixels x1 - 1 .. x2 - 1, which the kit's convention
+    (x..x + w inclusive) writes as x = x1 - 1, w = x2 - x1."""
+    return np.column_stack([boxes[:, :2] - 1, boxes[:, 2:4] - boxes[:, :2]]) if len(boxes) else np.zeros((0, 4))
 
 
 def subset_counts(scenes: list[Scene], keep_lists: dict[str, dict[str, np.ndarray]] | None
@@ -50,7 +59,7 @@ def evaluate_cascade(detector, scenes: list[Scene], batch: int = 8,
         detections += [rows[rows[:, 0] == i, 1:] for i in range(len(images))]
     out: dict[str, float] = {"images": float(len(scenes)), "official_subsets": float(keep_lists is not None),
                              "detections": float(sum(len(d) for d in detections))}
-    dets = [ImageDetections(_xywh(d[:, :4]), d[:, 4]) for d in detections]
+    dets = [ImageDetections(detections_xywh(d[:, :4]), d[:, 4]) for d in detections]
     for subset, counts in subset_counts(scenes, keep_lists).items():
         truths = [ImageTruth(_xywh(s.boxes), c) for s, c in zip(scenes, counts)]
         if sum(int(t.counts.sum()) for t in truths) == 0:
@@ -62,7 +71,7 @@ def evaluate_cascade(detector, scenes: list[Scene], batch: int = 8,
         known = np.isfinite(scene.landmarks).all(axis=(1, 2))
         if not len(det) or not known.any():
             continue
-        overlap = iou_xywh(_xywh(scene.boxes), _xywh(det[:, :4]))
+        overlap = iou_xywh(_xywh(scene.boxes), detections_xywh(det[:, :4]))
         for face in np.flatnonzero(known):
             best = int(overlap[face].argmax())
             if overlap[face, best] < 0.5:
