@@ -12,7 +12,6 @@ optimiser and schedule, AMP, per-epoch seeding, a checkpoint per epoch in the ru
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -126,15 +125,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     only then logs the epoch to MLflow, so a step is never logged without its checkpoint; a restart
     resumes from the newest checkpoint there. A Tune trial (``config["tune"]``) reports each epoch to
     Tune instead, keeps no checkpoints and never reads a test split."""
-    import ray.train
-    import ray.train.torch
-
     from facebench.tasks import build_task
 
     exp = ResolvedExperiment.model_validate(config["experiment"])
     t = exp.train
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    where = _Worker(config)
+    rank, world, device = where.rank, where.world, where.device
     if config.get("threads"):
         torch.set_num_threads(int(config["threads"]))
     if t.deterministic:
@@ -142,7 +138,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     seed_everything(t.seed, rank)
 
     task = build_task(exp, Path(config["prepared_dir"]))
-    device = ray.train.torch.get_device()
     model = task.build_model()
     opt = make_optimizer(model, t)
     sched = make_scheduler(opt, t)
@@ -163,7 +158,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         task.reads.update(saved.get("reads", {}))
         if rank == 0:
             print(f"[{exp.key}] resuming from {resume} (after epoch {start_epoch})", flush=True)
-    model = ray.train.torch.prepare_model(model)
+    model = where.prepare_model(model)
     loss_fn = task.build_loss().to(device)
     logger = _RankZeroLogger(config.get("tracking_uri"), config.get("run_id")) if rank == 0 else None
     amp = t.amp and device.type == "cuda"
@@ -175,7 +170,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             print(f"[{exp.key}] device cache: {cache.note} (read from Parquet; {world} shard(s))", flush=True)
         cache.note = ""
     else:
-        shard = ray.train.get_dataset_shard("train")
+        shard = where.dataset_shard(task, exp)
 
     for epoch in range(start_epoch, t.epochs):
         seed_everything(t.seed, rank, epoch + 1)
@@ -237,11 +232,50 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             logger.log(metrics, step=done)
             shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k not in _NOT_LOGGED)
             print(f"[{exp.key}] epoch {done}/{t.epochs} {shown}", flush=True)
-        if config.get("tune"):
+        where.report(metrics)
+
+
+class _Worker:
+    """Where the loop runs: a Ray Train worker (rank, device and DDP from Ray Train), or a Tune trial's own
+    process (rank 0 of 1; Ray Train's context is not available inside Tune), which reports to Tune."""
+
+    def __init__(self, config: dict[str, Any]):
+        self.tune = bool(config.get("tune"))
+        if self.tune:
+            use_gpu = config["experiment"]["train"]["use_gpu"] and torch.cuda.is_available()
+            self.rank, self.world = 0, 1
+            self.device = torch.device("cuda" if use_gpu else "cpu")
+        else:
+            import ray.train
+            import ray.train.torch
+
+            ctx = ray.train.get_context()
+            self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+            self.device = ray.train.torch.get_device()
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        if self.tune:
+            return model.to(self.device)
+        import ray.train.torch
+
+        return ray.train.torch.prepare_model(model)
+
+    def dataset_shard(self, task, exp: ResolvedExperiment):
+        """The streamed training split: this worker's Ray Data shard (a trial streams the whole split)."""
+        if self.tune:
+            return task.train_source().ray_dataset(exp.train.cache_dataset, exp.key, seed=exp.train.seed).iterator()
+        import ray.train
+
+        return ray.train.get_dataset_shard("train")
+
+    def report(self, metrics: dict[str, float]) -> None:
+        if self.tune:
             import ray.tune
 
-            ray.tune.report(metrics)  # blocks until Tune asks for more: a stopped trial ends here
+            ray.tune.report(metrics)  # blocks until Tune asks for more: a trial ASHA stops ends here
         else:
+            import ray.train
+
             ray.train.report(metrics)
 
 
@@ -275,43 +309,52 @@ class TrainOutcome:
     state_dict: dict[str, torch.Tensor]
 
 
-def make_trainer(exp: ResolvedExperiment, prepared_dir: Path, run_dir: Path | None, *,
-                 tracking_uri: str | None = None, run_id: str | None = None, tune: bool = False,
-                 local: bool = False):
+def loop_config(exp: ResolvedExperiment, prepared_dir: Path, run_dir: Path | None, workers: int, *,
+                tracking_uri: str | None = None, run_id: str | None = None, tune: bool = False) -> dict[str, Any]:
+    """What ``train_loop_per_worker`` is given (plain data: it crosses processes)."""
+    from facebench.tasks import build_task
+
+    t = exp.train
+    return {
+        "experiment": exp.model_dump(mode="json"),
+        "prepared_dir": str(Path(prepared_dir).resolve()),
+        "checkpoint_dir": str((Path(run_dir) / "checkpoints").resolve()) if run_dir is not None else None,
+        "tracking_uri": tracking_uri,
+        "run_id": run_id,
+        "threads": t.cpus_per_worker or max(1, (os.cpu_count() or 1) // workers),
+        "direct": in_memory(build_task(exp, prepared_dir).train_source(), t, workers),
+        "tune": tune,
+        "evaluate_test": not tune,
+    }
+
+
+def trial_config(exp: ResolvedExperiment, prepared_dir: Path) -> dict[str, Any]:
+    """A Tune trial's loop: one process, no checkpoints, no MLflow (the sweep's driver records what Tune
+    sees), no test split."""
+    return loop_config(exp, prepared_dir, None, 1, tune=True)
+
+
+def make_trainer(exp: ResolvedExperiment, prepared_dir: Path, run_dir: Path, *,
+                 tracking_uri: str | None = None, run_id: str | None = None):
     """A TorchTrainer for one experiment. ``run_dir`` holds the run's checkpoints (``checkpoints/``, resumed
-    from) and Ray's own files (``ray/``); None keeps no checkpoints (a Tune trial). ``local`` runs the
-    training function in this process (Ray Train's local mode, ``num_workers=0``), as a Tune trial does."""
+    from) and Ray's own files (``ray/``)."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
     from facebench.tasks import build_task
 
     t = exp.train
-    workers = 1 if local else t.num_workers
-    threads = t.cpus_per_worker or max(1, (os.cpu_count() or 1) // workers)
-    resources = {"CPU": threads}
-    if t.use_gpu:
-        resources["GPU"] = 1
-    source = build_task(exp, prepared_dir).train_source()
-    direct = in_memory(source, t, workers)
-    storage = Path(run_dir) if run_dir is not None else Path(tempfile.gettempdir()) / "facebench-trials"
+    config = loop_config(exp, prepared_dir, run_dir, t.num_workers, tracking_uri=tracking_uri, run_id=run_id)
+    resources = {"CPU": config["threads"], **({"GPU": 1} if t.use_gpu else {})}
+    datasets = {} if config["direct"] else {
+        "train": build_task(exp, prepared_dir).train_source().ray_dataset(t.cache_dataset, exp.key, seed=t.seed)}
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={
-            "experiment": exp.model_dump(mode="json"),
-            "prepared_dir": str(Path(prepared_dir).resolve()),
-            "checkpoint_dir": str((Path(run_dir) / "checkpoints").resolve()) if run_dir is not None else None,
-            "tracking_uri": tracking_uri,
-            "run_id": run_id,
-            "threads": threads,
-            "direct": direct,
-            "tune": tune,
-            "evaluate_test": not tune,
-        },
-        scaling_config=ray.train.ScalingConfig(num_workers=0 if local else workers, use_gpu=t.use_gpu,
-                                               resources_per_worker=None if local else resources),
-        run_config=ray.train.RunConfig(name="ray", storage_path=str(storage.resolve())),
-        datasets={} if direct else {"train": source.ray_dataset(t.cache_dataset, exp.key, seed=t.seed)},
+        train_loop_config=config,
+        scaling_config=ray.train.ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu,
+                                               resources_per_worker=resources),
+        run_config=ray.train.RunConfig(name="ray", storage_path=str(Path(run_dir).resolve())),
+        datasets=datasets,
     )
 
 

@@ -1,7 +1,8 @@
 """Loss-hyperparameter sweeps on Ray Tune (grid + ASHA), chosen on the validation split.
 
-Each trial trains in one process: the Tune trial runs the experiment's TorchTrainer in Ray Train's local
-mode (``ScalingConfig(num_workers=0)``), whose training loop reports every epoch straight to Tune
+Each trial trains in one process: the Tune trial runs the experiment's training loop itself (the one Ray
+Train's workers run, as rank 0 of 1: Ray Train's context is not available inside Tune), which reports
+every epoch straight to Tune
 (``ray.tune.report`` blocks until Tune wants the next epoch). So a trial that ASHA stops stops at that
 epoch boundary; no worker group or placement group outlives it. Trials keep no checkpoints and never
 read a test split: ASHA and the best config see validation metrics only.
@@ -27,7 +28,7 @@ from facebench import tracking
 from facebench.atomic import atomic_write_text
 from facebench.config import Params, Paths, ResolvedExperiment, resolve_experiment, resolve_sweep
 from facebench.train.experiment import run_params, run_tags
-from facebench.train.ray_trainer import ensure_ray, loggable, make_trainer
+from facebench.train.ray_trainer import ensure_ray, loggable, trial_config, train_loop_per_worker
 
 VALIDATION_SPLIT = "val"  # what a trial's metric is computed on (tasks' validate)
 
@@ -39,7 +40,7 @@ def _trial(config: dict[str, float], base: dict[str, Any], prepared_dir: str) ->
     DataContext.get_current().enable_progress_bars = False  # this trial's process is its own driver
     exp = ResolvedExperiment.model_validate(base)
     exp = exp.model_copy(update={"loss_params": {**exp.loss_params, **config}})
-    make_trainer(exp, Path(prepared_dir), None, tune=True, local=True).fit()
+    train_loop_per_worker(trial_config(exp, Path(prepared_dir)))
 
 
 def _trial_label(config: dict[str, float]) -> str:
