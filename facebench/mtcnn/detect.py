@@ -356,12 +356,13 @@ class MTCNNDetector:
         if not images:
             return out
         with torch.inference_mode():
-            fronts = [(idx, self._layout(b.shape[1], b.shape[2]), self._front(b, self._layout(b.shape[1], b.shape[2])))
-                      for idx, b in self._to_device(images)]
-            src = self._sources([(idx, f[0]) for idx, _, f in fronts])
-            boxes, img = self._stage1([(idx, lay, f[1], f[2]) for idx, lay, f in fronts])
+            fronts = []
+            for idx, batch in self._to_device(images):
+                lay = self._layout(batch.shape[1], batch.shape[2])
+                fronts.append((idx, lay, *self._front(batch, lay)))
+            boxes, img = self._stage1([(idx, lay, prob, reg) for idx, lay, _, prob, reg in fronts])
             if stage == 2 and len(boxes):
-                boxes, img = self._stage2(src, boxes, img)
+                boxes, img = self._stage2(self._sources([(idx, table) for idx, _, table, _, _ in fronts]), boxes, img)
         boxes, img = boxes.double().cpu().numpy(), img.cpu().numpy()
         return [boxes[img == i] for i in range(len(images))]
 
@@ -448,7 +449,6 @@ class MTCNNDetector:
     # ------------------------------------------------------------------ stages
 
     def _cascade(self, groups: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        empty = torch.zeros(0, 16, device=self.device)
         if self.cuda_graphs and len(groups) == 1:
             try:
                 return self._stages(groups, graphed=True)
@@ -456,8 +456,7 @@ class MTCNNDetector:
                 warnings.warn(f"MTCNN: CUDA graph capture failed ({err.__cause__}); running the cascade eagerly")
                 self.cuda_graphs = False
                 self._graphs.clear()
-        out = self._stages(groups, graphed=False)
-        return empty if out is None else out
+        return self._stages(groups, graphed=False)
 
     def _stages(self, groups: list[tuple[torch.Tensor, torch.Tensor]], graphed: bool) -> torch.Tensor:
         empty = torch.zeros(0, 16, device=self.device)

@@ -110,3 +110,44 @@ def reference_rows(mtcnn, batch: np.ndarray, first_index: int = 0) -> np.ndarray
         rows.append(np.column_stack([np.full(len(b), first_index + i, np.float64), b,
                                      np.asarray(p, dtype=np.float64), np.asarray(pt, np.float64).reshape(len(b), 10)]))
     return np.concatenate(rows) if rows else np.zeros((0, 16))
+
+
+# Issue 20's parity tolerances: same faces one to one, box IoU, landmark distance over the box side, score.
+IOU_MIN, LANDMARK_FRACTION, SCORE_TOL = 0.98, 0.01, 1e-3
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(n, m) IoU of (n, 4) and (m, 4) boxes x1, y1, x2, y2."""
+    w = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    h = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
+    area_a, area_b = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]), (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return w * h / (area_a[:, None] + area_b[None] - w * h)
+
+
+def agreement(ours: np.ndarray, ref: np.ndarray, n_images: int) -> dict:
+    """How facebench's rows (``detect_arrays`` layout) agree with the reference's, image by image: faces paired
+    one to one greedily by IoU; per pair the IoU, the largest landmark distance over the reference box's
+    longer side and the score difference. ``agreeing`` counts pairs within the tolerances above;
+    ``count_mismatch`` lists images whose face counts differ (their unpaired faces disagree)."""
+    pairs, mismatch = [], []
+    for i in range(n_images):
+        a, b = ours[ours[:, 0] == i], ref[ref[:, 0] == i]
+        if len(a) != len(b):
+            mismatch.append(i)
+        if not len(a) or not len(b):
+            continue
+        overlap = box_iou(a[:, 1:5], b[:, 1:5])
+        for _ in range(min(len(a), len(b))):
+            p, q = np.unravel_index(np.argmax(overlap), overlap.shape)
+            side = max(b[q, 3] - b[q, 1], b[q, 4] - b[q, 2])
+            landmark = np.linalg.norm((a[p, 6:16] - b[q, 6:16]).reshape(5, 2), axis=1).max() / side
+            pairs.append((i, overlap[p, q], landmark, abs(a[p, 5] - b[q, 5])))
+            overlap[p, :], overlap[:, q] = -1.0, -1.0
+    table = np.array(pairs, dtype=np.float64).reshape(-1, 4)
+    ok = (table[:, 1] >= IOU_MIN) & (table[:, 2] <= LANDMARK_FRACTION) & (table[:, 3] <= SCORE_TOL)
+    return {"images": n_images, "faces_ours": len(ours), "faces_reference": len(ref), "count_mismatch": mismatch,
+            "agreeing": int(ok.sum()), "pairs": table,
+            "worst_iou": float(table[:, 1].min()) if len(table) else 1.0,
+            "worst_landmark": float(table[:, 2].max()) if len(table) else 0.0,
+            "worst_score": float(table[:, 3].max()) if len(table) else 0.0}
+
