@@ -49,6 +49,8 @@ class TrainSettings(Strict):
     lr_schedule: Literal["constant", "cosine", "step"] = "cosine"
     lr_steps: list[int] = Field(default_factory=list, description="epochs at which 'step' divides lr by 10")
     num_workers: int = Field(default=1, gt=0, description="Ray Train workers (DDP ranks)")
+    local_mode: bool = Field(default=True, description="one CPU worker trains in the stage's own process (Ray "
+                             "Train's local mode: no worker group to start); false starts a Ray worker for it")
     cpus_per_worker: int | None = Field(default=None, description="None: share the machine's cores")
     use_gpu: bool = False
     amp: bool = Field(default=False, description="bf16 autocast on the GPU")

@@ -60,6 +60,17 @@ def smoke_project(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture
+def private_project(smoke_project, tmp_path) -> Path:
+    """A copy of ``smoke_project`` (params.yaml and the prepared AFLW set) with its own MLflow store and
+    runs/, so that what a test trains, reuses or resumes does not depend on what other tests ran."""
+    root = tmp_path / "project"
+    root.mkdir()
+    shutil.copy(smoke_project / "params.yaml", root / "params.yaml")
+    shutil.copytree(smoke_project / "data" / "prepared", root / "data" / "prepared")
+    return root
+
+
 @pytest.fixture(scope="session")
 def recognition_project(tmp_path_factory):
     """The repo's params.yaml (smoke profile: synthetic CASIA of 6 identities, LFW of 2 folds, one

@@ -124,7 +124,7 @@ class TrainSource:
         import ray.data
 
         self.check()
-        ds = ray.data.read_parquet(str(self.path.resolve()), columns=list(self.columns))
+        ds = ray.data.read_parquet(str(self.path.resolve())).select_columns(list(self.columns))
         ds = ds.map_batches(self.to_arrays, batch_format="numpy", batch_size=256)
         if cache:
             ds = ds.repartition(target_num_rows_per_block=128).materialize()

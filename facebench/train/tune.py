@@ -147,12 +147,17 @@ def run_sweep(params: Params, sweep_key: str, paths: Paths) -> dict[str, Any]:
     try:
         grid = tuner.fit()
         trials = []
-        for result in grid:
+        for result in grid:  # Tune's own record of each trial; the MLflow children were logged by the callback
             trial_id = recorder.by_config.get(_trial_label(result.config))
-            outcome = recorder.outcome.get(trial_id, {"status": "failed", "epochs": 0, "metrics": {}})
+            seen = result.metrics_dataframe
+            last = result.metrics or {}
             trials.append({**{k: float(v) for k, v in result.config.items()},
-                           sweep.metric: outcome["metrics"].get(sweep.metric), "epochs": outcome["epochs"],
-                           "status": outcome["status"], "mlflow_run_id": recorder.runs.get(trial_id),
+                           sweep.metric: last.get(sweep.metric), "epochs": int(last.get("epoch", 0)),
+                           "results": 0 if seen is None else len(seen),
+                           "test_split_reads": 0 if seen is None or "test_split_reads" not in seen
+                           else int(seen["test_split_reads"].max()),
+                           "status": recorder.outcome.get(trial_id, {}).get("status", "failed"),
+                           "mlflow_run_id": recorder.runs.get(trial_id),
                            "error": str(result.error) if result.error else None})
         trials.sort(key=lambda r: tuple(r[k] for k in sorted(sweep.grid)))
         scored = [t for t in trials if t[sweep.metric] is not None and t["status"] != "failed"]

@@ -57,12 +57,12 @@ def test_world_size_and_resume_from_checkpoint(ray_local, smoke_project, tmp_pat
     params = load_params(smoke_project / "params.yaml", profile="smoke")
     prepared = Paths(root=smoke_project).prepared("aflw")
     one = resolve_experiment(params, "aflw_cnn6_l1", num_workers=2, cpus_per_worker=1, epochs=1)
-    first = fit(one, prepared, tmp_path, "resume-check")
+    first = fit(one, prepared, tmp_path / "run")
     assert first.metrics["epoch"] == 1 and first.metrics["world_size"] == 2
 
     # the resumed run streams Ray Data shards (no device cache), the first read Parquet straight into it
     two = resolve_experiment(params, "aflw_cnn6_l1", num_workers=2, cpus_per_worker=1, epochs=2, device_cache_gib=0)
-    second = fit(two, prepared, tmp_path, "resume-check")
+    second = fit(two, prepared, tmp_path / "run")
     assert second.metrics["resumed_from"] == 1  # started from the first run's checkpoint
     assert second.metrics["epoch"] == 2
     assert set(second.evaluation) == {"test", "frontal"} or set(second.evaluation) == {"test"}
