@@ -184,9 +184,22 @@ def test_pad_border_option_zero_pads_like_the_authors(astronaut):
 # ---------------------------------------------------------------------- step by step
 
 
-def test_pyramid_levels_are_the_reference_resampling(reference, scenes, monkeypatch):
-    """The reference's pyramid (sizes and area-resampled pixels, recorded as it runs) == ours, bit for bit."""
+def test_wider_preset_matches_the_reference_with_the_same_settings(scenes):
+    """The WIDER preset (min face 10: the first level upsamples the image; factor 0.79; thresholds
+    0.5 / 0.5 / 0.3), against the reference given the same settings."""
+    reference = load_reference("cpu", min_face=10, factor=0.79, thresholds=(0.5, 0.5, 0.3))
+    images = scenes[:3] + scenes[-3:-1]
+    ours = MTCNNDetector.wider(WEIGHTS).detect_arrays(images)
+    check = assert_parity(ours, reference_detect(reference, images), len(images))
+    assert check["agreeing"] >= 5
+
+
+@pytest.mark.parametrize("min_face", [20, 10])
+def test_pyramid_levels_are_the_reference_resampling(scenes, monkeypatch, min_face):
+    """The reference's pyramid (sizes and area-resampled pixels, recorded as it runs) == ours, bit for bit;
+    min face 10 starts with an upsampled level (12 / 10 = 1.2)."""
     image = scenes[0]
+    reference = load_reference("cpu", min_face=min_face)
     calls = []
     original = ref_steps.imresample
 
@@ -198,10 +211,10 @@ def test_pyramid_levels_are_the_reference_resampling(reference, scenes, monkeypa
 
     monkeypatch.setattr(ref_steps, "imresample", record)
     reference_detect(reference, [image])
-    det = MTCNNDetector(WEIGHTS)
+    det = MTCNNDetector(WEIGHTS, min_face=min_face)
     lay = det._layout(*image.shape[:2])
     assert [size for size, _ in calls] == lay.sizes
-    assert lay.scales == pyramid_scales(*image.shape[:2], 20, 0.709)
+    assert lay.scales == pyramid_scales(*image.shape[:2], min_face, 0.709)
     table = det._summed_area(torch.from_numpy(image)[None])
     for (size, want), windows in zip(calls, lay.windows):
         level = det._area_level(table, windows).permute(0, 3, 1, 2)
