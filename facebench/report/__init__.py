@@ -1,8 +1,10 @@
 """Leaderboard reports regenerated from MLflow: reports/leaderboard.md, .html and figures/*.png.
 
-``build_report`` is what ``facebench report`` and the DVC ``report`` stage call. It reads only the
-tracking store and the prepared test splits (for the baseline); the same runs give byte-identical
-outputs, so DVC sees no change unless a result changed.
+``build_report`` is what ``facebench report`` and the DVC ``report`` stage call. It reads the tracking
+store, the prepared test and validation splits (for the baseline) and the facebench sources each task's
+training imports (their hash now, against each run's ``facebench.code_hash``: rows trained with other
+code are flagged); the same runs and code give byte-identical outputs, so DVC sees no change unless a
+result changed.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from facebench.atomic import atomic_write_bytes, atomic_write_text
 from facebench.report import render
 from facebench.report import detection, recognition, wing_tables
 from facebench.report.leaderboard import (
-    baseline_ced, baseline_errors, baseline_frame, collect_runs, collect_sweeps, load_ced, load_curve, splits_of,
+    baseline_ced, baseline_errors, baseline_frame, collect_runs, collect_sweeps, current_code_hashes, load_ced,
+    load_curve, mark_other_code, splits_of,
 )
 
 __all__ = ["build_report"]
@@ -102,11 +105,14 @@ def build_report(tracking_uri: str, prepared_root: Path, out_dir: Path, profile:
     """Write the leaderboard for ``datasets`` from the newest finished runs of ``profile`` (None: all).
 
     Every file is written whole (temporary file, then rename). Returns a summary: the files
-    written, the runs and sweeps shown, the baselines computed and any curve (CED, ROC) a run lacked.
-    Recognition runs (any dataset) get a section of their own.
+    written, the runs and sweeps shown, the baselines computed, any curve (CED, ROC) a run lacked and
+    ``other_code``: the rows shown whose runs were trained with other code than this report's (marked in
+    the tables). Recognition runs (any dataset) get a section of their own.
     """
     out_dir = Path(out_dir)
     every = collect_runs(tracking_uri, profile)
+    if not every.empty:
+        every = mark_other_code(every, current_code_hashes(every["task"]))
     runs = every
     if not runs.empty:
         runs = runs[runs["task"].isin(LANDMARK_TASKS) & runs["dataset"].isin(datasets)].reset_index(drop=True)
@@ -149,4 +155,5 @@ def build_report(tracking_uri: str, prepared_root: Path, out_dir: Path, profile:
         "sweeps": sorted(set(trials["sweep"])) if not trials.empty else [],
         "baselines": [f"{d}/{s}" for d in sorted(errors) for s in errors[d]],
         "missing_curves": missing,
+        "other_code": [run_key(row) for _, row in shown.iterrows() if row.get("other_code")],
     }

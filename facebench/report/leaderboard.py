@@ -5,6 +5,11 @@ where several runs share (experiment key, profile) the newest by start time wins
 replaces its predecessor in the report without anyone deleting runs. Runs of other seeds
 (``facebench train <exp> --seed N``) join the newest run's row when every other parameter matches:
 the row then reports the mean and the standard deviation over seeds.
+
+Each row also says whether it was trained with the code this report would train with now
+(``mark_other_code``): the run's ``facebench.code_hash`` tag against the hash of the sources a
+training of its task imports today, so a number from older code is flagged, never passed off as current.
+Sweep trials are read whatever Tune's verdict (finished, stopped early by ASHA, failed), each with it.
 """
 
 from __future__ import annotations
@@ -23,15 +28,19 @@ from mlflow.entities import ViewType  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from facebench.metrics import landmarks as lm  # noqa: E402
+from facebench.train import identity  # noqa: E402
 
 # Test splits per dataset key, in the order the papers list them; others found in metrics follow.
 SPLITS: dict[str, tuple[str, ...]] = {"w300": ("common", "challenging", "full"), "aflw": ("test", "frontal")}
+VAL_SPLIT = "val"  # the landmark sets' validation split (held out from train), val.parquet
 CED_MAX = 0.10  # CED range, as the training runs log it (tasks/landmarks.py)
 RUN_COLUMNS = ["experiment", "profile", "run_id", "run_name", "start_time", "paper", "task", "dataset", "model",
-               "loss", "pdb", "variant", "code_version", "seeds", "seed_run_ids"]
+               "loss", "pdb", "variant", "code_version", "code_hash", "seeds", "seed_run_ids", "seed_code_hashes"]
 PAPER_ORDER = {"wing": 0, "awing": 1}  # coordinate regression first, then heatmap regression
-TRIAL_COLUMNS = ["sweep", "profile", "parent_run_id", "base_experiment", "run_id", "metric", "mode", "score",
-                 "stopped_early"]
+TRIAL_COLUMNS = ["sweep", "profile", "parent_run_id", "base_experiment", "chosen_on", "code_version", "run_id",
+                 "metric", "mode", "score", "status", "stopped_early", "epochs", "max_epochs", "stop_reason"]
+# Tune's verdict on a trial as the report words it (facebench.trial_status, facebench/train/tune.py).
+TRIAL_STATUS = {"finished": "finished", "stopped_early": "stopped early", "failed": "failed"}
 
 
 def _search(client: MlflowClient, filter_string: str) -> list:
@@ -116,7 +125,8 @@ def collect_runs(tracking_uri: str, profile: str | None) -> pd.DataFrame:
     with its metrics averaged over the seeds that ran the same configuration.
 
     Columns: RUN_COLUMNS (tags without their ``facebench.`` prefix; pdb as bool), ``seeds`` (how many
-    runs the metrics average) and ``seed_run_ids``, then ``params.<name>`` (the newest run's),
+    runs the metrics average), ``seed_run_ids`` and ``seed_code_hashes`` (each seed run's code hash, in the
+    same order; "" where a run has none), then ``params.<name>`` (the newest run's),
     ``metrics.<name>`` (final values; the mean over seeds) and ``sd.<name>`` (their standard deviation,
     where there are several seeds), like ``mlflow.search_runs``.
     """
@@ -134,9 +144,12 @@ def collect_runs(tracking_uri: str, profile: str | None) -> pd.DataFrame:
             "loss": tags.get("facebench.loss", ""), "pdb": tags.get("facebench.pdb", "false").lower() == "true",
             "variant": tags.get("facebench.variant", ""),
             "code_version": tags.get("facebench.code_version", ""),
+            "code_hash": tags.get("facebench.code_hash", ""),
         }
         row["seeds"] = len(seed_runs)
         row["seed_run_ids"] = ",".join(r.info.run_id for r in seed_runs)
+        # one per seed run, in seed_run_ids' order ("" for a run that predates run identity tags)
+        row["seed_code_hashes"] = ",".join(r.data.tags.get("facebench.code_hash", "") for r in seed_runs)
         row.update({f"params.{k}": v for k, v in run.data.params.items()})
         row.update(_seed_metrics(seed_runs))
         rows.append(row)
@@ -147,37 +160,108 @@ def collect_runs(tracking_uri: str, profile: str | None) -> pd.DataFrame:
     return df[RUN_COLUMNS + extra]
 
 
+def current_code_hashes(tasks) -> dict[str, str | None]:
+    """The code hash a training of each task would be tagged with if it ran now (train/identity.py):
+    the sources it imports, read from the working tree. None for a task this code has no module for."""
+    out: dict[str, str | None] = {}
+    for task in sorted({t for t in tasks if t}):
+        try:
+            out[task] = identity.code_hash(identity.training_modules(task))
+        except ValueError:  # facebench.tasks.<task> no longer exists
+            out[task] = None
+    return out
+
+
+def other_code(task: str, seed_code_hashes: str, current: dict[str, str | None]) -> str:
+    """Why a row's numbers come from other code than this report's, or "" when they do not.
+
+    ``seed_code_hashes`` holds one code hash per run the row averages ("" for a run tagged before run
+    identities were recorded); every one of them must equal ``current[task]``."""
+    hashes = seed_code_hashes.split(",")
+    want = current.get(task)
+    if want is None:
+        return f"no `{task or '?'}` training in this code"
+    bad = [h for h in hashes if h != want]
+    if not bad:
+        return ""
+    parts = []
+    differing = sorted({h[:8] for h in bad if h})
+    if differing:
+        parts.append("code hash " + ", ".join(f"`{h}`" for h in differing) + f", this report's `{want[:8]}`")
+    if any(not h for h in bad):
+        parts.append("no code hash recorded")
+    text = "; ".join(parts)
+    return f"{len(bad)} of {len(hashes)} seed runs: {text}" if len(hashes) > 1 else text
+
+
+def mark_other_code(runs: pd.DataFrame, current: dict[str, str | None]) -> pd.DataFrame:
+    """``runs`` with an ``other_code`` column: "" where every run of the row carries the code hash this
+    report computes for its task now, else the reason (``other_code``)."""
+    runs = runs.copy()
+    runs["other_code"] = [other_code(str(r.get("task", "") or ""), str(r.get("seed_code_hashes", "") or ""),
+                                     current) for _, r in runs.iterrows()] if not runs.empty else []
+    return runs
+
+
+def _trial_status(trial) -> str:
+    """Tune's verdict on a trial: the tag tune.py writes, else read off the run's status (KILLED is ASHA's
+    stop; a FINISHED run tagged stopped_early comes from sweeps recorded before trials ended KILLED)."""
+    tags = trial.data.tags
+    tagged = tags.get("facebench.trial_status", "")
+    if tagged in TRIAL_STATUS:
+        return TRIAL_STATUS[tagged]
+    if tags.get("facebench.stopped_early", "false").lower() == "true" or trial.info.status == "KILLED":
+        return TRIAL_STATUS["stopped_early"]
+    return {"FINISHED": "finished", "FAILED": "failed"}.get(trial.info.status, trial.info.status.lower())
+
+
+def _epochs(client: MlflowClient, trial, metric: str) -> float:
+    """How many epochs the trial reported: the last step of its metric (a step is an epoch)."""
+    if metric not in trial.data.metrics:
+        return np.nan
+    return float(max(m.step for m in client.get_metric_history(trial.info.run_id, metric)))
+
+
 def collect_sweeps(tracking_uri: str, profile: str | None) -> pd.DataFrame:
-    """One row per FINISHED trial of the newest FINISHED parent of each sweep (per profile).
+    """One row per trial of the newest FINISHED parent of each sweep (per profile), whatever its verdict.
 
     Hyperparameters are the trial's ``loss.*`` params, as columns ``loss.<name>`` (floats where
     they parse); ``score`` is the trial's final value of the sweep's ``metric`` (``val_nme``, lower is
-    better, or ``val_accuracy``, higher: ``mode``); ``stopped_early`` marks ASHA's stops.
+    better, or ``val_accuracy``, higher: ``mode``), on the split the parent's ``chosen_on`` names;
+    ``status`` is Tune's verdict (finished, stopped early, failed; ``stopped_early`` the same as a flag),
+    ``epochs`` the epochs it reported out of ``max_epochs``, ``stop_reason`` ASHA's.
     """
     client = MlflowClient(tracking_uri)
     parents = [r for r in _search(client, _filter("sweep", profile)) if r.data.tags.get("facebench.sweep")]
     parents = _newest(parents, lambda r: (r.data.tags["facebench.sweep"], r.data.tags.get("facebench.profile", "")))
     trials_by_parent: dict[str, list] = {}
-    for trial in _search(client, _filter("trial", None)):
-        trials_by_parent.setdefault(trial.data.tags.get("mlflow.parentRunId", ""), []).append(trial)
+    for trial in _search(client, "tags.`facebench.kind` = 'trial'"):
+        if trial.info.status in ("FINISHED", "KILLED", "FAILED"):  # a trial still RUNNING has no verdict
+            trials_by_parent.setdefault(trial.data.tags.get("mlflow.parentRunId", ""), []).append(trial)
     rows = []
     for parent in parents:
         ptags = parent.data.tags
         metric = parent.data.params.get("metric", "val_nme")
         mode = parent.data.params.get("mode", "max" if "accuracy" in metric else "min")
         for trial in trials_by_parent.get(parent.info.run_id, []):
+            status = _trial_status(trial)
+            max_epochs = trial.data.params.get("train.epochs", "")
             row = {
                 "sweep": ptags["facebench.sweep"], "profile": ptags.get("facebench.profile", ""),
                 "parent_run_id": parent.info.run_id,
                 "base_experiment": parent.data.params.get("base_experiment", ptags.get("facebench.experiment", "")),
+                "chosen_on": parent.data.params.get("chosen_on", ""),
+                "code_version": ptags.get("facebench.code_version", ""),
                 "run_id": trial.info.run_id, "metric": metric, "mode": mode,
-                "score": trial.data.metrics.get(metric, np.nan),
-                "stopped_early": trial.data.tags.get("facebench.stopped_early", "false").lower() == "true",
+                "score": trial.data.metrics.get(metric, np.nan), "status": status,
+                "stopped_early": status == TRIAL_STATUS["stopped_early"],
+                "epochs": _epochs(client, trial, metric),
+                "max_epochs": float(max_epochs) if max_epochs.isdigit() else np.nan,
+                "stop_reason": trial.data.tags.get("facebench.stop_reason", ""),
             }
             for k, v in trial.data.params.items():
                 if k.startswith("loss."):
                     row[k] = _number(v)
-            row.update({f"metrics.{k}": float(v) for k, v in trial.data.metrics.items() if k.startswith("test_")})
             rows.append(row)
     df = pd.DataFrame(rows, columns=None if rows else TRIAL_COLUMNS)
     if df.empty:
@@ -230,7 +314,8 @@ def _read(path: Path, columns: list[str]) -> pd.DataFrame:
 def baseline_errors(prepared_root: Path, datasets: list[str]) -> dict[str, dict[str, dict[str, np.ndarray]]]:
     """Per-sample errors of the mean-shape baseline: dataset -> split -> {"nme", "nme_ip" (68 points)}.
 
-    The mean training shape (``train.parquet``, never the PDB copy) is placed in each test box.
+    The mean training shape (``train.parquet``, never the PDB copy) is placed in each box of the test
+    splits and of the validation split (``val``, so the baseline stands in the validation column too).
     Datasets or splits without prepared files are left out.
     """
     out: dict[str, dict[str, dict[str, np.ndarray]]] = {}
@@ -240,7 +325,7 @@ def baseline_errors(prepared_root: Path, datasets: list[str]) -> dict[str, dict[
             continue
         train = _read(folder / "train.parquet", ["landmarks", "bbox"])
         train_pts, train_box = _points(train["landmarks"]), np.stack([np.asarray(b, np.float64) for b in train["bbox"]])
-        for split in SPLITS.get(dataset, ()):
+        for split in SPLITS.get(dataset, ()) + (VAL_SPLIT,):
             path = folder / f"{split}.parquet"
             if not path.exists():
                 continue
@@ -256,11 +341,17 @@ def baseline_errors(prepared_root: Path, datasets: list[str]) -> dict[str, dict[
 
 
 def baseline_frame(errors: dict[str, dict[str, dict[str, np.ndarray]]]) -> pd.DataFrame:
-    """One row per dataset with ``metrics.test_<split>_*`` columns named like a training run's."""
+    """One row per dataset with ``metrics.test_<split>_*`` (and ``metrics.val_nme``, ``val_nme_ip``)
+    columns named like a training run's."""
     rows = []
     for dataset, splits in sorted(errors.items()):
         row: dict = {"dataset": dataset, "model": "mean_shape", "loss": "", "pdb": False}
         for split, errs in splits.items():
+            if split == VAL_SPLIT:  # a training run logs only the mean NME(s) on validation
+                row["metrics.val_nme"] = float(np.mean(errs["nme"]))
+                if "nme_ip" in errs:
+                    row["metrics.val_nme_ip"] = float(np.mean(errs["nme_ip"]))
+                continue
             for name, value in lm.summarise(errs["nme"]).items():
                 row[f"metrics.test_{split}_{name}"] = value
             if "nme_ip" in errs:

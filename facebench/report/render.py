@@ -44,6 +44,7 @@ LOSS_LABEL = {"l2": "L2", "l1": "L1", "smooth_l1": "smooth L1", "wing": "Wing",
 TRAINED_MODELS = ("cnn6", "hourglass")  # paper figures for other models go apart, unless a run has one
 DASH = "—"
 DAGGER = "†"
+OTHER_CODE = "‡"  # beside a run trained with other code than the report's (leaderboard.mark_other_code)
 
 
 # --- document model ----------------------------------------------------------------------------
@@ -118,11 +119,46 @@ def metric_cell(row: pd.Series, name: str) -> str:
     return text
 
 
+def code_reason(row: pd.Series) -> str:
+    """Why the row's runs were trained with other code than this report's ("" when they were not)."""
+    reason = row.get("other_code", "")
+    return reason if isinstance(reason, str) else ""
+
+
 def run_cell(row: pd.Series) -> str:
-    """The newest run of a row, and how many seeds its figures average when more than one."""
+    """The newest run of a row, how many seeds its figures average when more than one, and the mark of
+    a row trained with other code than this report's."""
     seeds = row.get("seeds")
     many = seeds is not None and not (isinstance(seeds, float) and math.isnan(seeds)) and int(seeds) > 1
-    return short(row["run_id"]) + (f" ({int(seeds)} seeds)" if many else "")
+    return (short(row["run_id"]) + (f" ({int(seeds)} seeds)" if many else "")
+            + (f" {OTHER_CODE}" if code_reason(row) else ""))
+
+
+def other_code_note(runs: pd.DataFrame) -> list[Block]:
+    """The note under a table whose rows include some trained with other code than the report's: which
+    (experiment, profile where several are shown) and why. Nothing when every row is current."""
+    if runs.empty or "other_code" not in runs:
+        return []
+    flagged = runs[runs["other_code"].fillna("").astype(bool)]
+    if flagged.empty:
+        return []
+    several = runs["profile"].nunique() > 1 if "profile" in runs else False
+    items = list(dict.fromkeys(
+        f"`{r['experiment']}`" + (f" [`{r['profile']}`]" if several else "") + f" ({r['other_code']})"
+        for _, r in flagged.iterrows()))
+    return [Para(f"{OTHER_CODE} trained with other code than this report's: " + "; ".join(items)
+                 + ". Retrain (`facebench train <experiment>`) before comparing with the other rows.")]
+
+
+def code_cell(row: pd.Series) -> str:
+    """The commit a run was trained at, short, ``-dirty`` when the facebench sources differed from it."""
+    code = str(row.get("code_version", "") or "")
+    if not code:
+        return DASH
+    dirty = code.endswith("-dirty")
+    text = code.removesuffix("-dirty")
+    text = f"`{text[:8]}{'-dirty' if dirty else ''}`" if text != "unknown" else "unknown"
+    return text + (f" {OTHER_CODE}" if code_reason(row) else "")
 
 
 def label(mapping: dict[str, str], key: str) -> str:
@@ -173,12 +209,21 @@ def _rows(runs: pd.DataFrame, baseline: pd.DataFrame) -> list[tuple[pd.Series, b
     return [(r, False) for _, r in runs.iterrows()] + [(r, True) for _, r in baseline.iterrows()]
 
 
+def _val_kinds(dataset: str, frames: list[pd.DataFrame]) -> list[tuple[str, str]]:
+    """(metric suffix, normaliser kind) of each validation NME the rows logged: ``val_nme`` (primary) and,
+    on 300-W, ``val_nme_ip``."""
+    return [(suffix, kind) for suffix, kind in (("nme", PRIMARY.get(dataset, "primary")), ("nme_ip", "inter_pupil"))
+            if any(f"metrics.val_{suffix}" in f.columns and f[f"metrics.val_{suffix}"].notna().any() for f in frames)]
+
+
 def nme_table(dataset: str, runs: pd.DataFrame, baseline: pd.DataFrame, with_profile: bool
               ) -> tuple[Table, list[PaperNumber]]:
-    """Rows = (model, loss, PDB) and the baseline; per split our NME(s), each paper column beside its kind."""
+    """Rows = (model, loss, PDB) and the baseline; the validation NME(s) after the last epoch, then per
+    test split our NME(s), each paper column beside its kind."""
     splits = splits_of(dataset, [runs, baseline])
     kinds = _kinds(dataset, [runs, baseline])
-    headers = _head_columns(with_profile)
+    val_kinds = _val_kinds(dataset, [runs, baseline])
+    headers = _head_columns(with_profile) + [f"val NME {OUR_LABEL[kind]}" for _, kind in val_kinds]
     for split in splits:
         for _, kind in kinds:
             headers.append(f"{split} NME {OUR_LABEL[kind]}")
@@ -187,6 +232,7 @@ def nme_table(dataset: str, runs: pd.DataFrame, baseline: pd.DataFrame, with_pro
     rows, cited = [], []
     for row, is_baseline in _rows(runs, baseline):
         cells = _row_head(row, is_baseline, with_profile)
+        cells += [metric_cell(row, f"val_{suffix}") for suffix, _ in val_kinds]
         for split in splits:
             for suffix, kind in kinds:
                 cells.append(metric_cell(row, f"test_{split}_{suffix}"))
@@ -228,13 +274,14 @@ def ablation_table(dataset: str, runs: pd.DataFrame) -> Table | None:
     if rows_in.empty or not rows_in["variant"].astype(bool).any():
         return None
     splits = splits_of(dataset, [rows_in])
-    headers = ["weighted loss map", "boundary", "CoordConv", "run"] + [f"{s} NME (%)" for s in splits]
+    headers = (["weighted loss map", "boundary", "CoordConv", "run", "val NME (%)"]
+               + [f"{s} NME (%)" for s in splits])
     rows = []
     for _, row in rows_in.iterrows():
         off = str(row.get("variant", "") or "")
-        rows.append(["no" if f"no {part}" in off else "yes" for part in ABLATION_PARTS] + [short(row["run_id"])]
-                    + [pct(run_metric(row, f"test_{s}_nme")) for s in splits])
-    return Table(headers, rows, [False] * 4 + [True] * len(splits))
+        rows.append(["no" if f"no {part}" in off else "yes" for part in ABLATION_PARTS] + [run_cell(row)]
+                    + [pct(run_metric(row, "val_nme"))] + [pct(run_metric(row, f"test_{s}_nme")) for s in splits])
+    return Table(headers, rows, [False] * 4 + [True] * (1 + len(splits)))
 
 
 def other_models_table(dataset: str, trained: set[str] = frozenset()) -> Table | None:
@@ -263,8 +310,9 @@ def dataset_section(dataset: str, runs: pd.DataFrame, baseline: pd.DataFrame, fi
                     with_profile: bool) -> list[Block]:
     kind = PRIMARY.get(dataset, "primary")
     blocks: list[Block] = [Heading(2, f"{DATASET_LABEL.get(dataset, dataset)} (`{dataset}`)")]
-    text = (f"NME in % of {NORMALISER_TEXT.get(kind, 'the dataset normaliser')}, mean over test faces; "
-            "lower is better.")
+    text = (f"NME in % of {NORMALISER_TEXT.get(kind, 'the dataset normaliser')}, mean over the faces of a split;"
+            " lower is better. **val**: the validation split (held out from training), after the last epoch;"
+            " the test splits are evaluated once, after the last epoch.")
     if dataset == "w300":
         text += (" 300-W is shown with both normalisers: **io** divides by the outer eye corners (300-W challenge,"
                  " HRNet, MMPose, Adaptive Wing), **ip** by the eye centres (the Wing paper's 300-W figures)."
@@ -272,6 +320,7 @@ def dataset_section(dataset: str, runs: pd.DataFrame, baseline: pd.DataFrame, fi
     blocks.append(Para(text))
     table, cited = nme_table(dataset, runs, baseline, with_profile)
     blocks.append(table)
+    blocks.extend(other_code_note(runs))
     if cited:
         blocks.append(Para("Paper figures in this table:"))
         blocks.append(Bullets(sources(cited)))
@@ -297,66 +346,110 @@ def dataset_section(dataset: str, runs: pd.DataFrame, baseline: pd.DataFrame, fi
 
 
 # --- sweeps and the run list ---------------------------------------------------------------------------
-METRIC_LABEL = {"val_nme": "val NME (%)", "val_accuracy": "val LFW accuracy (%)"}
+METRIC_LABEL = {"val_nme": "val NME (%)", "val_accuracy": "val accuracy (%)"}
+SPLIT_NAME = {"val": "the validation split"}
+
+
+def _epochs_cell(trial: pd.Series) -> str:
+    """Epochs the trial reported, "of N" when it stopped before N."""
+    done, total = _nan_to_none(trial.get("epochs")), _nan_to_none(trial.get("max_epochs"))
+    if done is None:
+        return DASH
+    return f"{done:g} of {total:g}" if total is not None and done < total else f"{done:g}"
 
 
 def sweep_section(trials: pd.DataFrame, figures: dict[tuple[str, str], Image] | None = None) -> list[Block]:
     blocks: list[Block] = [Heading(2, "Loss-parameter sweeps")]
     if trials.empty:
         return blocks + [Para("No finished sweep in the store for this profile.")]
-    blocks.append(Para("One table per sweep (its newest finished parent run): the trials' loss parameters and final"
-                       " validation metric (landmarks: NME %, primary normaliser, first test split, lower is better;"
-                       " recognition: LFW-protocol accuracy %, higher is better); the best is marked **best**."
-                       " Trials that ASHA stopped early trained for fewer epochs."))
+    blocks.append(Para("One table per sweep (its newest finished parent run): every trial's loss parameters, its"
+                       " last validation score (landmarks: NME %, primary normaliser, lower is better; recognition:"
+                       " verification accuracy % on pairs of the training set's held-out identities, higher is"
+                       " better), the epochs it ran and Tune's verdict: **finished** (every epoch), **stopped"
+                       " early** (ASHA ended it after fewer epochs: its score is from then) or **failed** (never a"
+                       " candidate). The best of the finished and stopped trials is marked **best**. No trial reads"
+                       " a test split: hyperparameters are never chosen on test."))
     for (sweep, profile), group in trials.groupby(["sweep", "profile"], sort=True):
         hyper = [c for c in group.columns if c.startswith("loss.") and group[c].notna().any()]
         parent = group["parent_run_id"].iloc[0]
         metric, mode = str(group["metric"].iloc[0]), str(group["mode"].iloc[0])
+        chosen_on = str(group["chosen_on"].iloc[0]) if "chosen_on" in group else ""
         blocks.append(Heading(3, f"`{sweep}`"))
+        chosen = (f"chosen on {SPLIT_NAME.get(chosen_on, f'the `{chosen_on}` split')} (`{metric}`, {mode})"
+                  if chosen_on else f"chosen by `{metric}` ({mode}) on a split the sweep did not record")
+        code = code_cell(group.iloc[0]) if "code_version" in group else DASH
         blocks.append(Para(f"Base experiment `{group['base_experiment'].iloc[0]}`, profile `{profile}`,"
-                           f" parent run {short(parent)}."))
-        scored = group["score"].astype(float)
+                           f" parent run {short(parent)}" + (f", code {code}" if code != DASH else "")
+                           + f": {chosen}."))
+        status = _trial_status(group)
+        scored = group["score"].astype(float).where(status != "failed")
         best = None
         if scored.notna().any():
             best = scored.idxmax() if mode == "max" else scored.idxmin()
         rows = []
         for index, trial in group.iterrows():
             rows.append([_value(trial[c]) for c in hyper]
-                        + [pct(_nan_to_none(trial["score"])), short(trial["run_id"]),
-                           "stopped early" if trial["stopped_early"] else DASH,
-                           "**best**" if index == best else ""])
-        headers = [c[len("loss."):] for c in hyper] + [METRIC_LABEL.get(metric, metric), "run", "ASHA", "best"]
-        blocks.append(Table(headers, rows, [True] * (len(hyper) + 1) + [False] * 3))
+                        + [pct(_nan_to_none(trial["score"])), _epochs_cell(trial), short(trial["run_id"]),
+                           str(status[index]), "**best**" if index == best else ""])
+        headers = [c[len("loss."):] for c in hyper] + [METRIC_LABEL.get(metric, metric), "epochs", "run", "status",
+                                                       "best"]
+        blocks.append(Table(headers, rows, [True] * (len(hyper) + 2) + [False] * 3))
         if figures and (sweep, profile) in figures:
             blocks.append(figures[(sweep, profile)])
     return blocks
 
 
-def sweep_figure(sweep: str, group: pd.DataFrame) -> bytes | None:
-    """The sweep's metric against its first varying parameter, one line per value of a second one
-    (Wing: NME against w per eps; CosFace: accuracy against m). None when nothing varies or more
-    than two parameters do. Trials ASHA stopped early are marked with a cross."""
+def _trial_status(group: pd.DataFrame) -> pd.Series:
+    """Each trial's verdict (``status``; sweeps collected without one: from ``stopped_early``)."""
+    if "status" in group:
+        return group["status"]
+    return group["stopped_early"].map({True: "stopped early", False: "finished"})
+
+
+def sweep_points(group: pd.DataFrame) -> tuple[str, str | None, list[tuple[str | None, pd.DataFrame, pd.DataFrame]]]:
+    """What a sweep's figure draws: (x parameter, series parameter or None, per series value its label,
+    the finished trials (x, score %) in x order, joined by a line, and the trials ASHA stopped early, drawn
+    as crosses on their own). Failed trials are left out. Raises ValueError when the grid does not vary
+    one or two parameters."""
     varied = [c for c in sorted(c for c in group.columns if c.startswith("loss."))
               if group[c].nunique(dropna=True) > 1]
-    if not 1 <= len(varied) <= 2 or not group["score"].notna().any():
-        return None
+    if not 1 <= len(varied) <= 2:
+        raise ValueError(f"{len(varied)} varying parameters: a figure draws one or two")
     x = max(varied, key=lambda c: group[c].nunique())  # the longer axis along x
-    series = [c for c in varied if c != x]
+    series = next((c for c in varied if c != x), None)
+    status = _trial_status(group)
+    out = []
+    for value, part in (group.groupby(series, sort=True) if series else [(None, group)]):
+        part = part.sort_values(x, kind="mergesort")
+        points = pd.DataFrame({"x": part[x].astype(float), "score": 100.0 * part["score"].astype(float)})
+        name = f"{series[len('loss.'):]}={value:g}" if series else None
+        out.append((name, points[status[part.index] == "finished"].reset_index(drop=True),
+                    points[status[part.index] == "stopped early"].reset_index(drop=True)))
+    return x, series, out
+
+
+def sweep_figure(sweep: str, group: pd.DataFrame) -> bytes | None:
+    """The sweep's validation score against its first varying parameter, one line per value of a second
+    one (Wing: NME against w per eps; CosFace: accuracy against m). None when nothing varies, more than
+    two parameters do, or no trial has a score. A line joins only the trials that ran every epoch; a
+    trial ASHA stopped early is a cross on its own (its score is from fewer epochs, so a line through it
+    would join unlike things); failed trials are not drawn (``sweep_points``)."""
+    try:
+        x, series, parts = sweep_points(group)
+    except ValueError:
+        return None
+    if all(finished["score"].isna().all() and early["score"].isna().all() for _, finished, early in parts):
+        return None
     metric = str(group["metric"].iloc[0])
     fig = new_figure(5.6, 3.6)
     ax = fig.add_subplot()
-    parts = group.groupby(series[0], sort=True) if series else [(None, group)]
-    for value, part in parts:
-        part = part.sort_values(x, kind="mergesort")
-        name = f"{series[0][len('loss.'):]}={value:g}" if series else None
-        line = ax.plot(part[x].astype(float), 100.0 * part["score"].astype(float), marker="o", label=name)[0]
-        early = part[part["stopped_early"].astype(bool)]
-        ax.plot(early[x].astype(float), 100.0 * early["score"].astype(float), "x", color=line.get_color(),
-                markersize=10)
+    for name, finished, early in parts:
+        line = ax.plot(finished["x"], finished["score"], marker="o", label=name)[0]
+        ax.plot(early["x"], early["score"], "x", linestyle="none", color=line.get_color(), markersize=10)
     ax.set_xlabel(x[len("loss."):])
     ax.set_ylabel(METRIC_LABEL.get(metric, metric))
     ax.grid(True, alpha=0.3)
-    ax.set_title(f"{sweep} (x: stopped early by ASHA)", fontsize=10)
+    ax.set_title(f"{sweep} (x: stopped early by ASHA, not joined)", fontsize=10)
     if series:
         ax.legend(fontsize=8, frameon=False)
     return png_bytes(fig)
@@ -373,7 +466,8 @@ def _value(value) -> str:
 
 
 def runs_section(runs: pd.DataFrame) -> list[Block]:
-    """Where each row came from: run, code version, schedule and loss parameters."""
+    """Where each row came from: run, code version (marked where it is not this report's code), schedule
+    and loss parameters."""
     blocks: list[Block] = [Heading(2, "Runs")]
     if runs.empty:
         return blocks + [Para("No finished training run in the store for this profile.")]
@@ -388,12 +482,10 @@ def runs_section(runs: pd.DataFrame) -> list[Block]:
                     loss_params.append(f"{name}={run[col]}")
         epochs = next((run[c] for c in ("params.train.epochs", "params.epochs")
                        if isinstance(run.get(c), str)), DASH)
-        code = run["code_version"]
-        rows.append([f"`{run['experiment']}`", f"`{run['profile']}`", short(run["run_id"]),
-                     f"`{code[:12]}{'-dirty' if code.endswith('-dirty') else ''}`" if code else DASH,
+        rows.append([f"`{run['experiment']}`", f"`{run['profile']}`", short(run["run_id"]), code_cell(run),
                      epochs, ", ".join(loss_params) or DASH])
     return blocks + [Table(["experiment", "profile", "run", "code version", "epochs", "loss parameters"], rows,
-                           [False, False, False, False, True, False])]
+                           [False, False, False, False, True, False])] + other_code_note(runs)
 
 
 def header(profile: str | None) -> list[Block]:
@@ -413,6 +505,14 @@ def header(profile: str | None) -> list[Block]:
              " learns nothing else; a model that does not beat it has not learned the task. A paper figure"
              f" stands only beside our figure of the same kind (dataset, split, model, loss, PDB, normaliser);"
              f" {DASH} means the paper gives none, {DAGGER} marks a figure not verified against the paper."),
+        Para("Which split chose what: every prepared set holds a **validation** split out of its training data."
+             " Per-epoch checks, ASHA's early stops and the loss-parameter sweeps see only it, and each row's"
+             " val column is its validation score after the last epoch. The **test** splits are evaluated once,"
+             " after the last epoch, and choose nothing: no hyperparameter is chosen on test."),
+        Para(f"Code: the run column's {OTHER_CODE} marks a row trained with other code than this report's (the"
+             " run's code hash, over the facebench sources its training imports, differs from the hash of those"
+             " sources now, or the run has none); a note under the table names it and the run list gives each"
+             " row's commit (`-dirty`: the facebench sources differed from it)."),
     ]
     if profile != "paper":
         who = f"Profile `{profile}`" if profile else "Rows from profiles other than `paper`"

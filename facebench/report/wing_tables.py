@@ -16,8 +16,8 @@ import pandas as pd
 
 from facebench.report.paper_numbers import PaperNumber, lookup
 from facebench.report.render import (
-    DASH, LOSS_LABEL, PAPER_MODEL, Block, Bullets, Heading, Para, Table, metric_cell, paper_cell, run_cell,
-    run_metric, sources,
+    DASH, LOSS_LABEL, PAPER_MODEL, Block, Bullets, Heading, Para, Table, metric_cell, other_code_note, paper_cell,
+    run_cell, run_metric, sources,
 )
 
 LOSSES = ("l2", "l1", "smooth_l1", "wing")
@@ -34,6 +34,12 @@ def _row(runs: pd.DataFrame, dataset: str, model: str, pdb: bool, loss: str) -> 
     hit = runs[(runs["dataset"] == dataset) & (runs["model"] == model) & (runs["pdb"] == pdb)
                & (runs["loss"] == loss) & (runs["variant"].fillna("") == "")]
     return None if hit.empty else hit.iloc[0]
+
+
+def _shown(runs: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    """The rows a table of ``dataset`` shows (one per system and loss that ran), for the note under it."""
+    rows = [_row(runs, dataset, *system, loss) for system in SYSTEMS for loss in LOSSES]
+    return pd.DataFrame([r for r in rows if r is not None])
 
 
 def _systems(runs: pd.DataFrame, dataset: str) -> list[tuple[str, bool]]:
@@ -166,8 +172,9 @@ def wing_section(runs: pd.DataFrame, synthetic: bool) -> list[Block]:
     blocks: list[Block] = [
         Heading(2, "Wing loss paper: the paper's tables"),
         Para("The Wing paper's comparisons laid out as the paper lays them out; each cell gives our figure, the"
-             f" paper's ({DASH} where it gives none) and the MLflow run. Lower is better. Per-split detail, the"
-             " robustness figures and the CED curves are in the dataset sections below."),
+             f" paper's ({DASH} where it gives none) and the MLflow run. Lower is better. All figures here are on"
+             " the test splits; each row's validation NME, the per-split detail, the robustness figures and the"
+             " CED curves are in the dataset sections below."),
     ]
     cited: list[PaperNumber] = []
     for heading, text, built, split, metric, kind in (
@@ -181,8 +188,9 @@ def wing_section(runs: pd.DataFrame, synthetic: bool) -> list[Block]:
             continue
         table, numbers = built
         cited += [n for n in numbers if n not in cited]
-        blocks += [Heading(3, heading), Para(text), table]
-        found = findings(rows, "aflw" if split == "test" else "w300", split, metric, kind)
+        dataset = "aflw" if split == "test" else "w300"
+        blocks += [Heading(3, heading), Para(text), table] + other_code_note(_shown(rows, dataset))
+        found = findings(rows, dataset, split, metric, kind)
         if found:
             blocks += [Para("What these rows say of the paper's claims:"), Bullets(found)]
     if cited:
