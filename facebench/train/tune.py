@@ -28,6 +28,7 @@ from facebench import tracking
 from facebench.atomic import atomic_write_text
 from facebench.config import Params, Paths, ResolvedExperiment, resolve_experiment, resolve_sweep
 from facebench.train.experiment import run_params, run_tags
+from facebench.train.identity import code_hash, training_modules
 from facebench.train.ray_trainer import ensure_ray, loggable, trial_config, train_loop_per_worker
 
 VALIDATION_SPLIT = "val"  # what a trial's metric is computed on (tasks' validate)
@@ -59,6 +60,7 @@ def _tune_callback():
                      exp: ResolvedExperiment, root: Path, epochs: int):
             self.client, self.experiment_id, self.parent, self.sweep = client, experiment_id, parent, sweep
             self.exp, self.root, self.epochs = exp, root, epochs
+            self.code_hash = code_hash(training_modules(exp.task))  # what the trials run (as a training's tag)
             self.runs: dict[str, str] = {}       # trial id -> MLflow run id
             self.outcome: dict[str, dict] = {}   # trial id -> status, epochs, last metrics
             self.by_config: dict[str, str] = {}  # _trial_label(config) -> trial id (grid points are unique)
@@ -66,7 +68,7 @@ def _tune_callback():
         def on_trial_start(self, iteration, trials, trial, **info):
             exp = self.exp.model_copy(update={"loss_params": {**self.exp.loss_params, **trial.config}})
             tags = {**run_tags(exp, self.root, kind="trial"), "facebench.sweep": self.sweep,
-                    "facebench.trial_id": trial.trial_id}
+                    "facebench.trial_id": trial.trial_id, "facebench.code_hash": self.code_hash}
             run_id = tracking.start_run(self.client, self.experiment_id, f"{self.sweep}[{_trial_label(trial.config)}]",
                                         tags, parent_run_id=self.parent)
             tracking.log_params(self.client, run_id, run_params(exp))
@@ -123,7 +125,8 @@ def run_sweep(params: Params, sweep_key: str, paths: Paths) -> dict[str, Any]:
     client = MlflowClient(uri)
     experiment_id = tracking.get_or_create_experiment(client, exp.paper, paths.root)
     parent = tracking.start_run(client, experiment_id, f"sweep:{sweep_key}",
-                                {**run_tags(exp, paths.root, kind="sweep"), "facebench.sweep": sweep_key})
+                                {**run_tags(exp, paths.root, kind="sweep"), "facebench.sweep": sweep_key,
+                                 "facebench.code_hash": code_hash(training_modules(exp.task))})
     tracking.log_params(client, parent, {"grid": {k: str(v) for k, v in sweep.grid.items()},
                                          "base_experiment": sweep.experiment, "metric": sweep.metric,
                                          "mode": sweep.mode, "chosen_on": VALIDATION_SPLIT})
