@@ -45,6 +45,34 @@ def _flatten_whc(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 3, 2, 1).flatten(1)
 
 
+class MaxPool2x2Ceil(nn.MaxPool2d):
+    """``nn.MaxPool2d(2, 2, ceil_mode=True)`` (P-Net's pooling). Without autograd (inference) it takes the
+    maximum of strided views, pairs of rows then pairs of columns, an odd last row or column kept as it is
+    (ceil mode's window there holds it alone): the same values (a maximum rounds nothing), about twice as
+    fast on a CPU's channels-last maps as the pooling kernel, which also computes indices. With autograd it
+    is the pooling layer itself, so training gradients are unchanged."""
+
+    def __init__(self) -> None:
+        super().__init__(2, 2, ceil_mode=True)
+
+    @staticmethod
+    def _pairs(first: torch.Tensor, second: torch.Tensor, dim: int) -> torch.Tensor:
+        """Element-wise maximum of ``first`` (n rows along ``dim``) and ``second`` (n or n - 1 rows)."""
+        if first.shape[dim] == second.shape[dim]:
+            return torch.maximum(first, second)
+        out = torch.empty_like(first)
+        paired = second.shape[dim]
+        torch.maximum(first.narrow(dim, 0, paired), second, out=out.narrow(dim, 0, paired))
+        out.narrow(dim, paired, 1).copy_(first.narrow(dim, paired, 1))
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (torch.is_grad_enabled() and x.requires_grad) or x.numel() < 1 << 15:  # small maps: the kernel is faster
+            return super().forward(x)
+        rows = self._pairs(x[..., 0::2, :], x[..., 1::2, :], -2)
+        return self._pairs(rows[..., 0::2], rows[..., 1::2], -1)
+
+
 class PNet(nn.Module):
     """Proposal network: any (N, 3, H, W) with H, W >= 12 -> (face prob (N, H', W'), offsets (N, 4, H', W')).
 
@@ -55,7 +83,7 @@ class PNet(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 10, 3)
         self.prelu1 = nn.PReLU(10)
-        self.pool1 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.pool1 = MaxPool2x2Ceil()
         self.conv2 = nn.Conv2d(10, 16, 3)
         self.prelu2 = nn.PReLU(16)
         self.conv3 = nn.Conv2d(16, 32, 3)

@@ -186,14 +186,14 @@ class _Layout:
     cells: list[tuple[int, int]]  # P-Net output size per level
     radius: int | None  # per-level NMS neighbourhood (None: general NMS)
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
-    windows: list[tuple[torch.Tensor, ...]] = field(default_factory=list)  # per level: r0, r1, c0, c1, kh, kw
-    starts: dict[int, torch.Tensor] = field(default_factory=dict)  # batch size -> (L + 1,) flat level starts
+    pixels: list[int] = field(default_factory=list)  # where each level starts in the flat pyramid (L + 1 offsets)
+    starts: dict[int, torch.Tensor] = field(default_factory=dict)  # batch size -> (L + 1,) flat P-Net map starts
 
 
 @dataclass
 class _Sources:
-    """Where crops read: the summed-area tables of all images of a call as (rows, 3), and per image its
-    first row, row stride (W + 1) and size."""
+    """Where crops read: the summed-area tables of all images of a call as (pixels, 3), and per image its
+    first pixel, row stride (W + 1) and size."""
 
     table: torch.Tensor
     base: torch.Tensor
@@ -304,6 +304,7 @@ class MTCNNDetector:
         self._graphs: dict[tuple, _Captured] = {}
         self._layouts: dict[tuple[int, int], _Layout] = {}
         self._constants: dict[tuple, torch.Tensor] = {}
+        self._buffers: dict[tuple, torch.Tensor] = {}  # large work tensors, reused between calls on a CPU
         # Reused between calls (profiled on an H100: pinning a 640x480 frame per call cost 0.9 ms of a 13 ms
         # frame, and each small host->device copy is a stream synchronisation).
         self._pinned: dict[tuple[int, ...], torch.Tensor] = {}
@@ -418,14 +419,32 @@ class MTCNNDetector:
         def dev(values, dtype=torch.long) -> torch.Tensor:
             return torch.as_tensor(np.asarray(values), dtype=dtype).to(self.device)
 
+        # The whole pyramid in one pass (_pyramid): the table rows that bound each level row's window
+        # (top0 / top1, all levels' rows one after the other), then for every level value (pixel, channel)
+        # the entries of those row differences that bound its column window (left0 / left1), and the
+        # window's rows and columns.
+        tops, lefts, rows, cols = ([], []), ([], []), [], []
+        channel, row = np.arange(3), 0
         for h, w in sizes:
             r0, r1 = area_windows(height, h)
             c0, c1 = area_windows(width, w)
-            lay.windows.append((dev(r0), dev(r1), dev(c0), dev(c1), dev(r1 - r0, torch.float32)[:, None, None],
-                                dev(c1 - c0, torch.float32)[:, None]))
+            line = (row + np.arange(h))[:, None, None] * ((width + 1) * 3)
+            for k, (r, c) in enumerate(((r0, c0), (r1, c1))):
+                tops[k].append(r)
+                lefts[k].append((line + c[None, :, None] * 3 + channel).reshape(-1))
+            rows.append(np.repeat(r1 - r0, w * 3))
+            cols.append(np.tile(np.repeat(c1 - c0, 3), h))
+            row += h
+        lay.pixels = np.cumsum([0] + [h * w for h, w in sizes]).tolist()
         scale32 = np.array(scales, dtype=np.float32)
         lay.tensors = {"cells_h": dev([c[0] for c in cells]), "cells_w": dev([c[1] for c in cells]),
                        "scale": dev(scale32, torch.float32), "inv_scale": dev(np.float32(1) / scale32, torch.float32)}
+        if sizes:
+            for k in (0, 1):
+                lay.tensors[f"top{k}"] = dev(np.concatenate(tops[k]))
+                lay.tensors[f"left{k}"] = dev(np.concatenate(lefts[k]))
+            lay.tensors["rows"] = dev(np.concatenate(rows), torch.float32)
+            lay.tensors["cols"] = dev(np.concatenate(cols), torch.float32)
         if len(self._layouts) > 16:
             self._layouts.clear()
         self._layouts[key] = lay
@@ -487,34 +506,69 @@ class MTCNNDetector:
         """Summed-area table, and P-Net's face probabilities (flat, level after level, each (n, h', w')) and
         offsets (flat, 4): fixed shapes, no host sync."""
         table = self._summed_area(batch)
+        if not lay.sizes:
+            return table, table.new_zeros(0, dtype=torch.float32), table.new_zeros(0, 4, dtype=torch.float32)
+        pyramid = self._pyramid(table, lay, self._buffer)
         probs, regs = [], []
-        for li, (h, w) in enumerate(lay.sizes):
-            level = self._area_level(table, lay.windows[li])
+        for (h, w), start in zip(lay.sizes, lay.pixels):
+            level = pyramid[:, 3 * start:3 * (start + h * w)].view(-1, h, w, 3).permute(0, 3, 1, 2)  # channels-last
             per_call = max(1, self.pnet_pixels // (h * w))  # bounds activation memory
-            prob, reg = _run(self.pnet, level.permute(0, 3, 1, 2).split(per_call))
+            prob, reg = _run(self.pnet, level.split(per_call))
             probs.append(prob.reshape(-1))
             regs.append(reg.permute(0, 2, 3, 1).reshape(-1, 4))
-        if not probs:
-            return table, table.new_zeros(0, dtype=torch.float32), table.new_zeros(0, 4, dtype=torch.float32)
         return table, torch.cat(probs), torch.cat(regs)
 
-    @staticmethod
-    def _summed_area(batch: torch.Tensor) -> torch.Tensor:
+    def _summed_area(self, batch: torch.Tensor) -> torch.Tensor:
         """(n, H + 1, W + 1, 3) integral image: entry (r, c) sums pixels above r and left of c. int32 while
-        255 * H * W fits it (exact), else int64."""
-        _, h, w, _ = batch.shape
+        255 * H * W fits it (exact), else int64. Off CUDA graphs the buffer is kept per shape (its zero first
+        row and column stay; the rest is overwritten)."""
+        n, h, w, c = batch.shape
         dtype = torch.int32 if 255 * (h + 1) * (w + 1) < 2 ** 31 else torch.int64
-        table = batch.cumsum(1, dtype=dtype).cumsum(2, dtype=dtype)
-        return F.pad(table, (0, 0, 1, 0, 1, 0))
+        fresh = ("table", n, h, w) not in self._buffers
+        table = self._buffer(("table", n, h, w), (n, h + 1, w + 1, c), dtype)
+        if fresh or self.device.type == "cuda":
+            table.zero_()
+        inner = table[:, 1:, 1:]
+        torch.cumsum(batch, 1, dtype=dtype, out=inner)
+        torch.cumsum(inner, 2, out=inner)
+        return table
+
+    def _buffer(self, key: tuple, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """An uninitialised tensor kept for reuse on a CPU: a fresh multi-megabyte allocation is fresh pages,
+        whose first touch costs more than the arithmetic (measured: the pyramid took twice as long inside
+        the cascade as alone). On CUDA a new one each time (a CUDA graph owns its own memory)."""
+        if self.device.type == "cuda":
+            return torch.empty(shape, dtype=dtype, device=self.device)
+        key = key + (shape, dtype)
+        t = self._buffers.get(key)
+        if t is None:
+            if len(self._buffers) > 32:
+                self._buffers.clear()
+            t = self._buffers[key] = torch.empty(shape, dtype=dtype)
+        return t
 
     @staticmethod
-    def _area_level(table: torch.Tensor, windows: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """One pyramid level, (n, h, w, 3) normalised: each pixel the mean of its area window (see
-        ``area_windows``), sum / rows / cols in float32 as adaptive average pooling divides."""
-        r0, r1, c0, c1, kh, kw = windows
-        rows = table.index_select(1, r1) - table.index_select(1, r0)
-        sums = rows.index_select(2, c1) - rows.index_select(2, c0)
-        return (sums.float() / kh / kw - NORM_MEAN) * NORM_SCALE
+    def _pyramid(table: torch.Tensor, lay: _Layout, buffer) -> torch.Tensor:
+        """Every pyramid level, flat: (n, 3 * pixels of all levels) as (pixel, channel), normalised. Each value
+        is the mean of its area window (``area_windows``): its sum from four table entries (exact integers;
+        first the differences of the table rows that bound each level row's window, then of the entries
+        that bound each column window), divided by the window's rows then its columns in float32, as
+        adaptive average pooling divides. Whole-row and one-dimensional gathers, image by image: the fast
+        kinds of gather on a CPU."""
+        t = lay.tensors
+        out = buffer(("pyramid",), (table.shape[0], len(t["rows"])))
+        lines = table.shape[2] * table.shape[3]
+        bands = [buffer(("bands", k), (len(t["top0"]), lines), table.dtype) for k in (0, 1)]
+        sums = [buffer(("sums", k), (len(t["rows"]),), table.dtype) for k in (0, 1)]
+        for i, image in enumerate(table):
+            image = image.view(-1, lines)
+            torch.index_select(image, 0, t["top1"], out=bands[1])
+            torch.index_select(image, 0, t["top0"], out=bands[0])
+            flat = bands[1].sub_(bands[0]).view(-1)
+            torch.index_select(flat, 0, t["left1"], out=sums[1])
+            torch.index_select(flat, 0, t["left0"], out=sums[0])
+            torch.div(sums[1].sub_(sums[0]), t["rows"], out=out[i])
+        return out.div_(t["cols"]).sub_(NORM_MEAN).mul_(NORM_SCALE)
 
     def _front_graphed(self, batch: torch.Tensor, lay: _Layout) -> _Captured:
         """``_front`` as one captured graph per batch shape, replayed on ``batch``: the table, the pyramid
@@ -654,9 +708,8 @@ class MTCNNDetector:
         def at(r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
             return take(src.table, (base + r[:, :, None] + c[:, None, :]).view(-1))
 
-        sums = (at(rows[1], cols[1]) - at(rows[0], cols[1]) - at(rows[1], cols[0]) + at(rows[0], cols[0]))
-        sums = sums.view(len(boxes), size, size, 3).float()
-        crops = (sums / kh / kw - NORM_MEAN) * NORM_SCALE
+        sums = at(rows[1], cols[1]).sub_(at(rows[0], cols[1])).sub_(at(rows[1], cols[0])).add_(at(rows[0], cols[0]))
+        crops = sums.view(len(boxes), size, size, 3).float().div_(kh).div_(kw).sub_(NORM_MEAN).mul_(NORM_SCALE)
         return crops.permute(0, 3, 1, 2), valid
 
     def _net_on_crops(self, src: _Sources, boxes: torch.Tensor, img: torch.Tensor, stage: int,
