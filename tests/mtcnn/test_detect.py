@@ -227,3 +227,23 @@ def test_cuda_graphs_match_eager_cuda(image):
     for images in _graph_sequence(image) * 2:  # the second round replays graphs captured in the first
         _assert_same_detections(eager.detect_arrays(images), graphed.detect_arrays(images), atol=1e-2)
     assert graphed.cuda_graphs and graphed._graphs  # captured, not fallen back to eager
+
+
+def test_pnet_pool_without_autograd_equals_the_pooling_layer():
+    """MaxPool2x2Ceil's inference path (maxima of strided views) gives max_pool2d(2, 2, ceil_mode=True)'s
+    values for even and odd sizes, keeps channels-last, and with autograd is the pooling layer itself."""
+    from torch.nn import functional as F
+
+    from facebench.models.mtcnn import MaxPool2x2Ceil
+
+    pool = MaxPool2x2Ceil()
+    gen = torch.Generator().manual_seed(0)
+    for h, w in ((120, 90), (121, 90), (120, 91), (121, 91)):
+        x = torch.randn(2, 10, h, w, generator=gen).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            out = pool(x)
+        assert torch.equal(out, F.max_pool2d(x, 2, 2, ceil_mode=True)) and out.shape[-2:] == ((h + 1) // 2, (w + 1) // 2)
+        assert out.is_contiguous(memory_format=torch.channels_last)
+    x = torch.randn(1, 10, 121, 91, generator=gen, requires_grad=True)
+    pool(x).sum().backward()
+    assert x.grad.sum().item() == 10 * 61 * 46 and x.grad.max().item() == 1  # one per window, as max-pooling routes it
