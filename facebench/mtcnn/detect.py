@@ -386,8 +386,15 @@ class MTCNNDetector:
             by_size.setdefault(im.shape[:2], []).append(i)
         out = []
         for members in by_size.values():
-            host = torch.from_numpy(np.stack([fixed[i] for i in members]))
-            out.append((torch.tensor(members, device=self.device), self._upload(host)))
+            if len(members) == 1:
+                host = torch.from_numpy(np.ascontiguousarray(fixed[members[0]])[None])
+            else:
+                host = torch.from_numpy(np.stack([fixed[i] for i in members]))
+            if len(by_size) == 1:  # the usual case: images 0..n-1, an index tensor made once
+                idx = self._constant(("images", len(members)), lambda: torch.arange(len(members)))
+            else:
+                idx = torch.tensor(members, device=self.device)
+            out.append((idx, self._upload(host)))
         return out
 
     def _upload(self, host: torch.Tensor) -> torch.Tensor:
@@ -442,7 +449,7 @@ class MTCNNDetector:
         if sizes:
             for k in (0, 1):
                 lay.tensors[f"top{k}"] = dev(np.concatenate(tops[k]))
-                lay.tensors[f"left{k}"] = dev(np.concatenate(lefts[k]))
+                lay.tensors[f"left{k}"] = dev(np.concatenate(lefts[k]), torch.int32)  # half the bytes to stream
             lay.tensors["rows"] = dev(np.concatenate(rows), torch.float32)
             lay.tensors["cols"] = dev(np.concatenate(cols), torch.float32)
         if len(self._layouts) > 16:
