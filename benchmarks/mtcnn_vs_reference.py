@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -142,6 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
     images = frames(args.scenes, args.seed)
     batched = [[images[(k * args.batch + i) % len(images)] for i in range(args.batch)]
                for k in range(max(1, len(images) // args.batch))]
+    load_before = os.getloadavg()
     report = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU {cpu_model()}",
         "torch": torch.__version__, "threads": args.threads, "frame": [FRAME_WIDTH, FRAME_HEIGHT],
@@ -149,6 +151,9 @@ def main(argv: list[str] | None = None) -> dict:
         "single": side_by_side(detector, reference, clock, [[f] for f in images], args.rounds, device),
         f"batch_{args.batch}": side_by_side(detector, reference, clock, batched, args.rounds, device),
     }
+    # A CPU shared with other work distorts 2-thread timings (a descheduled thread stalls every parallel op):
+    # the load averages before and after say whether the machine was quiet.
+    report["load_average_before_after"] = [round(v, 2) for v in load_before + os.getloadavg()]
     print(f"{report['device']}, torch {report['torch']}, {args.threads} threads, {len(images)} frames "
           f"{FRAME_WIDTH}x{FRAME_HEIGHT}, min face 20")
     print(f"{'setting':<10} {'reference fps':>14} {'facebench fps':>14} {'ratio':>6} {'ratio w/o ref NMS':>18}  agreement")
@@ -159,6 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"{r['ratio_without_reference_nms']:>18.2f}  {a['agreeing']}/{a['faces_reference']} faces agree, "
               f"{len(a['count_mismatch'])} images differ in count; worst IoU {a['worst_iou']:.4f}, "
               f"score {a['worst_score']:.1e}")
+    print("load average (1, 5, 15 min) before and after:", report["load_average_before_after"])
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
     return report

@@ -37,8 +37,13 @@ What is ours is how it runs, not what it computes:
 
 - Area resampling from a summed-area table (integral image): a window's sum is four look-ups of exact
   integers (uint8 sums fit the table's integer type), divided by rows then columns in float32, which
-  gives ``F.interpolate(mode='area')``'s bits (tested), for every pyramid level and for all R-Net / O-Net
-  crops of a batch at once instead of one resampling call per box.
+  gives ``F.interpolate(mode='area')``'s bits (tested), for the whole pyramid in one pass (row bands of
+  the table, then one-dimensional gathers, into buffers kept between calls) and for all R-Net / O-Net
+  crops of a batch at once instead of one resampling call per box. P-Net's pooling takes maxima of
+  strided views in inference (``models.mtcnn.MaxPool2x2Ceil``: the same values, faster on a CPU).
+- R-Net and O-Net run on channels-last crops, as P-Net on channels-last levels (the reference's layout
+  there); the reference's R-Net / O-Net crops are channels-first, whose max-pooling is several times
+  slower on a CPU. Their float32 results differ in the last bits (scores by ~1e-6), not in the faces.
 - Per-level NMS of P-Net boxes on the cell grid: boxes of one level come from a regular grid, so only
   cells within a small radius can overlap by more than the threshold. The radius is derived for each
   layout from the exact 1-D overlaps of the floor()-ed boxes (IoU <= the 1-D IoU along either axis), and
@@ -54,8 +59,8 @@ What is ours is how it runs, not what it computes:
 Known departures from the reference, each where it cannot be followed: a box whose clipped crop is empty
 (entirely outside the image) is dropped (the reference's crop loop skips it and then misaligns its
 boxes and scores, or fails); ties in score may be broken differently (the reference's last NMS uses an
-unstable sort); batched P-Net / R-Net / O-Net calls may round differently from the reference's own batch
-composition in the last bit of float32 (see the parity test).
+unstable sort); R-Net / O-Net (layout above) and batched calls round differently from the reference in
+the last bits of float32 (see the parity test).
 """
 
 from __future__ import annotations
