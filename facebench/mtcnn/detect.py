@@ -72,7 +72,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from facebench.models.mtcnn import ONET_SIZE, PNET_SIZE, RNET_SIZE, load_published

@@ -41,7 +41,7 @@ from facebench.data.synth_wider import synth_wider  # noqa: E402
 from facebench.models.mtcnn import load_published  # noqa: E402
 from facebench.mtcnn import MTCNNDetector  # noqa: E402
 from facebench.mtcnn.boxes import calibrate, nms, square  # noqa: E402
-from facebench.mtcnn.detect import area_windows, cell_boxes, pyramid_scales  # noqa: E402
+from facebench.mtcnn.detect import cell_boxes, pyramid_scales  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 WEIGHTS = SHARED / "models" / "mtcnn-published"
