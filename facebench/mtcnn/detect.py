@@ -302,8 +302,8 @@ class MTCNNDetector:
         self.pnet_pixels, self.rnet_batch, self.onet_batch = pnet_pixels, rnet_batch, onet_batch
         self.cuda_graphs = cuda_graphs and self.device.type == "cuda"
         # Mining with a barely trained P-Net (early epochs, tiny profiles) passes nearly every window; a cap
-        # on P-Net's candidates per group of equal-size images (None: no cap, the paper's cascade) bounds
-        # the NMS that follows.
+        # on P-Net's candidates per image, best first (None: no cap, the paper's cascade), bounds the NMS
+        # that follows. Per image, so that a batch proposes what each of its images would alone.
         self.max_candidates: int | None = None
         self._graphs: dict[tuple, _Captured] = {}
         self._layouts: dict[tuple[int, int], _Layout] = {}
@@ -631,9 +631,6 @@ class MTCNNDetector:
         reference's per-level NMS hands them on): boxes, scores, offsets, image indices."""
         n = len(idx)
         flat = (prob >= self.thresholds[0]).nonzero().squeeze(1)  # one host sync
-        if len(flat) and self.max_candidates is not None and len(flat) > self.max_candidates:
-            top = torch.topk(take(prob, flat), self.max_candidates, sorted=False).indices.sort().values
-            flat = take(flat, top)
         if len(flat) == 0:
             z = torch.zeros(0, device=self.device)
             return z.view(0, 4), z, z.view(0, 4), idx[:0]
@@ -642,6 +639,9 @@ class MTCNNDetector:
         hc, wc = take(lay.tensors["cells_h"], lvl), take(lay.tensors["cells_w"], lvl)
         rem = flat - take(starts, lvl)
         ni = torch.div(rem, hc * wc, rounding_mode="floor")
+        if self.max_candidates is not None and len(flat) > self.max_candidates:
+            keep = _best_per_group(take(prob, flat), ni, n, self.max_candidates)
+            flat, lvl, hc, wc, rem, ni = (take(t, keep) for t in (flat, lvl, hc, wc, rem, ni))
         cell = rem - ni * hc * wc
         ii = torch.div(cell, wc, rounding_mode="floor")
         jj = cell - ii * wc
@@ -771,3 +771,13 @@ class MTCNNDetector:
         boxes = calibrate(boxes, reg, plus_one=True)
         k = nms(boxes, prob, self.nms_thresholds[2], "min", groups=img, plus_one=True)
         return take(boxes, k), take(prob, k), take(landmarks, k), take(img, k)
+
+
+def _best_per_group(score: torch.Tensor, group: torch.Tensor, groups: int, k: int) -> torch.Tensor:
+    """Indices (ascending) of the ``k`` best scores of each group (ties to the earlier index)."""
+    order = torch.argsort(score, descending=True, stable=True)
+    order = take(order, torch.argsort(take(group, order), stable=True))  # by group, best first within it
+    counts = torch.bincount(group, minlength=groups)
+    first = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(len(order), device=score.device) - take(first, take(group, order))
+    return take(order, (rank < k).nonzero().squeeze(1)).sort().values

@@ -44,10 +44,10 @@ MIX_RATIO = {NEGATIVE: 3, POSITIVE: 1, PART: 1, LANDMARK: 2}
 STAGE_SIZE = {"pnet": 12, "rnet": 24, "onet": 48}
 MIN_FACE = 12  # faces smaller than P-Net's window give no positive or part crops (they stay in the IoU test)
 # Mining (R-Net's and O-Net's crops): low cut-offs, so the next stage sees the earlier stages' doubtful
-# boxes too, and a cap on P-Net's candidates per call of 16 scenes, best first (a barely trained P-Net
-# passes nearly every window).
+# boxes too, and a cap on P-Net's candidates per scene, best first (a barely trained P-Net passes nearly
+# every window).
 MINING_THRESHOLDS = (0.4, 0.4, 0.4)
-MINING_MAX_CANDIDATES = 16 * 2000
+MINING_MAX_CANDIDATES = 2000
 
 
 def label(best_iou: np.ndarray) -> np.ndarray:

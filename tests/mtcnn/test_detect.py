@@ -247,3 +247,22 @@ def test_pnet_pool_without_autograd_equals_the_pooling_layer():
     x = torch.randn(1, 10, 121, 91, generator=gen, requires_grad=True)
     pool(x).sum().backward()
     assert x.grad.sum().item() == 10 * 61 * 46 and x.grad.max().item() == 1  # one per window, as max-pooling routes it
+
+
+def test_capped_proposals_of_a_batch_are_each_images_own(image):
+    """Mining caps P-Net's candidates per image (mtcnn/samples.py): a batch must propose, for each image, what
+    that image alone would (a cap over the whole batch once left most of a batch's scenes with no proposals
+    and O-Net's smoke training data with no mined example)."""
+    detector = MTCNNDetector(min_face=12, thresholds=(0.05, 0.05, 0.05))
+    detector.max_candidates = 300
+    rng = np.random.default_rng(0)
+    images = [image, image[::-1].copy(), (rng.random(image.shape) * 255).astype(np.uint8), image[:300, :400].copy()]
+    for stage in (1, 2):
+        alone = [detector.proposals([im], stage)[0] for im in images]
+        together = detector.proposals(images, stage)
+        assert all(len(a) > 0 for a in alone)
+        for a, b in zip(alone, together):
+            np.testing.assert_array_equal(a, b)
+    first = detector.proposals([images[0]], 1)[0]
+    detector.max_candidates = None
+    assert len(detector.proposals([images[0]], 1)[0]) > len(first)  # the cap did cut
