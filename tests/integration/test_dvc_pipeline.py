@@ -38,14 +38,37 @@ def _stages_run(output: str) -> set[str]:
     return set(re.findall(r"Running stage '([^']+)'", output))
 
 
-@pytest.mark.timeout(1800)  # four papers' smoke stages, three times over
-def test_smoke_dvc_repro_is_incremental(tmp_path):
-    project = tmp_path / "project"
-    project.mkdir()
-    for name in ("dvc.yaml", "params.yaml", "pyproject.toml"):
-        shutil.copy(REPO / name, project / name)
-    shutil.copytree(REPO / "facebench", project / "facebench", ignore=shutil.ignore_patterns("__pycache__"))
-    params = yaml.safe_load((project / "params.yaml").read_text())
+def _metrics(project: Path) -> dict[str, dict]:
+    """Every metrics file of a pipeline run (stage metrics and sweeps), without the MLflow run ids, which name
+    runs rather than results."""
+    out = {}
+    for path in sorted((project / "metrics").rglob("*.json")):
+        data = json.loads(path.read_text())
+        data.pop("mlflow_run_id", None)
+        data.pop("mlflow_parent_run_id", None)
+        for trial in data.get("trials", []):
+            trial.pop("mlflow_run_id", None)
+        out[str(path.relative_to(project))] = data
+    return out
+
+
+def _new_project(root: Path, params: dict, env: dict[str, str]) -> Path:
+    root.mkdir()
+    for name in ("dvc.yaml", "pyproject.toml"):
+        shutil.copy(REPO / name, root / name)
+    shutil.copytree(REPO / "facebench", root / "facebench", ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _run(["git", "init", "-q"], root, env)
+    _run(["dvc", "init", "-q"], root, env)
+    return root
+
+
+@pytest.mark.timeout(1800)  # four papers' smoke stages, four times over
+def test_smoke_dvc_repro_is_incremental_and_repeatable(tmp_path):
+    """The smoke pipeline through `dvc repro`: every stage of the four papers runs, a second repro does nothing,
+    a Wing parameter re-runs only what reads it, and the same pipeline from scratch in a second repository
+    gives identical metrics files (same code, data, params and seeds: same numbers)."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["profile"] = "smoke"
     # Two experiments (one per dataset) and two trials keep the test short and still show what
     # re-runs after a Wing parameter changes: the Wing stage and the report, not the L2 stage nor the
@@ -62,15 +85,13 @@ def test_smoke_dvc_repro_is_incremental(tmp_path):
     params["recognition_sweeps"] = {}
     params["two_stage_experiments"] = {k: v for k, v in params["two_stage_experiments"].items()
                                        if k == "aflw_cnn67_l2"}  # stage 1: aflw_cnn6_l2, kept above
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING", "RAY_ADDRESS"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["DVC_NO_ANALYTICS"] = "true"
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     env["FACEBENCH_MTCNN_WEIGHTS"] = str(default_weights_dir())  # the copied package looks beside itself
-    _run(["git", "init", "-q"], project, env)
-    _run(["dvc", "init", "-q"], project, env)
+    project = _new_project(tmp_path / "project", params, env)
 
     first = _run(["dvc", "repro"], project, env, timeout=1200)  # every stage of the smoke profile, four papers
     ran = _stages_run(first)
@@ -108,6 +129,14 @@ def test_smoke_dvc_repro_is_incremental(tmp_path):
 
     second = _run(["dvc", "repro"], project, env)
     assert _stages_run(second) == set()
+
+    again = _new_project(tmp_path / "again", params, env)  # the same pipeline from scratch, elsewhere
+    _run(["dvc", "repro"], again, env, timeout=1200)
+    first_metrics = _metrics(project)
+    rows = [k for table in ("experiments", "heatmap_experiments", "recognition_experiments", "two_stage_experiments",
+                            "mtcnn_experiments") for k in params[table]]
+    assert set(first_metrics) == {f"metrics/{k}.json" for k in rows} | {"metrics/sweeps/wing_w_eps.json"}
+    assert _metrics(again) == first_metrics
 
     params["losses"]["wing"]["w"] = 8.0
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
