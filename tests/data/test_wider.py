@@ -174,7 +174,7 @@ def test_prepared_scenes_are_deterministic_and_hash_boxes_and_pixels(tmp_path):
 
     root = wider_root(tmp_path / "raw")
     a = prepare_scenes(root, tmp_path / "a", seed=1)
-    b = prepare_scenes(root, tmp_path / "b", seed=1)
+    prepare_scenes(root, tmp_path / "b", seed=1)
     for name in ("train.parquet", "val.parquet", "test.parquet", "manifest.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     assert a["files"]["test.parquet"] == hashlib.sha256((tmp_path / "a" / "test.parquet").read_bytes()).hexdigest()
