@@ -31,6 +31,17 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def _published_weights() -> bool:
+    from facebench.mtcnn import default_weights_dir
+
+    return (default_weights_dir() / "onet.pt").is_file()
+
+
+# Tests that run the published MTCNN weights (../shared/models/mtcnn-published, or $FACEBENCH_MTCNN_WEIGHTS).
+needs_published_weights = pytest.mark.skipif(not _published_weights(),
+                                             reason="published MTCNN weights not available (../shared)")
+
+
 @pytest.fixture(scope="module")
 def ray_local():
     """A real local Ray with room for two training workers plus Ray Data tasks (one per test module,

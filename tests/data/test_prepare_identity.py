@@ -13,6 +13,7 @@ from facebench.data.align import TEMPLATES
 from facebench.data.parquet import decode_crops, read_metadata, read_samples
 from facebench.data.prepare_identity import prepare_casia, prepare_lfw, verification_pairs
 from facebench.data.synth_identities import synth_casia, synth_lfw
+from tests.conftest import needs_published_weights
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +110,7 @@ def test_lfw_protocol_on_the_prepared_pairs(tmp_path):
     assert blind["accuracy"] == pytest.approx(0.5, abs=0.2)  # every score equal: no better than chance
 
 
+@needs_published_weights
 def test_mtcnn_points_align_like_the_list_and_misses_are_listed(casia_root, tmp_path):
     """Detected five points (published MTCNN) land near the synthetic ground truth; a faceless image is a
     miss, counted and listed, not dropped silently."""

@@ -17,6 +17,7 @@ from facebench.mtcnn.samples import (
     box_targets, cut, label, landmark_targets, mix, write_training_data,
 )
 from facebench.data.formats.wider import read_scenes
+from tests.conftest import needs_published_weights
 
 
 def test_iou_labels_follow_the_papers_thresholds():
@@ -90,6 +91,7 @@ def test_pnet_set_from_synthetic_scenes(scenes_root, tmp_path):
     _check_rows(scenes_root, table, 12)
 
 
+@needs_published_weights
 def test_onet_set_mines_a_real_cascades_proposals_and_has_landmark_faces(scenes_root, tmp_path):
     from facebench.mtcnn.detect import MTCNNDetector
 
@@ -187,6 +189,7 @@ def test_a_split_without_faces_is_named(scenes_root, tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+@needs_published_weights
 def test_candidate_cap_bounds_what_a_permissive_pnet_proposes():
     from facebench.mtcnn.cli import read_rgb
     from facebench.mtcnn.detect import MTCNNDetector
