@@ -135,13 +135,15 @@ def test_a_missing_split_is_an_error_before_anything_starts(private_project):
     assert _runs(private_project) == []  # no MLflow run was started
 
 
-def test_a_killed_run_resumes_from_its_newest_checkpoint_logging_each_step_once(private_project):
-    """SIGKILL mid-training (no handler runs: the MLflow run stays RUNNING); the same command again resumes
-    the same run from the newest checkpoint on disk, logs every epoch once, and ends with the numbers of a
-    run that never stopped (``--force``: a new run of the same identity trained in one go)."""
+@pytest.mark.parametrize("workers", [1, 2], ids=["local-mode", "two-ray-workers"])
+def test_a_killed_run_resumes_from_its_newest_checkpoint_logging_each_step_once(private_project, workers):
+    """SIGKILL mid-training (no handler runs: the MLflow run stays RUNNING), in Ray Train's local mode and with
+    two Ray Train workers on a local Ray (DDP, gloo); the same command again resumes the same run from the
+    newest checkpoint on disk, logs every epoch once, and ends with the numbers of a run that never stopped
+    (``--force``: a new run of the same identity trained in one go); asked again, it is reused."""
     epochs = 16
     command = [sys.executable, "-m", "facebench.cli", "train", EXPERIMENT, "--profile", "smoke",
-               "--epochs", str(epochs), "--seed", "0"]
+               "--epochs", str(epochs), "--seed", "0", "--num-workers", str(workers)]
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
     proc = subprocess.Popen(command, cwd=private_project, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
@@ -153,6 +155,7 @@ def test_a_killed_run_resumes_from_its_newest_checkpoint_logging_each_step_once(
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    _wait_for_ray_to_exit(proc.pid)  # a killed driver's Ray processes outlive it for a few seconds
     (killed,) = _runs(private_project)
     assert killed.info.status == "RUNNING"
     folder = runs_dir / killed.info.run_id / "checkpoints"
@@ -176,3 +179,35 @@ def test_a_killed_run_resumes_from_its_newest_checkpoint_logging_each_step_once(
     assert uninterrupted["run"] == "new" and uninterrupted["run_id"] != resumed["run_id"]
     assert {k: v for k, v in uninterrupted.items() if k.startswith("test_")} == \
         {k: v for k, v in resumed.items() if k.startswith("test_")}
+
+    again = subprocess.run(command, cwd=private_project, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    reused = json.loads(again.stdout[again.stdout.index("{"):])
+    assert reused["run"] == "reused" and reused["run_id"] == uninterrupted["run_id"]
+    assert MlflowClient(tracking_uri(private_project)).get_run(reused["run_id"]).info.status == "FINISHED"
+
+
+def _wait_for_ray_to_exit(driver_pid: int, timeout: float = 120.0) -> None:
+    """Wait until the Ray that a killed driver started is gone: its GCS and raylet (their command lines name
+    the session folder, which ends in the driver's pid) and the workers they started. They exit on their
+    own once they notice the driver is gone; until then its rank 0 could still write a checkpoint, and the
+    restart would race it."""
+    table = [line.split(None, 2) for line in subprocess.run(["ps", "-eo", "pid,ppid,args"], capture_output=True,
+                                                             text=True).stdout.splitlines()[1:]]
+    heads = {int(pid) for pid, _, args in table if f"_{driver_pid}/" in args and "/tmp/ray/session_" in args}
+    pids = heads | {int(pid) for pid, ppid, _ in table if int(ppid) in heads}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        alive = [pid for pid in pids if _running(pid)]
+        if not alive:
+            return
+        time.sleep(0.5)
+    pytest.fail(f"Ray processes {alive} still running {timeout:.0f} s after their driver was killed")
+
+
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie (an exited child nobody has reaped yet)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
