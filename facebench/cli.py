@@ -215,32 +215,16 @@ def report(params_file: Path = ParamsOpt, profile: Optional[str] = ProfileOpt,
     _print(build_report(tracking_uri(paths.root), paths.root / "data" / "prepared", out, params.profile, datasets))
 
 
-@app.command()
-def submit(command: list[str] = typer.Argument(..., help="what to run on the cluster, e.g. facebench train x"),
-           address: str = typer.Option(None, envvar="RAY_JOB_ADDRESS",
-                                       help="Ray dashboard address, e.g. http://head:8265"),
-           wait: bool = typer.Option(True, help="follow the job until it ends")) -> None:
-    """Submit a command to a Ray cluster through the Ray Jobs API, shipping this project folder."""
-    if not address:
-        raise ValueError("give --address or set RAY_JOB_ADDRESS (the cluster's dashboard, port 8265)")
-    import time
+@app.command(context_settings={"allow_interspersed_args": False})
+def submit(command: list[str] = typer.Argument(..., help="what to run on the cluster, after --, e.g. "
+                                               "-- facebench train aflw_cnn6_wing"),
+           address: Optional[str] = typer.Option(None, help="the cluster's Ray dashboard, e.g. http://127.0.0.1:8265 "
+                                                 "(default: RAY_ADDRESS, then RAY_JOB_ADDRESS)"),
+           wait: bool = typer.Option(True, help="stream the job's logs and exit with its outcome")) -> None:
+    """Run a command on a Ray cluster (Ray Jobs API) with this project's code: see facebench/submit.py."""
+    from facebench.submit import main
 
-    from ray.job_submission import JobStatus, JobSubmissionClient
-
-    client = JobSubmissionClient(address)
-    env = {k: os.environ[k] for k in ("MLFLOW_TRACKING_URI",) if k in os.environ}
-    job_id = client.submit_job(
-        entrypoint=" ".join(command),
-        runtime_env={"working_dir": ".", "env_vars": env,
-                     "excludes": [".venv", ".git", "data", "runs", "models", "mlartifacts", "mlflow.db", ".dvc/cache"]})
-    typer.echo(f"submitted {job_id} to {address}")
-    while wait:
-        status = client.get_job_status(job_id)
-        if status in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
-            typer.echo(client.get_job_logs(job_id))
-            typer.echo(f"{job_id}: {status}")
-            raise typer.Exit(0 if status == JobStatus.SUCCEEDED else 1)
-        time.sleep(5)
+    raise typer.Exit(main(command, address, wait))
 
 
 @app.command()

@@ -192,8 +192,9 @@ def _wait_for_ray_to_exit(driver_pid: int, timeout: float = 120.0) -> None:
     the session folder, which ends in the driver's pid) and the workers they started. They exit on their
     own once they notice the driver is gone; until then its rank 0 could still write a checkpoint, and the
     restart would race it."""
-    table = [line.split(None, 2) for line in subprocess.run(["ps", "-eo", "pid,ppid,args"], capture_output=True,
-                                                             text=True).stdout.splitlines()[1:]]
+    # -ww: whole command lines; ps otherwise cuts them at $COLUMNS (set under pytest), before the folder name
+    listing = subprocess.run(["ps", "-ww", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout
+    table = [line.split(None, 2) for line in listing.splitlines()[1:]]
     heads = {int(pid) for pid, _, args in table if f"_{driver_pid}/" in args and "/tmp/ray/session_" in args}
     pids = heads | {int(pid) for pid, ppid, _ in table if int(ppid) in heads}
     deadline = time.monotonic() + timeout
