@@ -91,9 +91,11 @@ def test_command_line_override_out_of_range(tmp_path):
 
 def test_submit_without_address(monkeypatch):
     monkeypatch.delenv("RAY_JOB_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
     result = invoke("submit", "facebench", "report")
     assert (result.exit_code, result.stderr) == (
-        2, "error: give --address or set RAY_JOB_ADDRESS (the cluster's dashboard, port 8265)\n")
+        2, "error: no Ray cluster named: give --address or set RAY_ADDRESS to the cluster's dashboard "
+           "(e.g. http://127.0.0.1:8265 through a port-forward)\n")
 
 
 @pytest.mark.parametrize("args, env", [(["--debug"], {}), ([], {"FACEBENCH_DEBUG": "1"})])
