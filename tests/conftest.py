@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,27 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "true")
+
+
+def process_tree(match: Callable[[str], bool]) -> list[int]:
+    """Live processes whose command line satisfies ``match``, and all their descendants."""
+    # -ww: whole command lines; ps otherwise cuts them at $COLUMNS (set under pytest), before a folder name
+    listing = subprocess.run(["ps", "-ww", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout
+    table = [line.split(None, 2) for line in listing.splitlines()[1:] if len(line.split(None, 2)) == 3]
+    pids = {int(pid) for pid, _, args in table if match(args)}
+    while True:
+        more = {int(pid) for pid, ppid, _ in table if int(ppid) in pids} - pids
+        if not more:
+            return sorted(pid for pid in pids if running(pid))
+        pids |= more
+
+
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie (an exited child nobody has reaped yet)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
 
 
 def pytest_collection_modifyitems(config, items):

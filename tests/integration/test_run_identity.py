@@ -22,6 +22,7 @@ from facebench.config import Paths, load_params, resolve_experiment
 from facebench.tracking import tracking_uri
 from facebench.train import checkpoints, identity
 from facebench.train.experiment import train_experiment
+from tests.conftest import process_tree, running
 
 pytestmark = pytest.mark.integration
 EXPERIMENT = "aflw_cnn6_l1"
@@ -192,23 +193,12 @@ def _wait_for_ray_to_exit(driver_pid: int, timeout: float = 120.0) -> None:
     the session folder, which ends in the driver's pid) and the workers they started. They exit on their
     own once they notice the driver is gone; until then its rank 0 could still write a checkpoint, and the
     restart would race it."""
-    # -ww: whole command lines; ps otherwise cuts them at $COLUMNS (set under pytest), before the folder name
-    listing = subprocess.run(["ps", "-ww", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout
-    table = [line.split(None, 2) for line in listing.splitlines()[1:]]
-    heads = {int(pid) for pid, _, args in table if f"_{driver_pid}/" in args and "/tmp/ray/session_" in args}
-    pids = heads | {int(pid) for pid, ppid, _ in table if int(ppid) in heads}
+    pids = process_tree(lambda args: f"_{driver_pid}/" in args and "/tmp/ray/session_" in args)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        alive = [pid for pid in pids if _running(pid)]
+        alive = [pid for pid in pids if running(pid)]
         if not alive:
             return
         time.sleep(0.5)
     pytest.fail(f"Ray processes {alive} still running {timeout:.0f} s after their driver was killed")
 
-
-def _running(pid: int) -> bool:
-    """The process exists and is not a zombie (an exited child nobody has reaped yet)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False

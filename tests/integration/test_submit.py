@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from facebench.submit import client_for, entrypoint
+from tests.conftest import process_tree
 
 pytestmark = pytest.mark.integration
 
@@ -39,31 +40,18 @@ def _free_port() -> int:
     return _free_ports(1)[0]
 
 
-def _descendants_and_matching(marker: str) -> list[int]:
-    # -ww: whole command lines; ps otherwise cuts them at $COLUMNS (set under pytest), before the folder name
-    listing = subprocess.run(["ps", "-ww", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout
-    table = [line.split(None, 2) for line in listing.splitlines()[1:]]
-    pids = {int(pid) for pid, _, args in table if marker in args}
-    grew = True
-    while grew:
-        more = {int(pid) for pid, ppid, _ in table if int(ppid) in pids} - pids
-        pids |= more
-        grew = bool(more)
-    return sorted(pids)
-
-
 def _stop(marker: str) -> None:
     """Stop every process of this head (their command lines name its temp folder) and their children; not
     `ray stop`, which would stop every Ray on the machine."""
     for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
-        pids = _descendants_and_matching(marker)
+        pids = process_tree(lambda args: marker in args)
         for pid in pids:
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and _descendants_and_matching(marker):
+        while time.monotonic() < deadline and process_tree(lambda args: marker in args):
             time.sleep(0.3)
 
 
