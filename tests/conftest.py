@@ -17,12 +17,13 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "true")
 
 
-def process_tree(match: Callable[[str], bool]) -> list[int]:
-    """Live processes whose command line satisfies ``match``, and all their descendants."""
+def process_tree(match: Callable[[str], bool] = lambda args: False, roots: tuple[int, ...] = ()) -> list[int]:
+    """Live processes whose command line satisfies ``match`` or whose pid is in ``roots``, and all their
+    descendants. (Ray renames its workers' command lines to ``ray::<actor>``: find them as descendants.)"""
     # -ww: whole command lines; ps otherwise cuts them at $COLUMNS (set under pytest), before a folder name
     listing = subprocess.run(["ps", "-ww", "-eo", "pid,ppid,args"], capture_output=True, text=True).stdout
     table = [line.split(None, 2) for line in listing.splitlines()[1:] if len(line.split(None, 2)) == 3]
-    pids = {int(pid) for pid, _, args in table if match(args)}
+    pids = {int(pid) for pid, _, args in table if match(args) or int(pid) in roots}
     while True:
         more = {int(pid) for pid, ppid, _ in table if int(ppid) in pids} - pids
         if not more:

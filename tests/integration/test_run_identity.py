@@ -154,9 +154,8 @@ def test_a_killed_run_resumes_from_its_newest_checkpoint_logging_each_step_once(
         assert proc.poll() is None, "the training ended before it could be killed"
         assert time.monotonic() < deadline, "no checkpoint after 240 s"
         time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
+    _kill_tree(proc.pid)
     proc.wait()
-    _wait_for_ray_to_exit(proc.pid)  # a killed driver's Ray processes outlive it for a few seconds
     (killed,) = _runs(private_project)
     assert killed.info.status == "RUNNING"
     folder = runs_dir / killed.info.run_id / "checkpoints"
@@ -188,17 +187,29 @@ def test_a_killed_run_resumes_from_its_newest_checkpoint_logging_each_step_once(
     assert MlflowClient(tracking_uri(private_project)).get_run(reused["run_id"]).info.status == "FINISHED"
 
 
-def _wait_for_ray_to_exit(driver_pid: int, timeout: float = 120.0) -> None:
-    """Wait until the Ray that a killed driver started is gone: its GCS and raylet (their command lines name
-    the session folder, which ends in the driver's pid) and the workers they started. They exit on their
-    own once they notice the driver is gone; until then its rank 0 could still write a checkpoint, and the
-    restart would race it."""
-    pids = process_tree(lambda args: f"_{driver_pid}/" in args and "/tmp/ray/session_" in args)
+def _kill_tree(root: int, timeout: float = 60.0) -> None:
+    """Kill a training at once, as a crashed machine would: the driver, the Ray it started and every Ray
+    worker (the Train workers run in their own process groups, so killing the driver's group alone left
+    its rank 0 training on for seconds, writing one more checkpoint after the test had looked). The tree is
+    frozen first so that nothing can start a process between listing it and killing it."""
+    frozen: set[int] = set()
+    while True:
+        pids = set(process_tree(roots=(root,))) - frozen
+        if not pids:
+            break
+        for pid in pids:
+            _signal(pid, signal.SIGSTOP)
+        frozen |= pids
+    for pid in frozen:
+        _signal(pid, signal.SIGKILL)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        alive = [pid for pid in pids if running(pid)]
-        if not alive:
-            return
-        time.sleep(0.5)
-    pytest.fail(f"Ray processes {alive} still running {timeout:.0f} s after their driver was killed")
+    while any(running(pid) for pid in frozen):
+        assert time.monotonic() < deadline, f"processes {sorted(frozen)} still running after SIGKILL"
+        time.sleep(0.1)
 
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
