@@ -43,7 +43,7 @@ def _free_port() -> int:
 def _stop(marker: str) -> None:
     """Stop every process of this head (their command lines name its temp folder) and their children; not
     `ray stop`, which would stop every Ray on the machine."""
-    for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
         pids = process_tree(lambda args: marker in args)
         for pid in pids:
             try:
