@@ -512,7 +512,7 @@ def header(profile: str | None) -> list[Block]:
         Para(f"Code: the run column's {OTHER_CODE} marks a row trained with other code than this report's (the"
              " run's code hash, over the facebench sources its training imports, differs from the hash of those"
              " sources now, or the run has none); a note under the table names it and the run list gives each"
-             " row's commit (`-dirty`: the facebench sources differed from it)."),
+             " row's commit (with a dirty suffix where the facebench sources differed from it)."),
     ]
     if profile != "paper":
         who = f"Profile `{profile}`" if profile else "Rows from profiles other than `paper`"
