@@ -81,6 +81,11 @@ def use_token_if_present() -> bool:
     return False
 
 
+def _token_refused(address: str) -> ValueError:
+    return ValueError(f"the Ray cluster at {address} refused this client's token: set RAY_AUTH_MODE=token and "
+                      "RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's token")
+
+
 def client_for(address: str):
     """A Jobs API client for ``address``; a refused token or no answer is a ValueError (one error line)."""
     use_token_if_present()
@@ -90,8 +95,7 @@ def client_for(address: str):
     try:
         return JobSubmissionClient(address)
     except AuthenticationError as exc:
-        raise ValueError(f"the Ray cluster at {address} refused this client's token: set RAY_AUTH_MODE=token and "
-                         "RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's token") from exc
+        raise _token_refused(address) from exc
     except ConnectionError as exc:
         raise ValueError(f"no Ray dashboard answers at {address} ({str(exc).splitlines()[0][:200]})") from exc
 
@@ -110,8 +114,7 @@ def submit(command: list[str], address: str | None, project: Path, wait: bool = 
                                        metadata={"facebench.command": shlex.join(command)})
             break
         except AuthenticationError as exc:
-            raise ValueError(f"the Ray cluster at {address} refused this client's token: set RAY_AUTH_MODE=token "
-                             "and RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH) to the cluster's token") from exc
+            raise _token_refused(address) from exc
         except RuntimeError as exc:  # a cluster just started: its job agent is not up yet
             if "No available agent" not in str(exc) or time.monotonic() > deadline:
                 raise

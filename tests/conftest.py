@@ -31,6 +31,15 @@ def process_tree(match: Callable[[str], bool] = lambda args: False, roots: tuple
         pids |= more
 
 
+def signal_all(pids, sig: int) -> None:
+    """Send ``sig`` to each pid; one that has exited meanwhile is skipped."""
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
 def running(pid: int) -> bool:
     """The process exists and is not a zombie (an exited child nobody has reaped yet)."""
     try:

@@ -22,7 +22,7 @@ from facebench.config import Paths, load_params, resolve_experiment
 from facebench.tracking import tracking_uri
 from facebench.train import checkpoints, identity
 from facebench.train.experiment import train_experiment
-from tests.conftest import process_tree, running
+from tests.conftest import process_tree, running, signal_all
 
 pytestmark = pytest.mark.integration
 EXPERIMENT = "aflw_cnn6_l1"
@@ -197,19 +197,11 @@ def _kill_tree(root: int, timeout: float = 60.0) -> None:
         pids = set(process_tree(roots=(root,))) - frozen
         if not pids:
             break
-        for pid in pids:
-            _signal(pid, signal.SIGSTOP)
+        signal_all(pids, signal.SIGSTOP)
         frozen |= pids
-    for pid in frozen:
-        _signal(pid, signal.SIGKILL)
+    signal_all(frozen, signal.SIGKILL)
     deadline = time.monotonic() + timeout
     while any(running(pid) for pid in frozen):
         assert time.monotonic() < deadline, f"processes {sorted(frozen)} still running after SIGKILL"
         time.sleep(0.1)
 
-
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass

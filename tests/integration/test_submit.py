@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from facebench.submit import client_for, entrypoint
-from tests.conftest import process_tree
+from tests.conftest import process_tree, signal_all
 
 pytestmark = pytest.mark.integration
 
@@ -44,12 +44,7 @@ def _stop(marker: str) -> None:
     """Stop every process of this head (their command lines name its temp folder) and their children; not
     `ray stop`, which would stop every Ray on the machine."""
     for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-        pids = process_tree(lambda args: marker in args)
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
+        signal_all(process_tree(lambda args: marker in args), sig)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline and process_tree(lambda args: marker in args):
             time.sleep(0.3)
