@@ -67,18 +67,19 @@ def runtime_env(project: Path) -> dict:
     return {"working_dir": str(project), "excludes": list(EXCLUDES), "env_vars": env}
 
 
-def use_token_if_present() -> bool:
+def use_token_if_present() -> None:
     """Ray 2.60 turns token authentication on for every cluster started where a token exists (it writes one
     to ~/.ray/auth_token for a new local cluster), but a Jobs API client only sends its token when
-    RAY_AUTH_MODE=token. Do as `ray start` does: with the mode unset and a token at hand, use it."""
-    if "RAY_AUTH_MODE" in os.environ:
-        return os.environ["RAY_AUTH_MODE"].lower() == "token"
-    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
-    if os.environ.get("RAY_AUTH_TOKEN") or (path and Path(path).is_file()) or \
-            (Path.home() / ".ray" / "auth_token").is_file():
-        os.environ["RAY_AUTH_MODE"] = "token"
-        return True
-    return False
+    RAY_AUTH_MODE=token. Do as `ray start` does: with the mode unset and a token at hand, use it. Ray's own
+    helper does this and refreshes the mode a process has cached if it used Ray before; setting the variable
+    alone would not reach such a process."""
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available,
+        )
+    except ImportError:  # a Ray without token authentication (before 2.60)
+        return
+    maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
 
 
 def _token_refused(address: str) -> ValueError:
