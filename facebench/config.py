@@ -69,6 +69,9 @@ class TrainSettings(Strict):
                                   "(runs/<experiment>/<run id>/checkpoints); a finished run keeps its last only")
     deterministic: bool = Field(default=True, description="torch's deterministic algorithms (on GPUs some ops, "
                                 "e.g. scatter-add backward, are otherwise non-deterministic; costs some speed)")
+    export_model: bool = Field(default=True, description="log the trained model to MLflow as an exported graph "
+                               "(MLflow's PyTorch flavour, ~3 s a run on 2 cores); models/<experiment>/model.pt "
+                               "and the checkpoints hold the weights either way")
     seed: int = 0
 
 
@@ -133,6 +136,8 @@ class Profile(Strict):
     synth: SynthSettings
     train: TrainSettings
     tune: TuneSettings
+    seeds: int | None = Field(gt=0, description="how many of a row's `seeds` this profile trains, first ones "
+                              "first (null: all of them); required, so that DVC can track it")
     heatmaps: HeatmapSettings | None = Field(default=None, description="needed when heatmap experiments exist")
     recognition: RecognitionSettings | None = Field(default=None,
                                                     description="needed when recognition experiments exist")
@@ -176,78 +181,75 @@ class DatasetConfig(Strict):
         return self
 
 
-class ExperimentConfig(Strict):
+class Row(Strict):
+    """What every experiment row has, whichever paper it belongs to."""
+
+    dataset: str
+    loss: str
+    train: dict[str, Any] = Field(default_factory=dict, description="overrides of the profile's train settings")
+    seeds: list[int] | None = Field(default=None, min_length=1, description="train once per seed (the first "
+                                    "seed's model is the stage's output; the leaderboard shows mean and spread); "
+                                    "the profile's `seeds` says how many of them it trains")
+    profiles: list[str] | None = Field(default=None, min_length=1, description="the profiles that train this row "
+                                       "(null: every profile); under any other, its stages write placeholder "
+                                       "outputs that say so, and nothing is trained")
+
+
+class ExperimentConfig(Row):
     """A coordinate-regression experiment (Wing loss paper)."""
 
     paper: Literal["wing"]
     task: Literal["landmarks"]
-    dataset: str
     model: Literal["cnn6", "resnet50"]
-    loss: str
     pdb: bool = False
-    seeds: list[int] | None = Field(default=None, min_length=1, description="train once per seed (the first "
-                                    "seed's model is the stage's output; the leaderboard shows mean and spread)")
-    train: dict[str, Any] = Field(default_factory=dict, description="overrides of the profile's train settings")
 
 
-class TwoStageExperimentConfig(Strict):
+class TwoStageExperimentConfig(Row):
     """The second stage of the Wing paper's two-stage framework: CNN-7 on faces re-cropped from a CNN-6
     experiment's predictions (in-plane rotation removed, box corrected; facebench/data/two_stage.py)."""
 
     paper: Literal["wing"]
     task: Literal["landmarks"]
-    dataset: str
     model: Literal["cnn7"]
     stage1: str = Field(description="the CNN-6 experiment (in `experiments`, same dataset) whose predictions "
                         "re-crop this experiment's faces")
-    loss: str
     pdb: bool = False
-    seeds: list[int] | None = Field(default=None, min_length=1, description="train once per seed (the first "
-                                    "seed's model is the stage's output; the leaderboard shows mean and spread)")
-    train: dict[str, Any] = Field(default_factory=dict, description="overrides of the profile's train settings")
 
 
-class RecognitionExperimentConfig(Strict):
+class RecognitionExperimentConfig(Row):
     """A face-recognition experiment (CosFace paper): train on an identity set, verify on an LFW-layout set."""
 
     paper: Literal["cosface"]
     task: Literal["recognition"]
-    dataset: str
     eval_dataset: str = Field(description="the verification set (LFW layout)")
     model: Literal["sphereface"]
     loss: str = Field(description="the head: softmax, nsl, sphereface, cosface or arcface")
     pdb: Literal[False] = False
-    train: dict[str, Any] = Field(default_factory=dict, description="overrides of the profile's train settings")
 
 
-class MtcnnExperimentConfig(Strict):
+class MtcnnExperimentConfig(Row):
     """One stage of MTCNN's cascade (Zhang et al. 2016), trained on crops of WIDER-format scenes;
     ``cascade`` names the trained earlier stages, whose proposals give this stage its hard examples."""
 
     paper: Literal["mtcnn"]
     task: Literal["detection"]
-    dataset: str
     model: Literal["pnet", "rnet", "onet"]
     loss: str = Field(description="the multi-task loss (losses.mtcnn: online hard sample mining ratio)")
     cascade: list[str] = Field(default_factory=list, description="the earlier stages' experiments, in order "
                                "(rnet: [pnet row]; onet: [pnet row, rnet row])")
     pdb: Literal[False] = False
-    train: dict[str, Any] = Field(default_factory=dict, description="overrides of the profile's train settings")
 
 
-class HeatmapExperimentConfig(Strict):
+class HeatmapExperimentConfig(Row):
     """A heatmap-regression experiment (Adaptive Wing paper); the flags are the paper's ablation axes."""
 
     paper: Literal["awing"]
     task: Literal["heatmaps"]
-    dataset: str
     model: Literal["hourglass"]
-    loss: str
     pdb: bool = False
     weight_map: bool = Field(default=True, description="weighted loss map (W=10 on the dilated foreground)")
     boundary: bool = Field(default=True, description="boundary heatmap head (and boundary-aware CoordConv)")
     coordconv: bool = Field(default=True, description="CoordConv coordinate channels")
-    train: dict[str, Any] = Field(default_factory=dict, description="overrides of the profile's train settings")
 
 
 class SweepConfig(Strict):
@@ -297,18 +299,30 @@ class Params(Strict):
                                      f"{sorted(self.datasets)}")
                 if exp.loss not in self.losses:
                     raise ValueError(f"{section}.{key}.loss {exp.loss!r} is not one of {sorted(self.losses)}")
+        for section, experiments in tables.items():
+            for key, exp in experiments.items():
+                unknown = sorted(set(exp.profiles or ()) - set(self.profiles))
+                if unknown:
+                    raise ValueError(f"{section}.{key}.profiles: {unknown} not among {sorted(self.profiles)}")
         # after the rows' own fields, so a wrong dataset is named where it is wrong
         for key, exp in self.two_stage_experiments.items():
             first = self.experiments.get(exp.stage1)
             if first is None or first.model != "cnn6" or first.dataset != exp.dataset:
                 raise ValueError(f"two_stage_experiments.{key}.stage1 {exp.stage1!r} must be a CNN-6 row of "
                                  f"`experiments` on dataset {exp.dataset!r}")
+            if not self.profiles_of(key) <= self.profiles_of(exp.stage1):
+                raise ValueError(f"two_stage_experiments.{key} trains in {sorted(self.profiles_of(key))}, but its "
+                                 f"stage1 {exp.stage1!r} only in {sorted(self.profiles_of(exp.stage1))}")
         want = {"pnet": [], "rnet": ["pnet"], "onet": ["pnet", "rnet"]}
         for key, exp in self.mtcnn_experiments.items():
             got = [self.mtcnn_experiments[k].model if k in self.mtcnn_experiments else None for k in exp.cascade]
             if got != want[exp.model] or any(self.mtcnn_experiments[k].dataset != exp.dataset for k in exp.cascade):
                 raise ValueError(f"mtcnn_experiments.{key}.cascade {exp.cascade} must name the {want[exp.model]} "
                                  f"rows of mtcnn_experiments on dataset {exp.dataset!r}, in that order")
+            for earlier in exp.cascade:
+                if not self.profiles_of(key) <= self.profiles_of(earlier):
+                    raise ValueError(f"mtcnn_experiments.{key} trains in {sorted(self.profiles_of(key))}, but "
+                                     f"{earlier!r} of its cascade only in {sorted(self.profiles_of(earlier))}")
         sweep_tables = {"sweeps": self.sweeps, "heatmap_sweeps": self.heatmap_sweeps,
                         "recognition_sweeps": self.recognition_sweeps}
         for (section, sweeps), experiments in zip(sweep_tables.items(), list(tables.values())[:3]):
@@ -334,6 +348,20 @@ class Params(Strict):
         """The experiment tables together (DVC keeps them apart so each stage tracks only its own parameters)."""
         return {**self.experiments, **self.heatmap_experiments, **self.recognition_experiments,
                 **self.two_stage_experiments, **self.mtcnn_experiments}
+
+    def profiles_of(self, key: str) -> set[str]:
+        """The profiles that train the experiment ``key``."""
+        listed = self.all_experiments[key].profiles
+        return set(self.profiles) if listed is None else set(listed)
+
+    def trains(self, key: str) -> bool:
+        """Whether the active profile trains the experiment ``key`` (its row's ``profiles``)."""
+        return self.profile in self.profiles_of(key)
+
+    def seeds_of(self, key: str) -> list[int] | None:
+        """The seeds the active profile trains of the row ``key`` (None: the row lists none)."""
+        seeds = self.all_experiments[key].seeds
+        return None if seeds is None else seeds[:self.active.seeds]
 
     @property
     def all_sweeps(self) -> dict[str, SweepConfig]:

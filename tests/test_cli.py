@@ -3,6 +3,7 @@ a bug keeps its traceback."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -127,3 +128,25 @@ def test_every_command_reports_expected_errors():
     names = [c.name or c.callback.__name__ for c in cli.app.registered_commands]
     assert len(names) >= 12
     assert all(getattr(c.callback, "__wrapped__", None) is not None for c in cli.app.registered_commands), names
+
+
+def test_a_row_the_profile_leaves_out_gets_outputs_that_say_so(tmp_path):
+    """Under the default profile a full-only row trains nothing and touches no MLflow store; its DVC
+    outputs (model folder, metrics file, empty plots folder; a two-stage row's re-crop folder) say why,
+    in a fresh `facebench` process quickly enough for DVC to pass over 20 such rows (no torch imported)."""
+    params = project(tmp_path)
+    code = ("import sys; from facebench.cli import main; sys.argv = ['facebench'] + sys.argv[1:]; "
+            "import atexit; atexit.register(lambda: print('torch' in sys.modules, file=sys.stderr)); main()")
+    for args in (["train", "aflw_cnn6_wing_pdb"], ["recrop", "aflw_cnn67_l1"], ["train", "aflw_cnn67_l1"]):
+        done = subprocess.run([sys.executable, "-c", code, *args, "--params", str(params)], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert done.stderr.strip().splitlines()[-1] == "False"  # torch never imported
+    why = "aflw_cnn6_wing_pdb is not trained under profile 'default'; profiles full, paper train it"
+    assert (tmp_path / "models" / "aflw_cnn6_wing_pdb" / "NOT_TRAINED.txt").read_text() == why + "\n"
+    assert json.loads((tmp_path / "metrics" / "aflw_cnn6_wing_pdb.json").read_text()) == {
+        "experiment": "aflw_cnn6_wing_pdb", "not_trained": why}
+    assert list((tmp_path / "plots" / "aflw_cnn6_wing_pdb").iterdir()) == []
+    assert (tmp_path / "data" / "stage2" / "aflw_cnn67_l1" / "NOT_TRAINED.txt").is_file()
+    assert (tmp_path / "models" / "aflw_cnn67_l1" / "NOT_TRAINED.txt").is_file()
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "runs").exists()

@@ -29,7 +29,12 @@ TASKS = ("landmarks", "heatmaps", "recognition", "detection")
 
 
 def command_roots(cmd: str, params) -> list[str]:
-    """The modules a stage's `facebench <verb> <name>` runs (the CLI itself only parses arguments)."""
+    """The modules a stage's `facebench <verb> <name>` commands (joined by `&&`) run: the CLI itself only
+    parses arguments."""
+    return [module for part in cmd.split("&&") for module in verb_roots(part, params)]
+
+
+def verb_roots(cmd: str, params) -> list[str]:
     words = cmd.split()
     assert words[0] == "facebench", cmd
     verb, name = words[1], (words[2] if len(words) > 2 else None)
@@ -39,10 +44,10 @@ def command_roots(cmd: str, params) -> list[str]:
         cfg = params.datasets[name]
         return ["facebench.data.stages", *PREPARE[cfg.format]] + (
             ["facebench.mtcnn.detect"] if getattr(cfg, "points", "list") == "mtcnn" else [])
-    if verb == "train":
-        return training_modules(params.all_experiments[name].task)
+    if verb == "train":  # a row the profile leaves out gets placeholder outputs (train/skip.py)
+        return ["facebench.train.skip", *training_modules(params.all_experiments[name].task)]
     if verb == "recrop":
-        return ["facebench.data.two_stage"]
+        return ["facebench.train.skip", "facebench.data.two_stage"]
     if verb == "mtcnn-data":
         return ["facebench.data.stages", "facebench.mtcnn.samples", "facebench.data.formats.wider",
                 "facebench.models.mtcnn", "facebench.mtcnn.detect"]

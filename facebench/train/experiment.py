@@ -110,7 +110,8 @@ def train_experiment(exp: ResolvedExperiment, paths: Paths, write_outputs: bool 
                              step=exp.train.epochs)
         curves = task.curves(outcome.evaluation)
         tracking.log_tables(client, run_id, curves)
-        if not client.search_logged_models([experiment_id], filter_string=f"source_run_id = '{run_id}'"):
+        if exp.train.export_model and not client.search_logged_models(
+                [experiment_id], filter_string=f"source_run_id = '{run_id}'"):
             model = task.build_model()
             model.load_state_dict(outcome.state_dict)
             tracking.log_torch_model(uri, run_id, task.inference_model(model), task.example_input())

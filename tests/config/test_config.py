@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_repo_params_load_for_every_profile():
-    for profile in ("smoke", "default", "paper"):
+    for profile in ("smoke", "default", "full", "paper"):
         params = load_params(REPO / "params.yaml", profile=profile)
         for key in params.all_experiments:
             exp = resolve_experiment(params, key)
@@ -39,12 +39,45 @@ def test_paper_profile_heatmaps_are_the_adaptive_wing_setup():
 
 
 def test_pdb_rows_take_the_profile_pdb_epochs():
-    default = load_params(REPO / "params.yaml", profile="default")
-    assert resolve_experiment(default, "aflw_cnn6_l1_pdb").train.epochs == default.active.train.pdb_epochs == 3
-    assert resolve_experiment(default, "aflw_cnn6_l1").train.epochs == 8
+    full = load_params(REPO / "params.yaml", profile="full")
+    assert resolve_experiment(full, "aflw_cnn6_l1_pdb").train.epochs == full.active.train.pdb_epochs == 3
+    assert resolve_experiment(full, "aflw_cnn6_l1").train.epochs == 8
     paper = load_params(REPO / "params.yaml", profile="paper")
     assert resolve_experiment(paper, "aflw_cnn6_l1_pdb").train.epochs == paper.active.train.epochs
-    assert resolve_experiment(default, "aflw_cnn6_l1_pdb", epochs=5).train.epochs == 5  # CLI override wins
+    assert resolve_experiment(full, "aflw_cnn6_l1_pdb", epochs=5).train.epochs == 5  # CLI override wins
+
+
+def test_the_quick_default_trains_every_comparison_and_full_the_whole_matrix():
+    """The default keeps each paper's comparison (four losses on both datasets, the two-stage Wing
+    system, the AWing losses and ablations, five heads, three MTCNN stages), one seed, no PDB rows; full
+    and paper train all 47 rows and every seed."""
+    default, full = (load_params(REPO / "params.yaml", profile=p) for p in ("default", "full"))
+    trained = {k for k in default.all_experiments if default.trains(k)}
+    assert {f"{d}_cnn6_{loss}" for d in ("w300", "aflw") for loss in ("l2", "l1", "smooth_l1", "wing")} <= trained
+    assert {"w300_cnn67_wing", "aflw_cnn67_wing"} <= trained
+    assert set(default.heatmap_experiments) | set(default.recognition_experiments) | set(default.mtcnn_experiments) \
+        <= trained
+    assert not any(default.all_experiments[k].pdb for k in trained)
+    assert len(trained) == 25 and len(full.all_experiments) == 47
+    assert all(full.trains(k) for k in full.all_experiments)
+    assert default.seeds_of("aflw_cnn6_wing") == [0] and full.seeds_of("aflw_cnn6_wing") == [0, 1, 2]
+    assert default.seeds_of("w300_cnn6_wing") is None
+
+
+@pytest.mark.parametrize("mutate, fragment", [
+    (lambda r: r["experiments"]["aflw_cnn6_l1"].update(profiles=["fast"]),
+     "experiments.aflw_cnn6_l1.profiles: ['fast'] not among"),
+    # a two-stage row the default trains needs its stage 1 trained there too
+    (lambda r: r["experiments"]["aflw_cnn6_wing"].update(profiles=["full"]),
+     "two_stage_experiments.aflw_cnn67_wing trains in ['default', 'full', 'paper', 'smoke'], but its stage1"),
+    (lambda r: r["mtcnn_experiments"]["wider_pnet"].update(profiles=["paper"]),
+     "'wider_pnet' of its cascade only in ['paper']"),
+    (lambda r: r["profiles"]["default"].pop("seeds"), "profiles.default.seeds"),
+])
+def test_row_profiles_must_hold_together(tmp_path, mutate, fragment):
+    with pytest.raises(ConfigError, match=None) as err:
+        load_params(_write(tmp_path, mutate))
+    assert fragment in str(err.value)
 
 
 def _write(tmp_path: Path, mutate) -> Path:

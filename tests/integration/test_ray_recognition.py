@@ -19,7 +19,8 @@ pytestmark = pytest.mark.integration
 def test_cosface_trains_on_two_workers_and_is_verified_on_lfw(ray_local, recognition_project, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     params, paths = recognition_project
-    exp = resolve_experiment(params, "casia_cosface", num_workers=2, cpus_per_worker=1, epochs=2, batch_size=8)
+    exp = resolve_experiment(params, "casia_cosface", num_workers=2, cpus_per_worker=1, epochs=2, batch_size=8,
+                             export_model=True)
 
     summary = train_experiment(exp, paths)
 

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 def test_two_workers_train_track_and_write_outputs(ray_local, smoke_project, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     params = load_params(smoke_project / "params.yaml", profile="smoke")
-    exp = resolve_experiment(params, "aflw_cnn6_wing", num_workers=2, cpus_per_worker=1, epochs=2)
+    exp = resolve_experiment(params, "aflw_cnn6_wing", num_workers=2, cpus_per_worker=1, epochs=2, export_model=True)
     paths = Paths(root=smoke_project)
 
     summary = train_experiment(exp, paths)
@@ -78,7 +78,8 @@ def test_heatmap_experiment_trains_on_two_workers_and_logs_a_point_model(ray_loc
     params = load_params(smoke_project / "params.yaml", profile="smoke")
     params.heatmap_experiments["aflw_hg_awing_no_map"] = HeatmapExperimentConfig(
         paper="awing", task="heatmaps", dataset="aflw", model="hourglass", loss="awing", weight_map=False)
-    exp = resolve_experiment(params, "aflw_hg_awing_no_map", num_workers=2, cpus_per_worker=1, epochs=1)
+    exp = resolve_experiment(params, "aflw_hg_awing_no_map", num_workers=2, cpus_per_worker=1, epochs=1,
+                             export_model=True)
     paths = Paths(root=smoke_project)
 
     summary = train_experiment(exp, paths)
