@@ -73,8 +73,9 @@ def test_smoke_dvc_repro_is_incremental_and_repeatable(tmp_path):
     # Two experiments (one per dataset) and two trials keep the test short and still show what
     # re-runs after a Wing parameter changes: the Wing stage and the report, not the L2 stage nor the
     # two-stage row built on it (the two-stage row is L2 so that this third repro stays two stages long).
+    # w300_cnn6_wing_pdb: a row of `full` only, whose stage writes placeholder outputs under smoke.
     params["experiments"] = {k: v for k, v in params["experiments"].items()
-                             if k in {"w300_cnn6_wing", "aflw_cnn6_l2"}}
+                             if k in {"w300_cnn6_wing", "aflw_cnn6_l2", "w300_cnn6_wing_pdb"}}
     params["experiments"]["aflw_cnn6_l2"]["seeds"] = [0, 1]  # a row's seeds: two runs, one row in the report
     params["heatmap_experiments"] = {k: v for k, v in params["heatmap_experiments"].items() if k == "w300_hg_awing"}
     params["sweeps"]["wing_w_eps"]["grid"] = {"w": [5.0, 10.0], "eps": [2.0]}
@@ -85,6 +86,7 @@ def test_smoke_dvc_repro_is_incremental_and_repeatable(tmp_path):
     params["recognition_sweeps"] = {}
     params["two_stage_experiments"] = {k: v for k, v in params["two_stage_experiments"].items()
                                        if k == "aflw_cnn67_l2"}  # stage 1: aflw_cnn6_l2, kept above
+    params["two_stage_experiments"]["aflw_cnn67_l2"].pop("profiles")  # trained under smoke here
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_TRACKING", "RAY_ADDRESS"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -99,7 +101,9 @@ def test_smoke_dvc_repro_is_incremental_and_repeatable(tmp_path):
     assert {s for s in ran if s.startswith("train@")} == {f"train@{k}" for k in params["experiments"]}
     assert "train_heatmaps@w300_hg_awing" in ran
     assert {"synth@casia", "synth@lfw", "prepare@casia", "prepare@lfw", "train_recognition@casia_cosface"} <= ran
-    assert {"recrop@aflw_cnn67_l2", "train_two_stage@aflw_cnn67_l2"} <= ran
+    assert "train_two_stage@aflw_cnn67_l2" in ran  # re-crop and CNN-7 training, one stage
+    skipped = json.loads((project / "metrics" / "w300_cnn6_wing_pdb.json").read_text())
+    assert skipped["not_trained"].startswith("w300_cnn6_wing_pdb is not trained under profile 'smoke'")
     mtcnn = {"synth@wider", "prepare@wider", "mtcnn_data_pnet", "train_mtcnn_pnet", "mtcnn_data_rnet",
              "train_mtcnn_rnet", "mtcnn_data_onet", "train_mtcnn_onet"}
     assert mtcnn <= ran
@@ -126,6 +130,7 @@ def test_smoke_dvc_repro_is_incremental_and_repeatable(tmp_path):
     for key in params["experiments"]:
         assert params["experiments"][key]["loss"] in board
     assert (project / "reports" / "leaderboard.html").exists()
+    assert "w300_cnn6_wing_pdb" not in board  # the placeholder row has no run to show
 
     second = _run(["dvc", "repro"], project, env)
     assert _stages_run(second) == set()
@@ -138,8 +143,23 @@ def test_smoke_dvc_repro_is_incremental_and_repeatable(tmp_path):
     assert set(first_metrics) == {f"metrics/{k}.json" for k in rows} | {"metrics/sweeps/wing_w_eps.json"}
     assert _metrics(again) == first_metrics
 
-    params["losses"]["wing"]["w"] = 8.0
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    third = _run(["dvc", "repro"], project, env)
-    # the Wing stage and the report; neither L2 row (the two-seed CNN-6 row, the two-stage row) re-runs
-    assert _stages_run(third) == {"train@w300_cnn6_wing", "report"}
+    # DVC's experiments: the run above committed as the baseline, then one Wing parameter changed with -S
+    git = {**env, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@localhost", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@localhost"}
+    _run(["git", "add", "-A"], project, git)
+    _run(["git", "commit", "-qm", "baseline"], project, git)
+    third = _run(["dvc", "exp", "run", "-n", "wing-w8", "-S", "losses.wing.w=8"], project, git)
+    # the Wing rows (the placeholder one too, cheaply) and the report; neither L2 row (the two-seed CNN-6 row,
+    # the two-stage row) re-runs
+    assert _stages_run(third) == {"train@w300_cnn6_wing", "train@w300_cnn6_wing_pdb", "report"}
+    out = _run(["dvc", "exp", "show", "--json"], project, git)
+    shown = json.loads(out[out.index("["):])
+    baseline = next(rev for rev in shown if rev["rev"] != "workspace")
+    experiments = [exp for group in baseline["experiments"] or [] for exp in group["revs"]]
+    assert [exp["name"] for exp in experiments] == ["wing-w8"]
+
+    def nme(rev: dict) -> float:
+        return rev["data"]["metrics"]["metrics/w300_cnn6_wing.json"]["data"]["test_full_nme"]
+
+    assert nme(baseline) > 0 and nme(experiments[0]) > 0 and nme(baseline) != nme(experiments[0])
+    assert experiments[0]["data"]["params"]["params.yaml"]["data"]["losses"]["wing"]["w"] == 8
