@@ -141,6 +141,8 @@ def run_sweep(params: Params, sweep_key: str, paths: Paths) -> dict[str, Any]:
         param_space={k: ray.tune.grid_search(list(v)) for k, v in sweep.grid.items()},
         tune_config=ray.tune.TuneConfig(
             metric=sweep.metric, mode=sweep.mode, max_concurrent_trials=settings.max_concurrent_trials,
+            # one trial process after another: each would otherwise pay ~5 s of start-up (imports, Ray actor)
+            reuse_actors=True,
             # max_t one past the last epoch: a trial that reaches the end finishes on its own
             scheduler=ASHAScheduler(max_t=settings.epochs + 1, grace_period=settings.grace_period,
                                     reduction_factor=settings.reduction_factor)),
