@@ -13,9 +13,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 setup: $(VENV)/.installed
 
 # torch==2.13.0 is the CPU wheel this machine kind holds on disk; elsewhere any torch>=2.11 will do.
-# --no-compile: Python writes the bytecode of the modules it imports on first use instead of pip compiling
-# every file of torch, Ray, MLflow and DVC up front (about 40 s of a 2-core install).
-PIP := $(PY) -m pip install -q --no-compile
+PIP := $(PY) -m pip install -q
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
