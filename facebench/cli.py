@@ -122,18 +122,24 @@ def train(experiment: str, params_file: Path = ParamsOpt, profile: Optional[str]
                                              "metrics/ keep the DVC run's outputs); the leaderboard averages the "
                                              "seeds of a configuration"),
           force: bool = typer.Option(False, "--force", help="train a new run even when a finished run of the "
-                                     "same params, code and data exists (which is otherwise reused)")) -> None:
+                                     "same params, code and data exists (which is otherwise reused)"),
+          recrop_first: bool = typer.Option(False, "--recrop", help="a two-stage row: re-crop its faces from the "
+                                            "stage-1 model first, as `facebench recrop` does (one process, one "
+                                            "DVC stage)")) -> None:
     """Train one experiment on Ray Train, tracked in MLflow (a finished run of the same params, code and data
     is reused; an unfinished one resumes from its newest checkpoint)."""
     params, paths = _setup(params_file, profile)
     overrides = {k: v for k, v in {"num_workers": num_workers, "use_gpu": use_gpu, "epochs": epochs,
                                    "seed": seed}.items() if v is not None}
+    if recrop_first:
+        recrop(experiment, params_file, profile, device="cpu")
     resolve_experiment(params, experiment)  # an unknown name fails here
     if not params.trains(experiment):
         from facebench.train.skip import write_not_trained
 
         _print(write_not_trained(experiment, paths, params.profile, params.profiles_of(experiment),
-                           [paths.model_dir(experiment), paths.metrics_file(experiment), paths.plots_dir(experiment)]))
+                                 [paths.model_dir(experiment), paths.metrics_file(experiment),
+                                  paths.plots_dir(experiment)]))
         return
     # A row's `seeds` list trains once per seed (as many as the profile's `seeds`). The first seed's run
     # writes the DVC outputs and goes last, so it is also the newest run: the one the leaderboard's run
@@ -164,7 +170,7 @@ def recrop(experiment: str, params_file: Path = ParamsOpt, profile: Optional[str
         from facebench.train.skip import write_not_trained
 
         _print(write_not_trained(experiment, paths, params.profile, params.profiles_of(experiment),
-                           [paths.training_data(exp)]))
+                                 [paths.training_data(exp)]))
         return
     import torch
 

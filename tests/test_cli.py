@@ -137,7 +137,7 @@ def test_a_row_the_profile_leaves_out_gets_outputs_that_say_so(tmp_path):
     params = project(tmp_path)
     code = ("import sys; from facebench.cli import main; sys.argv = ['facebench'] + sys.argv[1:]; "
             "import atexit; atexit.register(lambda: print('torch' in sys.modules, file=sys.stderr)); main()")
-    for args in (["train", "aflw_cnn6_wing_pdb"], ["recrop", "aflw_cnn67_l1"], ["train", "aflw_cnn67_l1"]):
+    for args in (["train", "aflw_cnn6_wing_pdb"], ["train", "aflw_cnn67_l1", "--recrop"]):
         done = subprocess.run([sys.executable, "-c", code, *args, "--params", str(params)], cwd=tmp_path,
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr

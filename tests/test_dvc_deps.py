@@ -45,7 +45,8 @@ def verb_roots(cmd: str, params) -> list[str]:
         return ["facebench.data.stages", *PREPARE[cfg.format]] + (
             ["facebench.mtcnn.detect"] if getattr(cfg, "points", "list") == "mtcnn" else [])
     if verb == "train":  # a row the profile leaves out gets placeholder outputs (train/skip.py)
-        return ["facebench.train.skip", *training_modules(params.all_experiments[name].task)]
+        recrop = ["facebench.data.two_stage"] if "--recrop" in words else []
+        return ["facebench.train.skip", *recrop, *training_modules(params.all_experiments[name].task)]
     if verb == "recrop":
         return ["facebench.train.skip", "facebench.data.two_stage"]
     if verb == "mtcnn-data":
