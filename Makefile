@@ -30,4 +30,4 @@ test: setup
 	$(VENV)/bin/pytest -q
 
 ui: setup
-	facebench ui
+	facebench server

@@ -18,7 +18,7 @@ from typing import Callable, Optional
 
 import typer
 
-from facebench.config import ConfigError, Paths, load_params, resolve_experiment, resolve_sweep
+from facebench.config import ConfigError, Paths, load_params, resolve_experiment, resolve_sweep, storage_root
 
 # What bad input raises: params.yaml (ConfigError), a missing file or folder, a value a reader or stage
 # refuses (ValueError, e.g. DatasetFormatError), an unknown name looked up by a library function (KeyError).
@@ -86,7 +86,8 @@ def _setup(params_file: Path, profile: Optional[str]):
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     params = load_params(params_file, profile)
-    return params, Paths(root=params_file.resolve().parent)
+    project = params_file.resolve().parent
+    return params, Paths(root=project, store=storage_root(params, project))
 
 
 def _print(result: dict) -> None:
@@ -206,7 +207,7 @@ def mtcnn_export(params_file: Path = ParamsOpt, profile: Optional[str] = Profile
 
     keys = params.mtcnn_experiments[onets[0]].cascade + onets
     nets = load_trained([paths.model_weights(key) for key in keys])
-    out = out if out.is_absolute() else paths.root / out
+    out = out if out.is_absolute() else paths.base / out
     out.mkdir(parents=True, exist_ok=True)
     for name, net in zip(("pnet", "rnet", "onet"), nets):
         torch.save(net.state_dict(), out / f"{name}.pt")
@@ -233,7 +234,7 @@ def report(params_file: Path = ParamsOpt, profile: Optional[str] = ProfileOpt,
     from facebench.tracking import tracking_uri
 
     datasets = sorted({e.dataset for e in params.all_experiments.values() if e.task in LANDMARK_TASKS})
-    _print(build_report(tracking_uri(paths.root), paths.root / "data" / "prepared", out, params.profile, datasets))
+    _print(build_report(tracking_uri(paths.root), paths.base / "data" / "prepared", out, params.profile, datasets))
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
@@ -292,15 +293,29 @@ def bench(models: Optional[list[str]] = typer.Argument(None, help="cnn6, hourgla
 
 
 @app.command()
-def ui(port: int = typer.Option(5000), host: str = typer.Option("127.0.0.1", help="bind address")) -> None:
-    """Serve the MLflow dashboard for this project's store (127.0.0.1 unless told otherwise)."""
-    from facebench.tracking import tracking_uri
-
-    uri = tracking_uri(Path.cwd())
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port),
-           "--backend-store-uri", uri, "--artifacts-destination", (Path.cwd() / "mlartifacts").as_uri()]
-    typer.echo(f"MLflow dashboard on http://{host}:{port} (store {uri})")
+def server(port: int = typer.Option(5000), host: str = typer.Option("127.0.0.1", help="bind address (a "
+                                                                   "cluster's nodes need one they reach)"),
+           backend_store_uri: Optional[str] = typer.Option(None, help="database of runs (default: the "
+                                                           "project's sqlite mlflow.db)"),
+           artifacts_destination: Optional[str] = typer.Option(None, help="where the server keeps artifacts "
+                                                               "(default: the project's mlartifacts/)"),
+           workers: int = typer.Option(2, help="server processes"),
+           params_file: Path = ParamsOpt) -> None:
+    """Serve MLflow for this project: the dashboard, and the tracking server a cluster's runs log to
+    (MLFLOW_TRACKING_URI=http://<host>:<port>). Artifacts go over HTTP (--serve-artifacts), so workers need
+    no shared disk for them. Binds 127.0.0.1 unless told otherwise."""
+    project = params_file.resolve().parent
+    backend = backend_store_uri or f"sqlite:///{project / 'mlflow.db'}"
+    artifacts = artifacts_destination or (project / "mlartifacts").as_uri()
+    # MLflow 3 accepts Host headers of localhost and private IPs (a cluster's), not public names
+    cmd = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port), "--workers", str(workers),
+           "--backend-store-uri", backend, "--serve-artifacts", "--artifacts-destination", artifacts]
+    typer.echo(f"MLflow on http://{host}:{port} (runs in {backend}, artifacts in {artifacts}); "
+               f"runs log to it with MLFLOW_TRACKING_URI=http://{host}:{port}", err=True)
     raise typer.Exit(subprocess.call(cmd))
+
+
+app.command("ui", help="The same as `server`: the MLflow dashboard for this project.")(server)
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -53,6 +54,12 @@ class TrainSettings(Strict):
                              "Train's local mode: no worker group to start); false starts a Ray worker for it")
     cpus_per_worker: int | None = Field(default=None, description="None: share the machine's cores")
     use_gpu: bool = False
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
+        default="PACK", description="how Ray places the workers (SPREAD: on different nodes where they fit, "
+        "so that losing a node loses fewer of them)")
+    max_failures: int | None = Field(default=None, ge=0, description="restarts of the worker group from the "
+                                     "newest checkpoint after a worker or node is lost (Ray Train's "
+                                     "FailureConfig); null: 3 on a cluster (RAY_ADDRESS set), 0 on this machine")
     amp: bool = Field(default=False, description="bf16 autocast on the GPU")
     augment: bool = True
     cache_dataset: bool = Field(default=True, description="read the training split once: straight from Parquet "
@@ -262,6 +269,8 @@ class SweepConfig(Strict):
 class Params(Strict):
     profile: str
     seed: int = 0
+    storage: str | None = Field(default=None, description="shared storage root of data/, runs/, models/, "
+                                "metrics/ and plots/ (config.storage_root; FACEBENCH_STORAGE overrides it)")
     profiles: dict[str, Profile]
     datasets: dict[str, DatasetConfig]
     losses: dict[str, dict[str, float]]
@@ -621,58 +630,85 @@ def resolve_sweep(params: Params, key: str) -> SweepConfig:
 MODEL_FILE = "model.pt"  # a training stage's state dict, in models/<experiment>/
 
 
+STORAGE_ENV = "FACEBENCH_STORAGE"
+
+
 class Paths(Strict):
-    """Where each stage reads and writes, relative to the project root (the folder of params.yaml)."""
+    """Where each stage reads and writes. ``root`` is the project (the folder of params.yaml: reports, the
+    local MLflow store); ``store`` is the storage root of data/, runs/, models/, metrics/ and plots/,
+    the project itself unless a shared root is set (``storage_root``): on a cluster every node reads and
+    writes the same prepared data and checkpoints there."""
 
     root: Path
+    store: Path | None = None
+
+    @property
+    def base(self) -> Path:
+        return self.store if self.store is not None else self.root
 
     def raw(self, dataset: str) -> Path:
-        return self.root / "data" / "raw" / dataset
+        return self.base / "data" / "raw" / dataset
 
     def prepared(self, dataset: str) -> Path:
-        return self.root / "data" / "prepared" / dataset
+        return self.base / "data" / "prepared" / dataset
 
     def training_data(self, exp: ResolvedExperiment) -> Path:
         """The prepared set an experiment trains and tests on: its dataset's, or for a two-stage row the
         faces re-cropped by its stage 1 (kept outside data/prepared, which the sweeps depend on whole)."""
         if exp.cascade is not None:
             return self.mtcnn_data(exp.key)
-        return self.root / "data" / "stage2" / exp.key if exp.stage1 else self.prepared(exp.dataset)
+        return self.base / "data" / "stage2" / exp.key if exp.stage1 else self.prepared(exp.dataset)
 
     def mtcnn_data(self, experiment: str) -> Path:
         """An MTCNN stage's training crops (mtcnn/samples.py)."""
-        return self.root / "data" / "mtcnn" / experiment
+        return self.base / "data" / "mtcnn" / experiment
 
     def run_dir(self, experiment: str, run_id: str) -> Path:
         """One training run's checkpoints and Ray files: runs/<experiment>/<MLflow run id>."""
         return self.storage / experiment / run_id
 
     def model_dir(self, experiment: str) -> Path:
-        return self.root / "models" / experiment
+        return self.base / "models" / experiment
 
     def model_weights(self, experiment: str) -> Path:
         """The trained state dict a training stage writes into its model folder and later stages read."""
         return self.model_dir(experiment) / MODEL_FILE
 
     def metrics_file(self, experiment: str) -> Path:
-        return self.root / "metrics" / f"{experiment}.json"
+        return self.base / "metrics" / f"{experiment}.json"
 
     def plots_dir(self, experiment: str) -> Path:
-        return self.root / "plots" / experiment
+        return self.base / "plots" / experiment
 
     def sweep_file(self, sweep: str) -> Path:
-        return self.root / "metrics" / "sweeps" / f"{sweep}.json"
+        return self.base / "metrics" / "sweeps" / f"{sweep}.json"
 
     @property
     def storage(self) -> Path:
-        return self.root / "runs"
+        return self.base / "runs"
 
     @property
     def reports(self) -> Path:
         return self.root / "reports"
 
 
+def storage_root(params: Params, project: Path) -> Path | None:
+    """The shared storage root: ``FACEBENCH_STORAGE``, else params.yaml's ``storage``; None (the project
+    itself) when neither is set. A relative path is taken from the project. It must be a path every node
+    sees the same (NFS, or an object store mounted with s3fs/gcsfuse): facebench writes it with plain file
+    operations."""
+    given = os.environ.get(STORAGE_ENV) or params.storage
+    if not given:
+        return None
+    if "://" in given:
+        raise ConfigError(f"{STORAGE_ENV if os.environ.get(STORAGE_ENV) else 'params.yaml: storage'} = {given!r}: "
+                          "expected a filesystem path every node mounts (an object store mounted with "
+                          "s3fs/gcsfuse), not a URI")
+    path = Path(given).expanduser()
+    return (path if path.is_absolute() else project / path).resolve()
+
+
 def dataset_root(paths: Paths, name: str, cfg: DatasetConfig) -> Path:
-    """The dataset's root: relative roots are taken from the project root."""
+    """The dataset's root: relative roots are taken from the storage root (the project unless shared)."""
     root = Path(cfg.root)
-    return root if root.is_absolute() else paths.root / root
+    return root if root.is_absolute() else paths.base / root

@@ -35,7 +35,7 @@ from typing import Callable
 # beyond .gitignore. The DVC cache and a virtual environment can be gigabytes and never run on a cluster.
 EXCLUDES = ["/.venv/", "/.dvc/cache/", "/.dvc/tmp/", "/.facebench-tmp/", "/reports/figures/"]
 RAY_DEFAULT_EXCLUDES = ".venv,venv,__pycache__"
-PASSED_ENV = ("MLFLOW_TRACKING_URI", "FACEBENCH_DEBUG")
+PASSED_ENV = ("MLFLOW_TRACKING_URI", "FACEBENCH_STORAGE", "FACEBENCH_DEBUG")
 FINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 AGENT_WAIT_S = 60.0  # how long a just-started cluster may take to accept jobs
 

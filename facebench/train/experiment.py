@@ -25,7 +25,7 @@ from facebench.config import MODEL_FILE, Paths, ResolvedExperiment
 from facebench.tasks import build_task
 from facebench.train import checkpoints
 from facebench.train.identity import RunIdentity, identity_of
-from facebench.train.ray_trainer import fit, loggable, outcome_of
+from facebench.train.ray_trainer import fit, log_missing_epochs, outcome_of
 
 
 def run_tags(exp: ResolvedExperiment, root: Path, kind: str = "train",
@@ -102,7 +102,9 @@ def train_experiment(exp: ResolvedExperiment, paths: Paths, write_outputs: bool 
           f"{tracking.experiment_name(exp.paper)} ({uri})", flush=True)
     try:
         tracking.log_params(client, run_id, run_params(exp))
-        _log_missing_epochs(client, run_id, checkpoints.newest(run_dir / "checkpoints"))
+        newest = checkpoints.newest(run_dir / "checkpoints")
+        if newest is not None:  # a job that died between a checkpoint and its log line
+            log_missing_epochs(client, run_id, checkpoints.load_state(newest)["history"])
         outcome = fit(exp, prepared, run_dir, tracking_uri=uri, run_id=run_id)
         final = task.summarise(outcome.evaluation)
         logged = client.get_run(run_id).data.metrics  # a job that died after logging these resumes here
@@ -143,17 +145,6 @@ def _reuse(exp: ResolvedExperiment, paths: Paths, task, run_id: str, identity: R
     if write_outputs:
         _write_outputs(exp, paths, run_id, final, task.curves(outcome.evaluation), outcome.state_dict)
     return {"run_id": run_id, "run": "reused", **final}
-
-
-def _log_missing_epochs(client: MlflowClient, run_id: str, newest: Path | None) -> None:
-    """Epochs a resumed run's newest checkpoint holds but MLflow lacks (the job died between writing the
-    checkpoint and logging it): logged now, so every step is logged once."""
-    if newest is None:
-        return
-    logged = tracking.logged_steps(client, run_id, "train_loss")
-    for metrics in checkpoints.load_state(newest)["history"]:
-        if int(metrics["epoch"]) not in logged:
-            tracking.log_metrics(client, run_id, loggable(metrics), step=int(metrics["epoch"]))
 
 
 def _write_outputs(exp: ResolvedExperiment, paths: Paths, run_id: str, final: dict[str, float],

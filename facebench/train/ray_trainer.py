@@ -131,6 +131,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     t = exp.train
     where = _Worker(config)
     rank, world, device = where.rank, where.world, where.device
+    if where.node:
+        print(f"[{exp.key}] rank {rank} of {world} on node {where.node} ({device})", flush=True)
     if config.get("threads"):
         torch.set_num_threads(int(config["threads"]))
     if t.deterministic:
@@ -158,9 +160,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         task.reads.update(saved.get("reads", {}))
         if rank == 0:
             print(f"[{exp.key}] resuming from {resume} (after epoch {start_epoch})", flush=True)
+    restarted = start_epoch > int(config.get("first_epoch") or 0)  # Ray Train restarted this worker group
     model = where.prepare_model(model)
     loss_fn = task.build_loss().to(device)
     logger = _RankZeroLogger(config.get("tracking_uri"), config.get("run_id")) if rank == 0 else None
+    if logger is not None and restarted:  # once per restart: the epochs its checkpoint holds, and the restart
+        logger.restarted(history, start_epoch)
     amp = t.amp and device.type == "cuda"
     cache = DeviceCache(int(t.device_cache_gib * 2**30))
     if config.get("direct"):  # this rank's rows straight from Parquet onto the device (see make_trainer)
@@ -252,6 +257,14 @@ class _Worker:
             ctx = ray.train.get_context()
             self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
             self.device = ray.train.torch.get_device()
+        self.node = self._node() if not self.tune and self.world > 1 else ""
+
+    @staticmethod
+    def _node() -> str:
+        """The Ray node this worker runs on (its id), to see where a worker group landed."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
         if self.tune:
@@ -285,14 +298,41 @@ class _RankZeroLogger:
     def __init__(self, uri: str | None, run_id: str | None):
         self.uri, self.run_id = uri, run_id
 
-    def log(self, metrics: dict[str, float], step: int) -> None:
+    def _client(self):
         if not (self.uri and self.run_id):
-            return
+            return None
         from mlflow.tracking import MlflowClient
 
-        from facebench.tracking import log_metrics
+        return MlflowClient(self.uri)
 
-        log_metrics(MlflowClient(self.uri), self.run_id, loggable(metrics), step)
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        client = self._client()
+        if client is not None:
+            from facebench.tracking import log_metrics
+
+            log_metrics(client, self.run_id, loggable(metrics), step)
+
+    def restarted(self, history: list[dict[str, float]], epoch: int) -> None:
+        """After Ray Train restarted the worker group: the checkpoint's epochs MLflow lacks (the group died
+        between a checkpoint and its log line), then ``worker_restarts`` = 1 at the epoch it resumed from."""
+        client = self._client()
+        if client is not None:
+            from facebench.tracking import log_metrics
+
+            log_missing_epochs(client, self.run_id, history)
+            log_metrics(client, self.run_id, {"worker_restarts": 1.0}, step=epoch)
+            print(f"worker group restarted: resuming after epoch {epoch} in MLflow run {self.run_id}", flush=True)
+
+
+def log_missing_epochs(client, run_id: str, history: list[dict[str, float]]) -> None:
+    """Epochs a checkpoint's history holds but the MLflow run lacks (the job died between writing the
+    checkpoint and logging it): logged now, so every step is logged once."""
+    from facebench.tracking import log_metrics, logged_steps
+
+    logged = logged_steps(client, run_id, "train_loss")
+    for metrics in history:
+        if int(metrics["epoch"]) not in logged:
+            log_metrics(client, run_id, loggable(metrics), step=int(metrics["epoch"]))
 
 
 def loggable(metrics: dict[str, float]) -> dict[str, float]:
@@ -311,14 +351,17 @@ class TrainOutcome:
 
 def loop_config(exp: ResolvedExperiment, prepared_dir: Path, run_dir: Path | None, workers: int, *,
                 tracking_uri: str | None = None, run_id: str | None = None, tune: bool = False) -> dict[str, Any]:
-    """What ``train_loop_per_worker`` is given (plain data: it crosses processes)."""
+    """What ``train_loop_per_worker`` is given (plain data: it crosses processes). ``first_epoch`` is where
+    the run stands as the trainer starts: a worker that finds a newer checkpoint was restarted by Ray Train."""
     from facebench.tasks import build_task
 
     t = exp.train
+    newest = checkpoints.newest(Path(run_dir) / "checkpoints") if run_dir is not None else None
     return {
         "experiment": exp.model_dump(mode="json"),
         "prepared_dir": str(Path(prepared_dir).resolve()),
         "checkpoint_dir": str((Path(run_dir) / "checkpoints").resolve()) if run_dir is not None else None,
+        "first_epoch": checkpoints.load_state(newest)["epoch"] if newest is not None else 0,
         "tracking_uri": tracking_uri,
         "run_id": run_id,
         "threads": t.cpus_per_worker or max(1, (os.cpu_count() or 1) // workers),
@@ -360,10 +403,21 @@ def make_trainer(exp: ResolvedExperiment, prepared_dir: Path, run_dir: Path, *,
         train_loop_per_worker,
         train_loop_config=config,
         scaling_config=ray.train.ScalingConfig(num_workers=0 if local else t.num_workers, use_gpu=t.use_gpu,
-                                               resources_per_worker=None if local else resources),
-        run_config=ray.train.RunConfig(name="ray", storage_path=str(Path(run_dir).resolve())),
+                                               resources_per_worker=None if local else resources,
+                                               placement_strategy=t.placement_strategy),
+        run_config=ray.train.RunConfig(name="ray", storage_path=str(Path(run_dir).resolve()),
+                                       failure_config=ray.train.FailureConfig(
+                                           max_failures=0 if local else max_failures(t))),
         datasets=datasets,
     )
+
+
+def max_failures(t: TrainSettings) -> int:
+    """Worker-group restarts allowed: the setting, else 3 on a cluster and none on this machine (where a
+    failure is a bug to see at once, not a lost node)."""
+    if t.max_failures is not None:
+        return t.max_failures
+    return 3 if os.environ.get("RAY_ADDRESS") else 0
 
 
 def in_memory(source, t: TrainSettings, workers: int | None = None) -> bool:

@@ -29,7 +29,7 @@ from facebench.atomic import atomic_write_text
 from facebench.config import Params, Paths, ResolvedExperiment, resolve_experiment, resolve_sweep
 from facebench.train.experiment import run_params, run_tags
 from facebench.train.identity import code_hash, training_modules
-from facebench.train.ray_trainer import ensure_ray, loggable, trial_config, train_loop_per_worker
+from facebench.train.ray_trainer import ensure_ray, loggable, max_failures, trial_config, train_loop_per_worker
 
 VALIDATION_SPLIT = "val"  # what a trial's metric is computed on (tasks' validate)
 
@@ -146,8 +146,10 @@ def run_sweep(params: Params, sweep_key: str, paths: Paths) -> dict[str, Any]:
             # max_t one past the last epoch: a trial that reaches the end finishes on its own
             scheduler=ASHAScheduler(max_t=settings.epochs + 1, grace_period=settings.grace_period,
                                     reduction_factor=settings.reduction_factor)),
+        # a trial whose process or node is lost runs again (trials keep no checkpoints: from its first epoch)
         run_config=ray.tune.RunConfig(name=tune_dir.name, storage_path=str(tune_dir.parent.resolve()),
-                                      callbacks=[recorder], verbose=1),
+                                      callbacks=[recorder], verbose=1,
+                                      failure_config=ray.tune.FailureConfig(max_failures=max_failures(exp.train))),
     )
     try:
         grid = tuner.fit()
