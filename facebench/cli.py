@@ -238,15 +238,25 @@ def report(params_file: Path = ParamsOpt, profile: Optional[str] = ProfileOpt,
 
 
 @app.command(context_settings={"allow_interspersed_args": False})
-def submit(command: list[str] = typer.Argument(..., help="what to run on the cluster, after --, e.g. "
-                                               "-- facebench train aflw_cnn6_wing"),
+def submit(command: Optional[list[str]] = typer.Argument(None, help="what to run on the cluster, after --, "
+                                                         "e.g. -- facebench train aflw_cnn6_wing"),
+           stage: Optional[str] = typer.Option(None, help="a dvc.yaml stage (e.g. train@aflw_cnn6_wing) to run on "
+                                               "the cluster with FACEBENCH_STORAGE as its data root; its outputs "
+                                               "come back here into dvc.lock"),
            address: Optional[str] = typer.Option(None, help="the cluster's Ray dashboard, e.g. http://127.0.0.1:8265 "
                                                  "(default: RAY_ADDRESS, then RAY_JOB_ADDRESS)"),
-           wait: bool = typer.Option(True, help="stream the job's logs and exit with its outcome")) -> None:
-    """Run a command on a Ray cluster (Ray Jobs API) with this project's code: see facebench/submit.py."""
+           wait: bool = typer.Option(True, help="stream the job's logs and exit with its outcome"),
+           install_deps: bool = typer.Option(False, "--install-deps", help="have Ray install facebench's "
+                                             "dependencies for the job (from PyPI) where the cluster lacks them")
+           ) -> None:
+    """Run a command, or a DVC stage, on a Ray cluster (Ray Jobs API) with this project's code: see
+    facebench/submit.py."""
     from facebench.submit import main
 
-    raise typer.Exit(main(command, address, wait))
+    if not command and stage is None:
+        raise ValueError("nothing to run: give the command after --, e.g. facebench submit -- facebench train x, "
+                         "or --stage train@x")
+    raise typer.Exit(main(list(command or []), address, wait, stage, install_deps))
 
 
 @app.command()

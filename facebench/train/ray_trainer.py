@@ -46,7 +46,7 @@ def ensure_ray(min_cpus: int = 4, dashboard: bool = False) -> None:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if ray.is_initialized():
         return
-    if os.environ.get("RAY_ADDRESS"):
+    if on_cluster():
         ray.init(address=os.environ["RAY_ADDRESS"], log_to_driver=True)
     else:
         cpus = max(min_cpus, (os.cpu_count() or 1) + 2)
@@ -65,6 +65,13 @@ def ensure_ray(min_cpus: int = 4, dashboard: bool = False) -> None:
     # Ray Data's progress bars are redrawn many times a second and streamed back to the driver: thousands
     # of log lines per stage that a small machine pays for. The per-epoch lines say what is needed.
     DataContext.get_current().enable_progress_bars = False
+
+
+def on_cluster() -> bool:
+    """RAY_ADDRESS names a Ray cluster to join (a job's driver has it set by Ray). A dashboard's http:// address
+    is for `facebench submit`'s Jobs API, not for joining: with it, work here starts its own local Ray."""
+    address = os.environ.get("RAY_ADDRESS", "")
+    return bool(address) and not address.startswith(("http://", "https://"))
 
 
 def _free_port() -> int:
@@ -417,7 +424,7 @@ def max_failures(t: TrainSettings) -> int:
     failure is a bug to see at once, not a lost node)."""
     if t.max_failures is not None:
         return t.max_failures
-    return 3 if os.environ.get("RAY_ADDRESS") else 0
+    return 3 if on_cluster() else 0
 
 
 def in_memory(source, t: TrainSettings, workers: int | None = None) -> bool:

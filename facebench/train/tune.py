@@ -16,7 +16,6 @@ stopped_early`` (ASHA stopped it), or FAILED (it raised). The sweep's JSON lists
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -29,7 +28,8 @@ from facebench.atomic import atomic_write_text
 from facebench.config import Params, Paths, ResolvedExperiment, resolve_experiment, resolve_sweep
 from facebench.train.experiment import run_params, run_tags
 from facebench.train.identity import code_hash, training_modules
-from facebench.train.ray_trainer import ensure_ray, loggable, max_failures, trial_config, train_loop_per_worker
+from facebench.train.ray_trainer import (ensure_ray, loggable, max_failures, on_cluster, trial_config,
+                                         train_loop_per_worker)
 
 VALIDATION_SPLIT = "val"  # what a trial's metric is computed on (tasks' validate)
 
@@ -195,7 +195,7 @@ def _wait_for_placement_groups(timeout_s: float = 60.0) -> None:
     next stage finds every CPU free. Only on a local Ray, which is this process's own."""
     import ray.util
 
-    if os.environ.get("RAY_ADDRESS"):
+    if on_cluster():
         return
 
     deadline = time.monotonic() + timeout_s

@@ -170,3 +170,38 @@ def test_two_stage_stage1_must_be_a_cnn6_row_of_the_same_dataset(tmp_path, stage
     with pytest.raises(ConfigError, match="two_stage_experiments.aflw_cnn67_wing.stage1") as err:
         load_params(path)
     assert fragment in str(err.value)
+
+
+def test_storage_root_moves_data_runs_models_and_metrics_but_not_reports(tmp_path, monkeypatch):
+    from facebench.config import storage_root
+
+    params = load_params(REPO / "params.yaml")
+    monkeypatch.delenv("FACEBENCH_STORAGE", raising=False)
+    assert storage_root(params, tmp_path) is None  # the project itself
+    assert storage_root(params.model_copy(update={"storage": "shared"}), tmp_path) == (tmp_path / "shared").resolve()
+    monkeypatch.setenv("FACEBENCH_STORAGE", "/mnt/fb")  # the environment wins over params.yaml
+    assert storage_root(params.model_copy(update={"storage": "shared"}), tmp_path) == Path("/mnt/fb")
+    monkeypatch.setenv("FACEBENCH_STORAGE", "s3://bucket/fb")
+    with pytest.raises(ConfigError, match="FACEBENCH_STORAGE = 's3://bucket/fb': expected a filesystem path"):
+        storage_root(params, tmp_path)
+
+    paths = Paths(root=tmp_path / "project", store=Path("/mnt/fb"))
+    exp = resolve_experiment(params, "w300_cnn6_l2")
+    assert paths.training_data(exp) == Path("/mnt/fb/data/prepared/w300")
+    assert paths.run_dir("x", "r") == Path("/mnt/fb/runs/x/r")
+    assert paths.model_weights("x") == Path("/mnt/fb/models/x/model.pt")
+    assert paths.metrics_file("x") == Path("/mnt/fb/metrics/x.json")
+    assert paths.reports == tmp_path / "project" / "reports"
+
+
+def test_worker_restarts_default_to_three_on_a_cluster_only(monkeypatch):
+    from facebench.train.ray_trainer import max_failures, on_cluster
+
+    t = load_params(REPO / "params.yaml").active.train
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert not on_cluster() and max_failures(t) == 0
+    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")  # a Jobs API address: not one to join
+    assert not on_cluster() and max_failures(t) == 0
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    assert on_cluster() and max_failures(t) == 3
+    assert max_failures(t.model_copy(update={"max_failures": 1})) == 1

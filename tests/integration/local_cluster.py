@@ -150,14 +150,15 @@ print(json.dumps({n["NodeID"]: n["Resources"] for n in ray.nodes() if n["Alive"]
 """
 
 
-def project_copy(root: Path, edit_params=None) -> Path:
+def project_copy(root: Path, edit_params=None, dvc: bool = False) -> Path:
     """A committed copy of the project's code (not the installed package) in ``root``; ``edit_params`` may
-    change the parsed params.yaml before it is written and committed."""
+    change the parsed params.yaml before it is written and committed; ``dvc``: with dvc.yaml, a DVC repo."""
     import yaml
 
     root.mkdir(parents=True)
-    for name in ("pyproject.toml", ".gitignore"):
+    for name in ("pyproject.toml", ".gitignore", *((".dvcignore", "dvc.yaml") if dvc else ())):
         shutil.copy(REPO / name, root / name)
+    shutil.copytree(REPO / "pipelines", root / "pipelines")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     if edit_params is not None:
         edit_params(params)
@@ -165,6 +166,8 @@ def project_copy(root: Path, edit_params=None) -> Path:
     shutil.copytree(REPO / "facebench", root / "facebench", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    if dvc:
+        subprocess.run([str(BIN / "dvc"), "init", "-q"], cwd=root, check=True)
     subprocess.run([*git, "add", "."], cwd=root, check=True)
     subprocess.run([*git, "commit", "-q", "-m", "submitted"], cwd=root, check=True)
     return root

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from facebench.submit import entrypoint
+from facebench.submit import entrypoint, runtime_env
 from tests.integration.local_cluster import LocalCluster, free_ports, project_copy, submit_env
 
 pytestmark = pytest.mark.integration
@@ -84,17 +84,33 @@ def test_job_runs_the_uploaded_code_with_the_command_as_typed(ray_head, project)
                                                                  "refused this client's token"), refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
 
+    # Every `facebench` of the command, nested in a shell too, is the uploaded package's.
+    nested = _submit(project, ray_head, "bash", "-c", "pwd && command -v facebench && facebench --help")
+    lines = nested.stdout.splitlines()
+    assert nested.returncode == 0 and any(f"{pwd}/pipelines/bin/facebench" == found  # the job's working dir
+                                          for pwd, found in zip(lines, lines[1:])), nested.stdout
+
     # A leading `facebench` runs the uploaded package's command line.
     helped = _submit(project, ray_head, "facebench", "--help")
     assert helped.returncode == 0 and "submit" in helped.stdout and ": SUCCEEDED" in helped.stdout
 
 
 def test_entrypoint_quotes_and_runs_the_uploaded_package():
+    shim = 'PATH="$PWD/pipelines/bin:$PATH" '
     assert entrypoint(["bash", "-c", "facebench synth w300 && facebench prepare w300"]) == \
-        "bash -c 'facebench synth w300 && facebench prepare w300'"
-    assert entrypoint(["facebench", "train", "aflw_cnn6_wing"]) == "python -m facebench.cli train aflw_cnn6_wing"
+        shim + "bash -c 'facebench synth w300 && facebench prepare w300'"
+    assert entrypoint(["facebench", "train", "aflw_cnn6_wing"]) == shim + "facebench train aflw_cnn6_wing"
     with pytest.raises(ValueError, match="nothing to run"):
         entrypoint([])
+    assert os.access(REPO / "pipelines" / "bin" / "facebench", os.X_OK)
+
+
+def test_install_deps_asks_ray_for_the_dependencies_but_ray(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\ndependencies = ["torch>=2.11", '
+                                             '"ray[default,train]>=2.60", "raylib==1", "pyyaml>=6"]\n')
+    env = runtime_env(tmp_path, install_deps=True)
+    assert env["pip"] == {"packages": ["torch>=2.11", "raylib==1", "pyyaml>=6"]}
+    assert "pip" not in runtime_env(tmp_path)
 
 
 def test_no_dashboard_is_one_error_line(tmp_path):  # no address at all: tests/test_cli.py
