@@ -153,13 +153,16 @@ class Profile(Strict):
 
 
 LANDMARK_FORMATS = ("w300", "aflw_full")
-IDENTITY_FORMATS = ("casia", "lfw")
+IDENTITY_FORMATS = ("casia", "lfw", "casia_rec", "lfw_bin")
+ALIGNED_FORMATS = ("casia_rec", "lfw_bin")  # InsightFace's packings: faces already aligned to 112x112, real only
 SCENE_FORMATS = ("wider",)
 
 
 class DatasetConfig(Strict):
     source: Literal["synth", "real"]
-    format: Literal["w300", "aflw_full", "casia", "lfw", "wider"]
+    format: Literal["w300", "aflw_full", "casia", "lfw", "wider", "casia_rec", "lfw_bin"] = Field(
+        description="casia_rec: InsightFace's aligned CASIA-WebFace (train.rec, train.idx, property in root); "
+                    "lfw_bin: InsightFace's lfw.bin (in root)")
     root: str = Field(description="dataset root in the official layout")
     # landmark sets (w300, aflw_full)
     crop_size: int | None = Field(default=None, gt=0)
@@ -185,6 +188,12 @@ class DatasetConfig(Strict):
             missing = [k for k in ("crop_size", "margin", "normaliser") if getattr(self, k) is None]
             if missing:
                 raise ValueError(f"a {self.format} dataset needs {missing}")
+        if self.format in ALIGNED_FORMATS:
+            if self.source != "real":
+                raise ValueError(f"a {self.format} dataset is real data (source: real); synth writes casia and lfw")
+            if self.template != "112x112" or self.points != "list":
+                raise ValueError(f"a {self.format} dataset holds faces aligned to 112x112: template must be "
+                                 "'112x112' and points 'list' (nothing to detect)")
         return self
 
 

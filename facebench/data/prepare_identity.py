@@ -189,6 +189,52 @@ def prepare_casia(root: Path, out_dir: Path, *, template: str = "112x96", landma
     crops, bad = _align_all("casia", items, template)
     quarantined += bad
     sources = [s for s, _, _ in items if s in crops]
+    return _write_casia(root, out_dir, template=template, sources=sources, crops=crops, labels=labels,
+                        class_names=read.classes, quarantined=quarantined, how=how, misses=len(misses),
+                        exclude=exclude, val_fraction=val_fraction, seed=seed, val_folds=val_folds,
+                        val_pairs_per_fold=val_pairs_per_fold)
+
+
+def prepare_casia_rec(root: Path, out_dir: Path, *, val_fraction: float = 0.1, seed: int = 0,
+                      val_folds: int = VAL_FOLDS, val_pairs_per_fold: int = VAL_PAIRS_PER_FOLD) -> dict[str, Any]:
+    """InsightFace's aligned CASIA-WebFace (``train.rec`` / ``train.idx``, and ``property`` when present):
+    faces already aligned to the 112x112 ArcFace template, so each is decoded and kept as it is, with the
+    template's five points. Then as ``prepare_casia`` (held-out identities, pairs, manifest). A record whose
+    image does not decode to 112x112 RGB is quarantined as ``train.rec#<n>`` (its position among the images)."""
+    from facebench.data.formats.casia import read_property, read_recordio
+
+    root = Path(root)
+    template = "112x112"
+    points, (height, width) = TEMPLATES[template]
+    if (root / "property").is_file():
+        _, h, w = read_property(root / "property")
+        if (h, w) != (height, width):
+            raise ValueError(f"{root / 'property'}: images of {h}x{w}; expected the aligned {height}x{width} set")
+    crops: dict[str, tuple[bytes, np.ndarray]] = {}
+    labels: dict[str, int] = {}
+    quarantined: list[Quarantined] = []
+    for n, (label, data) in enumerate(read_recordio(root / "train.rec", root / "train.idx"), start=1):
+        source = f"train.rec#{n}"
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if image is None or image.shape != (height, width, 3):
+            got = "undecodable image" if image is None else f"image of {image.shape[0]}x{image.shape[1]}"
+            quarantined.append(Quarantined(source, f"{got}; expected an aligned {height}x{width} face"))
+            continue
+        crops[source] = (cv2.cvtColor(image, cv2.COLOR_BGR2RGB).tobytes(), points.astype(np.float32))
+        labels[source] = label
+    classes = sorted(set(labels.values()))
+    return _write_casia(root, out_dir, template=template, sources=list(crops), crops=crops, labels=labels,
+                        class_names=[str(c) for c in range(max(classes, default=-1) + 1)], quarantined=quarantined,
+                        how="aligned", misses=0, exclude=(), val_fraction=val_fraction, seed=seed,
+                        val_folds=val_folds, val_pairs_per_fold=val_pairs_per_fold)
+
+
+def _write_casia(root: Path, out_dir: Path, *, template: str, sources: list[str],
+                 crops: dict[str, tuple[bytes, np.ndarray]], labels: dict[str, int], class_names: list[str],
+                 quarantined: list[Quarantined], how: str, misses: int, exclude: Iterable[str], val_fraction: float,
+                 seed: int, val_folds: int, val_pairs_per_fold: int) -> dict[str, Any]:
+    """CASIA's outputs from its aligned faces (``sources`` in class order, ``labels`` their classes):
+    held-out validation identities and their pairs, the training identities relabelled 0..C-1."""
     if not sources:
         raise ValueError(f"{root}: no CASIA image could be aligned ({len(quarantined)} quarantined)")
     if not 0.0 < val_fraction < 1.0:
@@ -218,17 +264,17 @@ def prepare_casia(root: Path, out_dir: Path, *, template: str = "112x96", landma
     content_hash = hasher.hexdigest()
     roles = {"train": "train", "val_images": "val", "val_pairs": "val"}
     counts = {"train": len(train_sources), "val_images": len(val_sources), "val_pairs": int(len(pairs))}
-    manifest = {"dataset": "casia", "template": template, "points": how, "detector_misses": len(misses),
+    manifest = {"dataset": "casia", "template": template, "points": how, "detector_misses": misses,
                 "counts": counts,
                 "splits": {k: {"rows": n, "role": roles[k]} for k, n in counts.items()},
                 "val": {"fraction": val_fraction, "seed": seed, "unit": "identity",
                         "unit_definition": "identity folder: every image of a held-out identity is in val, none in "
                                            "train; pairs laid out as LFW's View 2",
                         "identities": len(held), "train_identities": len(train_classes),
-                        "held_out": sorted(read.classes[c] for c in held), **pair_counts},
-                "classes": len(read.classes), "classes_with_images": len(kept_classes),
+                        "held_out": sorted(class_names[c] for c in held), **pair_counts},
+                "classes": len(class_names), "classes_with_images": len(kept_classes),
                 "num_classes": len(train_classes),
-                "classes_without_images": sorted(read.classes[c] for c in set(range(len(read.classes)))
+                "classes_without_images": sorted(class_names[c] for c in set(range(len(class_names)))
                                                  - set(kept_classes)),
                 "quarantined_count": len(quarantined),
                 "quarantined": [{"source": q.source, "reason": q.reason} for q in quarantined],
@@ -338,25 +384,67 @@ def prepare_lfw(root: Path, out_dir: Path, *, template: str = "112x96", landmark
             kept_pairs.append(p)
         else:
             quarantined.append(Quarantined(f"pairs.txt#{p.line}", "an image of the pair could not be aligned"))
-    if not kept_pairs:
+    return _write_lfw(root, out_dir, template=template, sources=[s for s in used if s in crops], crops=crops,
+                      pairs=[(p.left, p.right, p.same, p.fold) for p in kept_pairs], quarantined=quarantined,
+                      how=how, misses=len(misses))
+
+
+def prepare_lfw_bin(path: Path, out_dir: Path, folds: int = 10) -> dict[str, Any]:
+    """InsightFace's ``lfw.bin`` (faces aligned to the 112x112 ArcFace template; pair i is images 2i and 2i+1,
+    in pairs.txt's order): each image decoded and kept as it is, with the template's five points, as
+    ``images.parquet`` (``lfw.bin#<k>``) and ``pairs.parquet`` with LFW View 2's ``folds`` contiguous folds.
+    A pair with an image that does not decode to 112x112 RGB is quarantined (``lfw.bin:pair<i>``)."""
+    from facebench.data.formats.lfw import load_verification_bin
+
+    path = Path(path)
+    template = "112x112"
+    points, (height, width) = TEMPLATES[template]
+    loaded = load_verification_bin(path)
+    n_pairs = len(loaded.issame)
+    if n_pairs == 0 or n_pairs % folds:
+        raise ValueError(f"{path}: {n_pairs} pairs; expected a positive multiple of {folds} (View 2's folds, "
+                         "in order)")
+    crops: dict[str, tuple[bytes, np.ndarray]] = {}
+    quarantined: list[Quarantined] = []
+    pairs = []
+    for i, same in enumerate(loaded.issame):
+        names = []
+        for k in (2 * i, 2 * i + 1):
+            image = cv2.imdecode(np.frombuffer(loaded.images[k], np.uint8), cv2.IMREAD_COLOR)
+            if image is not None and image.shape == (height, width, 3):
+                crops[f"lfw.bin#{k}"] = (cv2.cvtColor(image, cv2.COLOR_BGR2RGB).tobytes(), points.astype(np.float32))
+                names.append(f"lfw.bin#{k}")
+        if len(names) == 2:
+            pairs.append((names[0], names[1], bool(same), i // (n_pairs // folds)))
+        else:
+            quarantined.append(Quarantined(f"lfw.bin:pair{i}", f"an image does not decode to an aligned "
+                                                               f"{height}x{width} face"))
+    used = {name for left, right, _, _ in pairs for name in (left, right)}
+    return _write_lfw(path, out_dir, template=template, sources=[s for s in crops if s in used], crops=crops,
+                      pairs=pairs, quarantined=quarantined, how="aligned", misses=0)
+
+
+def _write_lfw(root: Path, out_dir: Path, *, template: str, sources: list[str],
+               crops: dict[str, tuple[bytes, np.ndarray]], pairs: list[tuple[str, str, bool, int]],
+               quarantined: list[Quarantined], how: str, misses: int) -> dict[str, Any]:
+    """LFW's outputs from its aligned images and its (left, right, same, fold) pairs."""
+    if not pairs:
         raise ValueError(f"{root}: no LFW pair has both images aligned ({len(quarantined)} quarantined)")
-    sources = [s for s in used if s in crops]
     params = {"dataset": "lfw", "template": template, "version": PREPARE_IDENTITY_VERSION,
               **({"points": how} if how != "list" else {})}
     params_hash = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
     images = to_table(_rows(sources, crops, None, "test", template))
-    pair_table = pa.table({"left": [p.left for p in kept_pairs], "right": [p.right for p in kept_pairs],
-                           "same": [p.same for p in kept_pairs], "fold": [p.fold for p in kept_pairs]},
-                          schema=PAIR_SCHEMA)
+    left, right, same, fold = (list(column) for column in zip(*pairs))
+    pair_table = pa.table({"left": left, "right": right, "same": same, "fold": fold}, schema=PAIR_SCHEMA)
     hasher = ContentHash(params)
     hasher.add("images", images)
     hasher.add("pairs", pair_table)
     content_hash = hasher.hexdigest()
-    manifest = {"dataset": "lfw", "template": template, "points": how, "detector_misses": len(misses),
-                "counts": {"images": len(sources), "pairs": len(kept_pairs),
-                           "matched": sum(p.same for p in kept_pairs), "folds": len({p.fold for p in kept_pairs})},
+    manifest = {"dataset": "lfw", "template": template, "points": how, "detector_misses": misses,
+                "counts": {"images": len(sources), "pairs": len(pairs), "matched": int(sum(same)),
+                           "folds": len(set(fold))},
                 "splits": {"images": {"rows": len(sources), "role": "test"},
-                           "pairs": {"rows": len(kept_pairs), "role": "test"}},
+                           "pairs": {"rows": len(pairs), "role": "test"}},
                 "quarantined_count": len(quarantined),
                 "quarantined": [{"source": q.source, "reason": q.reason} for q in quarantined],
                 "params": params, "params_hash": params_hash, "content_hash": content_hash}
@@ -370,6 +458,6 @@ def prepare_lfw(root: Path, out_dir: Path, *, template: str = "112x96", landmark
         atomic_write_text(tmp / "manifest.json", json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
     build_dir(out_dir, write)
-    _log("lfw", f"wrote {len(sources)} aligned images and {len(kept_pairs)} pairs to {out_dir} "
+    _log("lfw", f"wrote {len(sources)} aligned images and {len(pairs)} pairs to {out_dir} "
                 f"({len(quarantined)} quarantined)")
     return manifest

@@ -105,9 +105,10 @@ def expected_landmark_splits(fmt: str, root) -> dict[str, str]:
 
 
 def _prepare_identity_dataset(cfg, name: str, paths: Paths) -> dict[str, Any]:
-    """CASIA-WebFace or LFW layout -> five-point aligned crops (data/prepare_identity.py)."""
+    """CASIA-WebFace or LFW layout -> five-point aligned crops, or InsightFace's aligned packings (train.rec,
+    lfw.bin) -> the same outputs (data/prepare_identity.py)."""
     from facebench.data.formats.casia import LFW_OVERLAP_IDS
-    from facebench.data.prepare_identity import prepare_casia, prepare_lfw
+    from facebench.data.prepare_identity import prepare_casia, prepare_casia_rec, prepare_lfw, prepare_lfw_bin
 
     root = dataset_root(paths, name, cfg)
     detector = None
@@ -115,6 +116,10 @@ def _prepare_identity_dataset(cfg, name: str, paths: Paths) -> dict[str, Any]:
         from facebench.mtcnn.detect import MTCNNDetector
 
         detector = MTCNNDetector()
+    if cfg.format == "casia_rec":
+        return prepare_casia_rec(root, paths.prepared(name), val_fraction=cfg.val_fraction, seed=cfg.seed)
+    if cfg.format == "lfw_bin":
+        return prepare_lfw_bin(root / "lfw.bin", paths.prepared(name))
     if cfg.format == "casia":
         exclude = LFW_OVERLAP_IDS if cfg.exclude is None else cfg.exclude
         return prepare_casia(root, paths.prepared(name), template=cfg.template, exclude=exclude, detector=detector,
