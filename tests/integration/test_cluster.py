@@ -101,6 +101,12 @@ def _finish(job: subprocess.Popen, lines: list[str], timeout: float = 420.0) -> 
     return "".join(lines)
 
 
+def _both_nodes(cluster) -> None:
+    """Both worker nodes up (a test before this one may have killed one)."""
+    for name, cpus in NODES.items():
+        cluster.ensure_node(name, cpus)
+
+
 def _run_of(log: str) -> str:
     found = re.findall(r"MLflow run ([0-9a-f]{32}) \(new", log)
     assert len(found) == 1, log[-3000:]
@@ -114,8 +120,7 @@ def _nodes_of(log: str) -> dict[int, str]:
 @pytest.fixture(scope="module")
 def uninterrupted(cluster) -> dict:
     """The 2-worker training, uninterrupted: its log, run and final metrics."""
-    for name, cpus in NODES.items():
-        cluster.ensure_node(name, cpus)
+    _both_nodes(cluster)
     log = _finish(_start_job(cluster), [])
     assert ": SUCCEEDED" in log, log[-5000:]
     return {"log": log, "run_id": _run_of(log)}
@@ -153,8 +158,7 @@ def test_two_workers_on_two_nodes_log_to_the_server_and_write_the_shared_root(cl
 def test_a_lost_node_restarts_the_workers_from_the_newest_checkpoint_in_the_same_run(cluster, uninterrupted):
     from mlflow.tracking import MlflowClient
 
-    for name, cpus in NODES.items():
-        cluster.ensure_node(name, cpus)
+    _both_nodes(cluster)
     job, lines = _start_job(cluster), []
     for line in job.stdout:  # until the second epoch is checkpointed and logged
         lines.append(line)
@@ -193,8 +197,7 @@ if __name__ == "__main__":
 def test_a_dvc_stage_runs_on_the_cluster_and_its_outputs_come_back(cluster, tmp_path):
     """`facebench submit --stage train@<exp>`: the stage's prepared data goes up to the storage root, its
     command runs on the cluster, its outputs come back and dvc.lock records them."""
-    for name, cpus in NODES.items():
-        cluster.ensure_node(name, cpus)
+    _both_nodes(cluster)
     def other_seed(params: dict) -> None:  # not the other tests' run identity (their runs hold no checkpoint here)
         _two_workers(params)
         params["seed"] = 7

@@ -5,18 +5,15 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from facebench.submit import entrypoint, runtime_env
-from tests.integration.local_cluster import LocalCluster, free_ports, project_copy, submit_env
+from tests.conftest import REPO
+from tests.integration.local_cluster import BIN, LocalCluster, free_ports, project_copy, submit_env
 
 pytestmark = pytest.mark.integration
-
-REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
