@@ -8,7 +8,7 @@ export DVC_NO_ANALYTICS := true
 export RAY_USAGE_STATS_ENABLED := 0
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: setup repro test ui
+.PHONY: setup repro test ui browser
 
 setup: $(VENV)/.installed
 
@@ -31,3 +31,9 @@ test: setup
 
 ui: setup
 	facebench server
+
+# Optional: a headless Chromium and Playwright for the browser test of the report and the MLflow UI
+# (tests/integration/test_report_browser.py skips without them). Chromium comes from the npm registry.
+browser: setup
+	$(PIP) playwright==1.65.3 brotli==1.2.1
+	$(PY) pipelines/get_chromium.py .browser

@@ -9,7 +9,6 @@ frames/s is quoted. Each setting warms up first; CUDA timings synchronise before
 
 from __future__ import annotations
 
-import platform
 import time
 from pathlib import Path
 from typing import Callable
@@ -17,15 +16,11 @@ from typing import Callable
 import numpy as np
 import torch
 
+from facebench.train.ray_trainer import device_name
+
 FRAME_WIDTH, FRAME_HEIGHT = 640, 480
 LANDMARK_MODELS = ("cnn6", "hourglass")
 MODELS = LANDMARK_MODELS + ("mtcnn",)
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"CPU {platform.processor() or platform.machine()} ({torch.get_num_threads()} torch threads)"
 
 
 def _sync(device: torch.device) -> None:

@@ -231,10 +231,29 @@ def report(params_file: Path = ParamsOpt, profile: Optional[str] = ProfileOpt,
     """Regenerate the leaderboards from MLflow (reports/leaderboard.md and .html)."""
     params, paths = _setup(params_file, profile)
     from facebench.report import LANDMARK_TASKS, build_report
-    from facebench.tracking import tracking_uri
+    from facebench.tracking import code_version, tracking_uri
 
     datasets = sorted({e.dataset for e in params.all_experiments.values() if e.task in LANDMARK_TASKS})
-    _print(build_report(tracking_uri(paths.root), paths.base / "data" / "prepared", out, params.profile, datasets))
+    sources = sorted({params.datasets[e.dataset].source for e in params.all_experiments.values()})
+    data = {"synth": "synthetic (procedural faces)", "real": "real"}
+    provenance = {"commit": code_version(paths.root),
+                  "data": " and ".join(data[s] for s in sources) + (" (per dataset in params.yaml)" if len(sources) > 1 else "")}
+    _print(build_report(tracking_uri(paths.root), paths.base / "data" / "prepared", out, params.profile, datasets,
+                        provenance, params.mlflow_ui))
+
+
+@app.command()
+def register(params_file: Path = ParamsOpt, profile: Optional[str] = ProfileOpt) -> None:
+    """Register each (paper, dataset, model)'s best run on validation in the MLflow model registry with the
+    aliases `champion` and the profile's name; writes models/registry.json (facebench/registry.py)."""
+    params, paths = _setup(params_file, profile)
+    from facebench.atomic import atomic_write_text
+    from facebench.registry import register as register_best
+    from facebench.tracking import tracking_uri
+
+    summary = register_best(tracking_uri(paths.root), params.profile)
+    atomic_write_text(paths.base / "models" / "registry.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    _print(summary)
 
 
 @app.command(context_settings={"allow_interspersed_args": False})

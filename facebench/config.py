@@ -182,6 +182,15 @@ class DatasetConfig(Strict):
                                 "WIDER_train scenes (wider); LFW is a test set and holds none out")
     seed: int = 0
 
+    def applicable(self) -> dict[str, Any]:
+        """The settings that apply to this set's format (what a run logs as its ``data.*`` params): a landmark
+        set has no alignment template, an identity set no crop or PDB bins, WIDER neither."""
+        landmark = ("crop_size", "margin", "normaliser", "pdb_bins", "pdb_component")
+        identity = ("template", "points", "exclude")
+        skip = (identity if self.format in LANDMARK_FORMATS else landmark if self.format in IDENTITY_FORMATS
+                else landmark + identity)
+        return {k: v for k, v in self.model_dump(mode="json").items() if k not in skip}
+
     @model_validator(mode="after")
     def _fields_of_the_format(self) -> "DatasetConfig":
         if self.format in LANDMARK_FORMATS:
@@ -280,6 +289,8 @@ class Params(Strict):
     seed: int = 0
     storage: str | None = Field(default=None, description="shared storage root of data/, runs/, models/, "
                                 "metrics/ and plots/ (config.storage_root; FACEBENCH_STORAGE overrides it)")
+    mlflow_ui: str | None = Field(default="http://127.0.0.1:5000", description="the MLflow UI the report's run "
+                                  "ids link to (`facebench server`'s default address); null: no links")
     profiles: dict[str, Profile]
     datasets: dict[str, DatasetConfig]
     losses: dict[str, dict[str, float]]

@@ -70,7 +70,8 @@ def runtime_env(project: Path, install_deps: bool = False) -> dict:
     # Ray 2.60 leaves .git out of every working directory (RAY_RUNTIME_ENV_DEFAULT_EXCLUDES); keep its other
     # defaults and ship .git, unless the user set the list.
     os.environ.setdefault("RAY_OVERRIDE_RUNTIME_ENV_DEFAULT_EXCLUDES", RAY_DEFAULT_EXCLUDES)
-    env = {k: os.environ[k] for k in PASSED_ENV if k in os.environ}
+    # workers print plainly, as a local Ray's do (train/ray_trainer.py WORKER_ENV: no line twice in the log)
+    env = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0", **{k: os.environ[k] for k in PASSED_ENV if k in os.environ}}
     found = {"working_dir": str(project), "excludes": list(EXCLUDES), "env_vars": env}
     if install_deps:
         found["pip"] = {"packages": dependencies(project)}

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import tempfile
@@ -34,15 +35,25 @@ def experiment_name(paper: str) -> str:
     return f"facebench/{paper}"
 
 
+# MLflow 3's UI opens an experiment of this kind on its training runs (not on the GenAI traces page).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def get_or_create_experiment(client: MlflowClient, paper: str, root: Path) -> str:
+    """The paper's experiment, marked as model training. A local SQLite store keeps artifacts under the
+    project (``mlartifacts/<paper>``); any other store (an ``mlflow server`` with ``--serve-artifacts``) gets
+    the server's own artifact location, so clients on other machines log through the server."""
     name = experiment_name(paper)
     found = client.get_experiment_by_name(name)
     if found is not None:
+        if found.tags.get("mlflow.experimentKind") != EXPERIMENT_KIND["mlflow.experimentKind"]:
+            client.set_experiment_tag(found.experiment_id, "mlflow.experimentKind",
+                                      EXPERIMENT_KIND["mlflow.experimentKind"])
         return found.experiment_id
     artifacts = None
     if client.tracking_uri.startswith("sqlite:"):
         artifacts = (Path(root).resolve() / "mlartifacts" / paper).as_uri()
-    return client.create_experiment(name, artifact_location=artifacts)
+    return client.create_experiment(name, artifact_location=artifacts, tags=EXPERIMENT_KIND)
 
 
 def code_version(root: Path) -> str:
@@ -121,7 +132,19 @@ def log_tables(client: MlflowClient, run_id: str, tables: dict[str, Any]) -> Non
         client.log_artifacts(run_id, tmp)
 
 
-def log_torch_model(uri: str, run_id: str, model: Any, example_input: Any) -> None:
+def log_dataset(client: MlflowClient, run_id: str, name: str, digest: str, path: Path, source: str) -> None:
+    """The prepared set as the run's training input (MLflow's Datasets column): its name, the digest of
+    the files the training read (the run identity's data hash) and where they are. Once per run."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    if any(d.dataset.name == name for d in client.get_run(run_id).inputs.dataset_inputs):
+        return
+    dataset = Dataset(name=name, digest=digest[:12], source_type="local",
+                      source=json.dumps({"uri": Path(path).resolve().as_uri(), "data": source}))
+    client.log_inputs(run_id, datasets=[DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "training")])])
+
+
+def log_torch_model(uri: str, run_id: str, model: Any, example_input: Any, name: str = "model") -> None:
     """Log the model with MLflow's PyTorch flavour as an exported graph (``pt2``: no pickle), with
     explicit requirements so MLflow does not probe the environment.
 
@@ -136,7 +159,7 @@ def log_torch_model(uri: str, run_id: str, model: Any, example_input: Any) -> No
     signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(example_input.dtype),
                                                          (-1, *example_input.shape[1:]))]))
     with mlflow.start_run(run_id=run_id):
-        mlflow.pytorch.log_model(model.eval(), name="model", input_example=example_input, signature=signature,
+        mlflow.pytorch.log_model(model.eval(), name=name, input_example=example_input, signature=signature,
                                  pip_requirements=["torch"])
 
 

@@ -55,6 +55,8 @@ def verb_roots(cmd: str, params) -> list[str]:
     if verb == "tune":
         base = params.all_experiments[params.all_sweeps[name].experiment]
         return ["facebench.train.tune", *training_modules(base.task)]
+    if verb == "register":
+        return ["facebench.registry"]
     if verb == "report":  # it hashes every task's training sources to flag rows trained with other code
         return ["facebench.report", *[m for task in TASKS for m in training_modules(task)]]
     raise AssertionError(f"no rule for `facebench {verb}` (stage command {cmd!r}): add one here")

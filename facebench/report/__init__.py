@@ -17,7 +17,7 @@ import pandas as pd
 
 from facebench.atomic import atomic_write_bytes, atomic_write_text
 from facebench.report import render
-from facebench.report import detection, recognition, wing_tables
+from facebench.report import detection, recognition, summary, wing_tables
 from facebench.report.leaderboard import (
     baseline_ced, baseline_errors, baseline_frame, collect_runs, collect_sweeps, current_code_hashes, load_ced,
     load_curve, mark_other_code, splits_of,
@@ -50,7 +50,8 @@ def _ced_figures(tracking_uri: str, runs: pd.DataFrame, baselines: pd.DataFrame,
                     missing.append(f"{run['experiment']}:{split}")
                     continue
                 curves.append((render.run_label(run, with_profile), table,
-                               render.curve_style(run["loss"], bool(run["pdb"]), str(run.get("variant", "") or ""))))
+                               render.curve_style(run["loss"], bool(run["pdb"]), str(run.get("variant", "") or ""),
+                                                  run["model"])))
             if split in errors.get(dataset, {}):
                 curves.append(("mean shape (baseline)", baseline_ced(errors[dataset][split]["nme"]),
                                render.BASELINE_STYLE))
@@ -60,7 +61,10 @@ def _ced_figures(tracking_uri: str, runs: pd.DataFrame, baselines: pd.DataFrame,
             kind = render.OUR_LABEL[render.PRIMARY.get(dataset, "primary")]
             title = f"{render.DATASET_LABEL.get(dataset, dataset)} {split}: CED, NME {kind}"
             pngs[name] = render.ced_figure(title, curves)
-            figures.setdefault(dataset, []).append(render.Image(name, title))
+            figures.setdefault(dataset, []).append(render.Image(name, (
+                f"{title}: the fraction of {split} faces whose NME is below x. One colour per loss, one line style"
+                " per system (the same in every figure); grey dashes: the mean-shape baseline; dotted verticals:"
+                " the 8% and 10% thresholds of the AUC and failure-rate table.")))
     return pngs, figures, missing
 
 
@@ -81,7 +85,8 @@ def _recognition_figures(tracking_uri: str, runs: pd.DataFrame, with_profile: bo
         curves.append((text, run["loss"], table))
     if curves:
         pngs["roc_lfw.png"] = recognition.roc_figure(curves)
-        figures.append(render.Image("roc_lfw.png", "LFW-protocol ROC of each head"))
+        figures.append(render.Image("roc_lfw.png", "LFW-protocol ROC of each head: true accept rate against"
+                                    " false accept rate over all pairs (log axis), one colour per head."))
     return pngs, figures, missing
 
 
@@ -96,12 +101,24 @@ def _sweep_figures(trials: pd.DataFrame) -> tuple[dict[str, bytes], dict[tuple[s
         if png is not None:
             name = f"sweep_{sweep}_{profile}.png"
             pngs[name] = png
-            figures[(sweep, profile)] = render.Image(name, f"`{sweep}` ({profile})")
+            metric = render.METRIC_LABEL.get(str(group["metric"].iloc[0]), str(group["metric"].iloc[0]))
+            figures[(sweep, profile)] = render.Image(name, (
+                f"Sweep `{sweep}` (profile `{profile}`): {metric} on the validation split against the first varied"
+                " loss parameter, one line per value of the second. Circles joined by a line: trials that ran every"
+                " epoch; crosses, not joined: trials ASHA stopped early (scored after fewer epochs)."))
     return pngs, figures
 
 
+def _newest_date(shown: pd.DataFrame) -> str:
+    """When the newest run shown finished (UTC date): the report's date, read from the runs, not the clock."""
+    if shown.empty or "end_time" not in shown or shown["end_time"].isna().all():
+        return ""
+    return pd.Timestamp(int(shown["end_time"].max()), unit="ms", tz="UTC").strftime("%Y-%m-%d")
+
+
 def build_report(tracking_uri: str, prepared_root: Path, out_dir: Path, profile: str | None,
-                 datasets: list[str]) -> dict[str, Any]:
+                 datasets: list[str], provenance: dict[str, str] | None = None,
+                 mlflow_ui: str | None = None) -> dict[str, Any]:
     """Write the leaderboard for ``datasets`` from the newest finished runs of ``profile`` (None: all).
 
     Every file is written whole (temporary file, then rename). Returns a summary: the files
@@ -129,13 +146,26 @@ def build_report(tracking_uri: str, prepared_root: Path, out_dir: Path, profile:
     missing += rec_missing
     shown = pd.concat([f for f in (runs, rec_runs, det_runs) if not f.empty]) if not (
         rec_runs.empty and det_runs.empty) else runs
+    experiments = {}
+    if not shown.empty and "experiment_id" in shown:
+        experiments = {f"facebench/{paper}": str(eid) for paper, eid in zip(shown["paper"], shown["experiment_id"])}
+    provenance = {**(provenance or {}), "date": _newest_date(shown), "experiments": experiments}
+    panels = summary.cost_points(runs, rec_runs, det_runs)
+    cost_image = None
+    if panels:
+        pngs["cost.png"] = summary.cost_figure(panels)
+        cost_image = render.Image("cost.png", "Accuracy against training cost: each row's test metric (MTCNN: each"
+                                  " stage's validation accuracy) against the wall time of its training, a panel per"
+                                  " paper; colour is the loss or head, marker the model.")
 
     doc = render.build_document(runs, baselines, trials, profile, datasets, figures,
                                 recognition=(recognition.recognition_section(rec_runs, rec_figures, profile is None)
                                              + detection.detection_section(det_runs)),
                                 listed=shown, sweep_figures=sweep_figures,
-                                paper_tables=wing_tables.wing_section(runs, synthetic=profile != "paper"))
-    markdown, page = render.to_markdown(doc), render.to_html(doc, pngs)
+                                paper_tables=wing_tables.wing_section(runs, synthetic=profile != "paper"),
+                                summary=summary.summary_section(runs, rec_runs, det_runs, cost_image),
+                                provenance=provenance)
+    markdown, page = render.to_markdown(doc, mlflow_ui), render.to_html(doc, pngs, mlflow_ui)
     written = []
     for name, data in sorted(pngs.items()):
         atomic_write_bytes(out_dir / "figures" / name, data)

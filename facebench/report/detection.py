@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from facebench.report.render import DASH, Block, Heading, Para, Table, other_code_note, pct, run_cell, run_metric
+from facebench.report.render import (
+    DASH, Block, Heading, Para, Table, cost_cell, cost_note, other_code_note, pct, run_cell, run_metric,
+)
 
 STAGES = ("pnet", "rnet", "onet")
 STAGE_LABEL = {"pnet": "P-Net (12 px)", "rnet": "R-Net (24 px)", "onet": "O-Net (48 px)"}
@@ -38,11 +40,13 @@ def detection_section(runs: pd.DataFrame) -> list[Block]:
     ]
     rows = []
     for _, row in runs.iterrows():
-        rows.append([STAGE_LABEL.get(row["model"], row["model"]), f"`{row['experiment']}`", run_cell(row),
+        rows.append([STAGE_LABEL.get(row["model"], row["model"]), f"`{row['experiment']}`", run_cell(row), cost_cell(row),
                      pct(run_metric(row, "val_crop_accuracy")), pct(run_metric(row, "val_crop_recall")),
                      pct(run_metric(row, "val_crop_box_rmse")), pct(run_metric(row, "val_crop_landmark_nme"))])
-    blocks.append(Table(["stage", "experiment", "run", "val accuracy (%)", "val recall (%)", "val box RMSE (%)",
-                         "val landmark error (%)"], rows, [False, False, False, True, True, True, True]))
+    blocks.append(Table(["stage", "experiment", "run", "cost", "val accuracy (%)", "val recall (%)",
+                         "val box RMSE (%)", "val landmark error (%)"], rows,
+                        [False, False, False, False, True, True, True, True]))
+    blocks.extend(cost_note(runs))
     blocks.extend(other_code_note(runs))
     cascade, official = [], False
     for _, row in runs.iterrows():

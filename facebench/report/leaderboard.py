@@ -34,10 +34,12 @@ from facebench.train import identity  # noqa: E402
 SPLITS: dict[str, tuple[str, ...]] = {"w300": ("common", "challenging", "full"), "aflw": ("test", "frontal")}
 VAL_SPLIT = "val"  # the landmark sets' validation split (held out from train), val.parquet
 CED_MAX = 0.10  # CED range, as the training runs log it (tasks/landmarks.py)
-RUN_COLUMNS = ["experiment", "profile", "run_id", "run_name", "start_time", "paper", "task", "dataset", "model",
-               "loss", "pdb", "variant", "code_version", "code_hash", "seeds", "seed_run_ids", "seed_code_hashes"]
+RUN_COLUMNS = ["experiment", "profile", "run_id", "experiment_id", "run_name", "start_time", "end_time", "paper",
+               "task", "dataset", "model", "loss", "pdb", "variant", "code_version", "code_hash", "device", "seeds",
+               "seed_run_ids", "seed_code_hashes"]
 PAPER_ORDER = {"wing": 0, "awing": 1}  # coordinate regression first, then heatmap regression
 TRIAL_COLUMNS = ["sweep", "profile", "parent_run_id", "base_experiment", "chosen_on", "code_version", "run_id",
+                 "experiment_id",
                  "metric", "mode", "score", "status", "stopped_early", "epochs", "max_epochs", "stop_reason"]
 # Tune's verdict on a trial as the report words it (facebench.trial_status, facebench/train/tune.py).
 TRIAL_STATUS = {"finished": "finished", "stopped_early": "stopped early", "failed": "failed"}
@@ -138,13 +140,15 @@ def collect_runs(tracking_uri: str, profile: str | None) -> pd.DataFrame:
         tags = run.data.tags
         row = {
             "experiment": tags["facebench.experiment"], "profile": tags.get("facebench.profile", ""),
-            "run_id": run.info.run_id, "run_name": run.info.run_name or "", "start_time": run.info.start_time,
+            "run_id": run.info.run_id, "experiment_id": run.info.experiment_id, "run_name": run.info.run_name or "",
+            "start_time": run.info.start_time, "end_time": run.info.end_time,
             "paper": tags.get("facebench.paper", ""), "task": tags.get("facebench.task", ""),
             "dataset": tags.get("facebench.dataset", ""), "model": tags.get("facebench.model", ""),
             "loss": tags.get("facebench.loss", ""), "pdb": tags.get("facebench.pdb", "false").lower() == "true",
             "variant": tags.get("facebench.variant", ""),
             "code_version": tags.get("facebench.code_version", ""),
             "code_hash": tags.get("facebench.code_hash", ""),
+            "device": tags.get("facebench.device", ""),
         }
         row["seeds"] = len(seed_runs)
         row["seed_run_ids"] = ",".join(r.info.run_id for r in seed_runs)
@@ -252,7 +256,7 @@ def collect_sweeps(tracking_uri: str, profile: str | None) -> pd.DataFrame:
                 "base_experiment": parent.data.params.get("base_experiment", ptags.get("facebench.experiment", "")),
                 "chosen_on": parent.data.params.get("chosen_on", ""),
                 "code_version": ptags.get("facebench.code_version", ""),
-                "run_id": trial.info.run_id, "metric": metric, "mode": mode,
+                "run_id": trial.info.run_id, "experiment_id": trial.info.experiment_id, "metric": metric, "mode": mode,
                 "score": trial.data.metrics.get(metric, np.nan), "status": status,
                 "stopped_early": status == TRIAL_STATUS["stopped_early"],
                 "epochs": _epochs(client, trial, metric),

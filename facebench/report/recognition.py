@@ -13,8 +13,8 @@ import pandas as pd
 
 from facebench.report.paper_numbers import RECOGNITION_NUMBERS, recognition_lookup
 from facebench.report.render import (
-    DAGGER, DASH, Block, Heading, Image, Para, Table, cited_cell, new_figure, other_code_note, png_bytes, pct, run_cell,
-    run_metric,
+    DAGGER, DASH, Block, Heading, Image, Para, Table, cited_cell, cost_cell, cost_note, new_figure, other_code_note,
+    png_bytes, pct, run_cell, run_metric,
 )
 
 HEAD_ORDER = ("softmax", "nsl", "sphereface", "cosface", "arcface")
@@ -46,17 +46,17 @@ def _paper_cell(loss: str) -> str:
 
 def leaderboard_table(runs: pd.DataFrame, with_profile: bool) -> Table:
     headers = (["head", "backbone", "train set", "verified on"] + (["profile"] if with_profile else [])
-               + ["run", "val accuracy (%)", "LFW accuracy (%)", "± over folds", "TAR@FAR 1e-3 (%)",
+               + ["run", "cost", "val accuracy (%)", "LFW accuracy (%)", "± over folds", "TAR@FAR 1e-3 (%)",
                   "TAR@FAR 1e-4 (%)", "paper LFW (%)"])
     rows = []
     for _, row in runs.iterrows():
         rows.append([HEAD_LABEL.get(row["loss"], row["loss"]), backbone_label(row), f"`{row['dataset']}`",
                      f"`{row.get('params.eval_dataset') or DASH}`"]
                     + ([f"`{row['profile']}`"] if with_profile else [])
-                    + [run_cell(row), pct(run_metric(row, "val_accuracy")), pct(run_metric(row, "lfw_accuracy")),
+                    + [run_cell(row), cost_cell(row), pct(run_metric(row, "val_accuracy")), pct(run_metric(row, "lfw_accuracy")),
                        pct(run_metric(row, "lfw_accuracy_std"))]
                     + [pct(run_metric(row, f"lfw_tar_at_far_{far}")) for far in FARS] + [_paper_cell(row["loss"])])
-    n_text = 5 + (1 if with_profile else 0)
+    n_text = 6 + (1 if with_profile else 0)
     return Table(headers, rows, [False] * n_text + [True] * (len(headers) - n_text))
 
 
@@ -96,6 +96,7 @@ def recognition_section(runs: pd.DataFrame, figures: list[Image], with_profile: 
         f" Paper figures are LFW accuracies of a 64-layer network trained on the real CASIA-WebFace; {DAGGER} marks"
         " a figure not verified against the paper."))
     blocks.append(leaderboard_table(runs, with_profile))
+    blocks.extend(cost_note(runs))
     blocks.extend(other_code_note(runs))
     cited = [n for n in RECOGNITION_NUMBERS if n.loss in set(runs["loss"])]
     if cited:

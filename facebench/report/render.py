@@ -99,8 +99,43 @@ def paper_cell(number: PaperNumber | None) -> str:
     return DASH if number is None else cited_cell(number.nme_percent, number.verified)
 
 
-def short(run_id: str) -> str:
-    return f"`{run_id[:8]}`" if run_id else DASH
+def short(run_id: str, experiment_id: object = "") -> str:
+    """A run id, short, linked to the run (``run:<experiment id>/<run id>``: the writers turn it into the
+    MLflow UI's address of the run page, or plain text when the report is written without a UI address)."""
+    experiment = experiment_id if isinstance(experiment_id, str) else ""
+    return f"[`{run_id[:8]}`](run:{experiment}/{run_id})" if run_id else DASH
+
+
+def wall_text(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def cost_cell(row: pd.Series) -> str:
+    """What a row's training cost: wall time (its epochs, validation included), training images/s and, on
+    GPUs, GPU-hours (the mean over seeds where several ran). A dash for a run trained before these were kept."""
+    wall, rate, gpu = (run_metric(row, m) for m in ("train_wall_s", "train_images_per_s", "gpu_hours"))
+    if wall is None:
+        return DASH
+    text = wall_text(wall) + (f", {rate:,.0f} img/s" if rate is not None else "")
+    return text + (f", {gpu:.3g} GPU-h" if gpu is not None else "")
+
+
+def device_cell(row: pd.Series) -> str:
+    device = row.get("device", "")
+    return device if isinstance(device, str) and device else DASH
+
+
+def cost_note(runs: pd.DataFrame) -> list[Block]:
+    """Under a table with a cost column: what it measures and the device (named once when every row shares it)."""
+    if runs.empty or "device" not in runs:
+        return []
+    devices = sorted({d for d in runs["device"].fillna("") if d})
+    where = (f"on {devices[0]}" if len(devices) == 1 else "devices per row in the run list" if devices
+             else "device not recorded")
+    return [Para(f"Cost: the training's wall time (every epoch, validation included), its training images/s and,"
+                 f" on GPUs, GPU-hours; {where}.")]
 
 
 def run_metric(row: pd.Series, name: str) -> float | None:
@@ -130,7 +165,7 @@ def run_cell(row: pd.Series) -> str:
     a row trained with other code than this report's."""
     seeds = row.get("seeds")
     many = seeds is not None and not (isinstance(seeds, float) and math.isnan(seeds)) and int(seeds) > 1
-    return (short(row["run_id"]) + (f" ({int(seeds)} seeds)" if many else "")
+    return (short(row["run_id"], row.get("experiment_id", "")) + (f" ({int(seeds)} seeds)" if many else "")
             + (f" {OTHER_CODE}" if code_reason(row) else ""))
 
 
@@ -178,17 +213,19 @@ def run_label(row: pd.Series, with_profile: bool) -> str:
     return text + (f" [{row['profile']}]" if with_profile else "")
 
 
-def _row_head(row: pd.Series, baseline: bool, with_profile: bool) -> list[str]:
+def _row_head(row: pd.Series, baseline: bool, with_profile: bool, cost: bool = False) -> list[str]:
     head = [model_label(row), label(LOSS_LABEL, row["loss"]),
             DASH if baseline else ("yes" if row["pdb"] else "no")]
     if with_profile:
         head.append(DASH if baseline else f"`{row['profile']}`")
     head.append("baseline" if baseline else run_cell(row))
+    if cost:
+        head.append(DASH if baseline else cost_cell(row))
     return head
 
 
-def _head_columns(with_profile: bool) -> list[str]:
-    return ["model", "loss", "PDB"] + (["profile"] if with_profile else []) + ["run"]
+def _head_columns(with_profile: bool, cost: bool = False) -> list[str]:
+    return ["model", "loss", "PDB"] + (["profile"] if with_profile else []) + ["run"] + (["cost"] if cost else [])
 
 
 def _kinds(dataset: str, frames: list[pd.DataFrame]) -> list[tuple[str, str]]:
@@ -223,7 +260,7 @@ def nme_table(dataset: str, runs: pd.DataFrame, baseline: pd.DataFrame, with_pro
     splits = splits_of(dataset, [runs, baseline])
     kinds = _kinds(dataset, [runs, baseline])
     val_kinds = _val_kinds(dataset, [runs, baseline])
-    headers = _head_columns(with_profile) + [f"val NME {OUR_LABEL[kind]}" for _, kind in val_kinds]
+    headers = _head_columns(with_profile, cost=True) + [f"val NME {OUR_LABEL[kind]}" for _, kind in val_kinds]
     for split in splits:
         for _, kind in kinds:
             headers.append(f"{split} NME {OUR_LABEL[kind]}")
@@ -231,7 +268,7 @@ def nme_table(dataset: str, runs: pd.DataFrame, baseline: pd.DataFrame, with_pro
                 headers.append(f"{split} paper NME {PAPER_LABEL[kind]}")
     rows, cited = [], []
     for row, is_baseline in _rows(runs, baseline):
-        cells = _row_head(row, is_baseline, with_profile)
+        cells = _row_head(row, is_baseline, with_profile, cost=True)
         cells += [metric_cell(row, f"val_{suffix}") for suffix, _ in val_kinds]
         for split in splits:
             for suffix, kind in kinds:
@@ -245,7 +282,7 @@ def nme_table(dataset: str, runs: pd.DataFrame, baseline: pd.DataFrame, with_pro
                     if number is not None and number not in cited:
                         cited.append(number)
         rows.append(cells)
-    n_head = len(_head_columns(with_profile))
+    n_head = len(_head_columns(with_profile, cost=True))
     return Table(headers, rows, [False] * n_head + [True] * (len(headers) - n_head)), cited
 
 
@@ -320,6 +357,7 @@ def dataset_section(dataset: str, runs: pd.DataFrame, baseline: pd.DataFrame, fi
     blocks.append(Para(text))
     table, cited = nme_table(dataset, runs, baseline, with_profile)
     blocks.append(table)
+    blocks.extend(cost_note(runs))
     blocks.extend(other_code_note(runs))
     if cited:
         blocks.append(Para("Paper figures in this table:"))
@@ -379,7 +417,8 @@ def sweep_section(trials: pd.DataFrame, figures: dict[tuple[str, str], Image] | 
                   if chosen_on else f"chosen by `{metric}` ({mode}) on a split the sweep did not record")
         code = code_cell(group.iloc[0]) if "code_version" in group else DASH
         blocks.append(Para(f"Base experiment `{group['base_experiment'].iloc[0]}`, profile `{profile}`,"
-                           f" parent run {short(parent)}" + (f", code {code}" if code != DASH else "")
+                           f" parent run {short(parent, group['experiment_id'].iloc[0] if 'experiment_id' in group else '')}"
+                           + (f", code {code}" if code != DASH else "")
                            + f": {chosen}."))
         status = _trial_status(group)
         scored = group["score"].astype(float).where(status != "failed")
@@ -389,14 +428,30 @@ def sweep_section(trials: pd.DataFrame, figures: dict[tuple[str, str], Image] | 
         rows = []
         for index, trial in group.iterrows():
             rows.append([_value(trial[c]) for c in hyper]
-                        + [pct(_nan_to_none(trial["score"])), _epochs_cell(trial), short(trial["run_id"]),
+                        + [pct(_nan_to_none(trial["score"])), _epochs_cell(trial), short(trial["run_id"], trial.get("experiment_id", "")),
                            str(status[index]), "**best**" if index == best else ""])
         headers = [c[len("loss."):] for c in hyper] + [METRIC_LABEL.get(metric, metric), "epochs", "run", "status",
                                                        "best"]
         blocks.append(Table(headers, rows, [True] * (len(hyper) + 2) + [False] * 3))
+        blocks.extend(tie_note(group, hyper, scored))
         if figures and (sweep, profile) in figures:
             blocks.append(figures[(sweep, profile)])
     return blocks
+
+
+def tie_note(group: pd.DataFrame, hyper: list[str], scored: pd.Series) -> list[Block]:
+    """Trials with exactly the same score: said outright, since a grid that cannot tell them apart
+    chooses among them by order alone (e.g. margins that leave every validation pair on the same side)."""
+    values = scored.dropna().round(9)
+    tied = [(score, list(index)) for score, index in values.groupby(values).groups.items() if len(index) > 1]
+    if not tied:
+        return []
+    items = []
+    for score, index in sorted(tied):
+        settings = "; ".join(", ".join(f"{c[len('loss.'):]}={_value(group.loc[i, c])}" for c in hyper) for i in index)
+        items.append(f"{len(index)} trials score exactly {pct(float(score))} ({settings})")
+    return [Para("Ties: " + "; and ".join(items) + ". The sweep cannot tell these settings apart at this schedule"
+                 " and validation size: its **best** among them is the first in grid order, not a finding.")]
 
 
 def _trial_status(group: pd.DataFrame) -> pd.Series:
@@ -465,9 +520,17 @@ def _value(value) -> str:
     return str(value)
 
 
-def runs_section(runs: pd.DataFrame) -> list[Block]:
-    """Where each row came from: run, code version (marked where it is not this report's code), schedule
-    and loss parameters."""
+OTHER_COMMIT = "§"  # beside a run trained at another commit than the report's
+
+
+def other_commit(row: pd.Series, commit: str | None) -> bool:
+    code = str(row.get("code_version", "") or "")
+    return bool(commit) and code != commit
+
+
+def runs_section(runs: pd.DataFrame, commit: str | None = None) -> list[Block]:
+    """Where each row came from and what it cost: run, code version (marked where it is not this report's
+    code or commit), schedule, loss parameters, wall time, device, images/s, GPU-hours."""
     blocks: list[Block] = [Heading(2, "Runs")]
     if runs.empty:
         return blocks + [Para("No finished training run in the store for this profile.")]
@@ -482,16 +545,44 @@ def runs_section(runs: pd.DataFrame) -> list[Block]:
                     loss_params.append(f"{name}={run[col]}")
         epochs = next((run[c] for c in ("params.train.epochs", "params.epochs")
                        if isinstance(run.get(c), str)), DASH)
-        rows.append([f"`{run['experiment']}`", f"`{run['profile']}`", short(run["run_id"]), code_cell(run),
-                     epochs, ", ".join(loss_params) or DASH])
-    return blocks + [Table(["experiment", "profile", "run", "code version", "epochs", "loss parameters"], rows,
-                           [False, False, False, False, True, False])] + other_code_note(runs)
+        wall, rate, gpu = (run_metric(run, m) for m in ("train_wall_s", "train_images_per_s", "gpu_hours"))
+        rows.append([f"`{run['experiment']}`", f"`{run['profile']}`", short(run["run_id"], run.get("experiment_id", "")),
+                     code_cell(run) + (f" {OTHER_COMMIT}" if other_commit(run, commit) else ""),
+                     epochs, ", ".join(loss_params) or DASH, DASH if wall is None else wall_text(wall),
+                     device_cell(run), DASH if rate is None else f"{rate:,.0f}",
+                     DASH if gpu is None else f"{gpu:.3g}"])
+    blocks.append(Table(["experiment", "profile", "run", "code version", "epochs", "loss parameters", "wall time",
+                         "device", "train images/s", "GPU-h"], rows,
+                        [False, False, False, False, True, False, True, False, True, True]))
+    moved = [f"`{r['experiment']}`" for _, r in runs.iterrows() if other_commit(r, commit)]
+    if moved:
+        blocks.append(Para(f"{OTHER_COMMIT} trained at another commit than this report's (`{commit[:8]}`"
+                           + (", uncommitted changes" if commit.endswith("-dirty") else "") + "): "
+                           + ", ".join(dict.fromkeys(moved)) + f". Where the run column has no {OTHER_CODE}, the"
+                           " facebench sources its training imports are the same as this report's."))
+    return blocks + other_code_note(runs)
 
 
-def header(profile: str | None) -> list[Block]:
+def provenance_text(profile: str | None, provenance: dict[str, str] | None) -> str:
+    """The header's line: which commit made the report, the profile, where the data came from, and when
+    the newest run shown finished (a date from the runs, not the clock: the same runs, the same bytes)."""
+    p = provenance or {}
+    commit = p.get("commit", "")
+    parts = [f"commit `{commit[:8]}{'-dirty' if commit.endswith('-dirty') else ''}`" if commit else "commit unknown",
+             f"profile `{profile}`" if profile else "every profile",
+             f"data: {p['data']}" if p.get("data") else "data: unknown",
+             f"newest run finished {p['date']}" if p.get("date") else "no run"]
+    experiments = p.get("experiments") or {}
+    where = ("; MLflow: " + ", ".join(f"[`{name}`](experiment:{eid})" for name, eid in sorted(experiments.items()))
+             if experiments else "")
+    return "Report of " + "; ".join(parts) + where + "."
+
+
+def header(profile: str | None, provenance: dict[str, str] | None = None) -> list[Block]:
     shown = f"`{profile}`" if profile else "all (newest run per experiment and profile)"
     blocks: list[Block] = [
         Heading(1, "facebench leaderboard"),
+        Para(provenance_text(profile, provenance)),
         Para("Papers: Wing loss (Feng et al., CVPR 2018), CNN-6 coordinate regression; Adaptive Wing loss"
              " (Wang et al., ICCV 2019), stacked-hourglass heatmap regression with CoordConv, the boundary map and"
              " the weighted loss map; CosFace (Wang et al., CVPR 2018), large-margin cosine loss against Softmax,"
@@ -525,11 +616,14 @@ def header(profile: str | None) -> list[Block]:
 def build_document(runs: pd.DataFrame, baselines: pd.DataFrame, trials: pd.DataFrame, profile: str | None,
                    datasets: list[str], figures: dict[str, list[Image]], recognition: list[Block] | None = None,
                    listed: pd.DataFrame | None = None, sweep_figures: dict[tuple[str, str], Image] | None = None,
-                   paper_tables: list[Block] | None = None) -> list[Block]:
-    """``paper_tables`` (already built: the Wing paper's layout), the landmark sections per dataset, then
+                   paper_tables: list[Block] | None = None, summary: list[Block] | None = None,
+                   provenance: dict[str, str] | None = None) -> list[Block]:
+    """The title and provenance, ``summary`` (already built: the answer per paper), how to read the rest,
+    ``paper_tables`` (already built: the Wing paper's layout), the landmark sections per dataset, then
     ``recognition`` (already built), the sweeps, and the run list (``listed``: every run shown; the
     landmark runs by default)."""
-    doc = header(profile) + (paper_tables or [])
+    top = header(profile, provenance)
+    doc = top[:2] + (summary or []) + top[2:] + (paper_tables or [])
     for dataset in sorted(datasets):
         ours = runs[runs["dataset"] == dataset] if not runs.empty else runs
         base = baselines[baselines["dataset"] == dataset] if not baselines.empty else baselines
@@ -539,7 +633,7 @@ def build_document(runs: pd.DataFrame, baselines: pd.DataFrame, trials: pd.DataF
             continue
         doc += dataset_section(dataset, ours, base, figures.get(dataset, []), with_profile=profile is None)
     return (doc + (recognition or []) + sweep_section(trials, sweep_figures)
-            + runs_section(runs if listed is None else listed))
+            + runs_section(runs if listed is None else listed, (provenance or {}).get("commit")))
 
 
 # --- figures ---------------------------------------------------------------------------------------------
@@ -551,69 +645,112 @@ def new_figure(width: float, height: float) -> Figure:
 
 
 def png_bytes(fig: Figure) -> bytes:
-    """The figure as PNG, its metadata cleared so the bytes depend only on the data."""
+    """The figure as PNG, its metadata cleared so the bytes depend only on the data. Saved with a tight
+    bounding box: a legend outside the axes is inside the image, never cut."""
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
+    fig.savefig(buf, format="png", metadata={"Software": None}, bbox_inches="tight", pad_inches=0.1)
     return buf.getvalue()
 
 
 LOSS_COLOR = {"l2": "tab:blue", "l1": "tab:orange", "smooth_l1": "tab:green", "wing": "tab:red",
               "hm_mse": "tab:cyan", "hm_l1": "tab:olive", "hm_wing": "tab:pink", "awing": "tab:brown"}
 BASELINE_STYLE = ("0.45", "--")
+# One line style per system (model, what an ablation turned off, PDB), the same in every figure; colour is the loss.
+SYSTEM_STYLE = {("cnn6", "", False): "-", ("cnn6", "", True): (0, (6, 2)), ("cnn7", "", False): "--",
+                ("cnn7", "", True): (0, (2, 2)), ("hourglass", "", False): "-.",
+                ("hourglass", "no weight map", False): (0, (1, 1)), ("hourglass", "no boundary", False): (0, (3, 1, 1, 1)),
+                ("hourglass", "no CoordConv", False): (0, (5, 1, 1, 1, 1, 1))}
+THRESHOLDS = (0.08, 0.10)  # the robustness tables' AUC/FR thresholds (the AWing paper's 300-W FR@8%, FR@10%)
 
 
-VARIANT_COLOR = {"no weight map": "darkgoldenrod", "no boundary": "teal", "no CoordConv": "indigo"}
+def curve_style(loss: str, pdb: bool, variant: str = "", model: str = "cnn6") -> tuple[str, object]:
+    """(colour, line style): one colour per loss and one line style per system in every figure."""
+    return LOSS_COLOR.get(loss, "tab:purple"), SYSTEM_STYLE.get((model, variant, pdb), (0, (4, 1, 1, 1, 1, 1, 1, 1)))
 
 
-def curve_style(loss: str, pdb: bool, variant: str = "") -> tuple[str, str]:
-    """(colour, line style): one colour per loss in every figure, PDB runs dash-dotted; an ablation
-    (what it turned off) dotted in a colour of its own."""
-    if variant:
-        return VARIANT_COLOR.get(variant, "tab:gray"), ":"
-    return LOSS_COLOR.get(loss, "tab:purple"), "-." if pdb else "-"
-
-
-def ced_figure(title: str, curves: list[tuple[str, pd.DataFrame, tuple[str, str]]]) -> bytes:
-    """One CED plot as PNG bytes: (label, threshold/fraction table, (colour, line style)) per curve.
+def ced_figure(title: str, curves: list[tuple[str, pd.DataFrame, tuple[str, object]]]) -> bytes:
+    """One CED plot as PNG bytes: (label, threshold/fraction table, (colour, line style)) per curve, the
+    AUC/FR thresholds marked, the legend beside the axes (never over the curves, never cut).
 
     Drawn on a bare Agg canvas (no pyplot state); PNG metadata is cleared so the bytes depend only
     on the data.
     """
-    fig = new_figure(8.4, 3.8)  # room for the legend beside the axes
+    fig = new_figure(8.4, 3.8)
     ax = fig.add_subplot()
     for text, curve, (color, linestyle) in curves:
         ax.plot(100.0 * curve["threshold"].to_numpy(), curve["fraction"].to_numpy(), label=text,
                 color=color, linestyle=linestyle, linewidth=1.6)
+    for t in THRESHOLDS:
+        ax.axvline(100.0 * t, color="0.3", linewidth=0.8, linestyle=":")
+        ax.text(100.0 * t, 1.01, f"{100 * t:g}%", ha="center", va="bottom", fontsize=7, color="0.3",
+                transform=ax.get_xaxis_transform())
     ax.set_xlabel("NME (%)")
     ax.set_ylabel("fraction of test faces")
     ax.set_ylim(0.0, 1.0)
     ax.set_xlim(left=0.0)
     ax.grid(True, alpha=0.3)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title, fontsize=10, pad=12)
     if curves:
         ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
     return png_bytes(fig)
 
 
 # --- writers ---------------------------------------------------------------------------------------------
-def to_markdown(doc: list[Block]) -> str:
+_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
+
+
+def anchor(text: str) -> str:
+    """A heading's anchor as GitHub writes it for Markdown (lower case, punctuation dropped, spaces to
+    hyphens); the HTML writer gives each heading the same id, so ``[...](#anchor)`` works in both."""
+    plain = _BOLD.sub(r"\1", _CODE.sub(r"\1", text)).lower()
+    return re.sub(r"[^\w\- ]", "", plain).replace(" ", "-")
+
+
+def run_page(ui: str, experiment_id: str, run_id: str) -> str:
+    """The MLflow UI's page of a run, in its model-training view (MLflow 3 opens GenAI views by default)."""
+    if not experiment_id:
+        return f"{ui.rstrip('/')}/#/runs/{run_id}"
+    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+
+
+def experiment_page(ui: str, experiment_id: str) -> str:
+    """The MLflow UI's page of an experiment, opened on its runs (the model-training view)."""
+    return f"{ui.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
+
+
+def resolve_links(text: str, ui: str | None) -> str:
+    """``[text](run:<experiment id>/<run id>)`` and ``[text](experiment:<id>)`` become links to the run's
+    or the experiment's page in the MLflow UI at ``ui`` (e.g. http://127.0.0.1:5000), or plain ``text``
+    when the report is written without one."""
+    def one(m: re.Match) -> str:
+        label, url = m.group(1), m.group(2)
+        if url.startswith("experiment:"):
+            return f"[{label}]({experiment_page(ui, url[len('experiment:'):])})" if ui else label
+        if not url.startswith("run:"):
+            return m.group(0)
+        experiment, _, run_id = url[4:].rpartition("/")
+        return f"[{label}]({run_page(ui, experiment, run_id)})" if ui else label
+    return _LINK.sub(one, text)
+
+
+def to_markdown(doc: list[Block], ui: str | None = None) -> str:
     parts = []
     for block in doc:
         if isinstance(block, Heading):
             parts.append("#" * block.level + " " + block.text)
         elif isinstance(block, Para):
-            parts.append(block.text)
+            parts.append(resolve_links(block.text, ui))
         elif isinstance(block, Bullets):
-            parts.append("\n".join(f"- {item}" for item in block.items))
+            parts.append("\n".join(f"- {resolve_links(item, ui)}" for item in block.items))
         elif isinstance(block, Table):
             right = block.right or [False] * len(block.headers)
             lines = ["| " + " | ".join(block.headers) + " |",
                      "| " + " | ".join("---:" if r else "---" for r in right) + " |"]
-            lines += ["| " + " | ".join(row) + " |" for row in block.rows]
+            lines += ["| " + " | ".join(resolve_links(c, ui) for c in row) + " |" for row in block.rows]
             parts.append("\n".join(lines))
         elif isinstance(block, Image):
-            parts.append(f"![{block.caption}](figures/{block.name})")
+            parts.append(f"![{block.caption}](figures/{block.name})\n\n*{block.caption}*")
     return "\n\n".join(parts) + "\n"
 
 
@@ -621,8 +758,10 @@ _CODE = re.compile(r"`([^`]+)`")
 _BOLD = re.compile(r"\*\*([^*]+)\*\*")
 
 
-def _inline(text: str) -> str:
-    return _BOLD.sub(r"<strong>\1</strong>", _CODE.sub(r"<code>\1</code>", html.escape(text, quote=False)))
+def _inline(text: str, ui: str | None = None) -> str:
+    text = _BOLD.sub(r"<strong>\1</strong>", _CODE.sub(r"<code>\1</code>", html.escape(resolve_links(text, ui),
+                                                                                     quote=False)))
+    return _LINK.sub(lambda m: f'<a href="{m.group(2).replace(chr(34), "%22")}">{m.group(1)}</a>', text)
 
 
 CSS = """
@@ -643,25 +782,26 @@ figcaption { font-size: .8rem; color: #57606a; }
 """.strip()
 
 
-def to_html(doc: list[Block], images: dict[str, bytes]) -> str:
-    """One self-contained page: inline CSS, figures as base64 data URIs, no scripts, no external links."""
+def to_html(doc: list[Block], images: dict[str, bytes], ui: str | None = None) -> str:
+    """One self-contained page: inline CSS, figures as base64 data URIs, no scripts; the only links out are
+    the run ids', to the MLflow UI (``ui``; none without it)."""
     out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
            "<title>facebench leaderboard</title>", f"<style>\n{CSS}\n</style>", "</head>", "<body>"]
     for block in doc:
         if isinstance(block, Heading):
-            out.append(f"<h{block.level}>{_inline(block.text)}</h{block.level}>")
+            out.append(f'<h{block.level} id="{anchor(block.text)}">{_inline(block.text)}</h{block.level}>')
         elif isinstance(block, Para):
-            out.append(f"<p>{_inline(block.text)}</p>")
+            out.append(f"<p>{_inline(block.text, ui)}</p>")
         elif isinstance(block, Bullets):
-            out.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in block.items) + "</ul>")
+            out.append("<ul>" + "".join(f"<li>{_inline(i, ui)}</li>" for i in block.items) + "</ul>")
         elif isinstance(block, Table):
             right = block.right or [False] * len(block.headers)
             out.append("<table>")
             out.append("<thead><tr>" + "".join(f"<th>{_inline(h)}</th>" for h in block.headers) + "</tr></thead>")
             out.append("<tbody>")
             for row in block.rows:
-                out.append("<tr>" + "".join(f'<td class="num">{_inline(c)}</td>' if r else f"<td>{_inline(c)}</td>"
-                                            for c, r in zip(row, right)) + "</tr>")
+                out.append("<tr>" + "".join(f'<td class="num">{_inline(c, ui)}</td>' if r
+                                            else f"<td>{_inline(c, ui)}</td>" for c, r in zip(row, right)) + "</tr>")
             out.append("</tbody></table>")
         elif isinstance(block, Image):
             data = base64.b64encode(images[block.name]).decode("ascii")

@@ -30,6 +30,7 @@ from facebench.train.ray_trainer import fit, log_missing_epochs, outcome_of
 
 def run_tags(exp: ResolvedExperiment, root: Path, kind: str = "train",
              identity: RunIdentity | None = None) -> dict[str, str]:
+    code = tracking.code_version(root)
     return {
         "facebench.kind": kind,
         "facebench.experiment": exp.key,
@@ -42,9 +43,30 @@ def run_tags(exp: ResolvedExperiment, root: Path, kind: str = "train",
         "facebench.variant": variant(exp),
         "facebench.profile": exp.profile,
         "facebench.config_hash": exp.config_hash(),
-        "facebench.code_version": tracking.code_version(root),
+        "facebench.code_version": code,
+        "mlflow.note.content": describe(exp),
+        # what the UI shows as the run's source: the command and, in git, the commit
+        "mlflow.source.type": "LOCAL",
+        "mlflow.source.name": (f"facebench train {exp.key}" if kind == "train"
+                               else f"facebench tune (a sweep of {exp.key})"),
+        **({"mlflow.source.git.commit": code.removesuffix("-dirty")} if code != "unknown" else {}),
         **(identity.tags() if identity is not None else {}),
     }
+
+
+def describe(exp: ResolvedExperiment) -> str:
+    """The run's description (MLflow's note): what the run is, in a sentence a dashboard reader can use."""
+    params = ", ".join(f"{k}={v}" for k, v in sorted(exp.loss_params.items()))
+    off = variant(exp)
+    data = exp.dataset_config
+    return (f"{exp.paper} paper, experiment `{exp.key}` (profile `{exp.profile}`): model {exp.model}"
+            + (f" ({off})" if off else "") + f", loss {exp.loss}" + (f" ({params})" if params else "")
+            + (", pose-based data balancing" if exp.pdb else "")
+            + f"; trained on `{exp.dataset}` ({data.source} data, {data.format} format)"
+            + (f", verified on `{exp.eval_dataset}`" if exp.eval_dataset else "")
+            + f"; {exp.train.epochs} epochs on {exp.train.num_workers} worker(s), seed {exp.train.seed}. "
+            "val_* metrics are on the validation split (what sweeps and the registry choose on); test_* are "
+            f"evaluated once, after the last epoch. Reproduce: `facebench train {exp.key}`.")
 
 
 def variant(exp: ResolvedExperiment) -> str:
@@ -71,7 +93,7 @@ def run_params(exp: ResolvedExperiment) -> dict[str, Any]:
         "pdb": exp.pdb,
         **{f"loss.{k}": v for k, v in exp.loss_params.items()},
         "train": exp.train.model_dump(mode="json"),
-        "data": exp.dataset_config.model_dump(mode="json"),
+        "data": exp.dataset_config.applicable(),
         **extra,
     }
 
@@ -102,21 +124,25 @@ def train_experiment(exp: ResolvedExperiment, paths: Paths, write_outputs: bool 
           f"{tracking.experiment_name(exp.paper)} ({uri})", flush=True)
     try:
         tracking.log_params(client, run_id, run_params(exp))
+        tracking.log_dataset(client, run_id, exp.dataset, identity.data, prepared, exp.dataset_config.source)
         newest = checkpoints.newest(run_dir / "checkpoints")
         if newest is not None:  # a job that died between a checkpoint and its log line
             log_missing_epochs(client, run_id, checkpoints.load_state(newest)["history"])
         outcome = fit(exp, prepared, run_dir, tracking_uri=uri, run_id=run_id)
         final = task.summarise(outcome.evaluation)
         logged = client.get_run(run_id).data.metrics  # a job that died after logging these resumes here
-        tracking.log_metrics(client, run_id, {k: v for k, v in final.items() if k not in logged},
+        cost = outcome.cost()  # wall time, images/s, GPU-hours: the report's cost columns
+        tracking.log_metrics(client, run_id, {k: v for k, v in {**final, **cost}.items() if k not in logged},
                              step=exp.train.epochs)
+        if outcome.device:
+            tracking.set_tags(client, run_id, {"facebench.device": outcome.device})
         curves = task.curves(outcome.evaluation)
         tracking.log_tables(client, run_id, curves)
         if exp.train.export_model and not client.search_logged_models(
                 [experiment_id], filter_string=f"source_run_id = '{run_id}'"):
             model = task.build_model()
             model.load_state_dict(outcome.state_dict)
-            tracking.log_torch_model(uri, run_id, task.inference_model(model), task.example_input())
+            tracking.log_torch_model(uri, run_id, task.inference_model(model), task.example_input(), name=exp.key)
         if write_outputs:
             _write_outputs(exp, paths, run_id, final, curves, outcome.state_dict)
         checkpoints.prune(run_dir / "checkpoints", keep=1)  # the last one: what a reuse writes out again

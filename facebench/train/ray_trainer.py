@@ -12,6 +12,7 @@ optimiser and schedule, AMP, per-epoch seeding, a checkpoint per epoch in the ru
 from __future__ import annotations
 
 import os
+import platform
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -27,6 +28,24 @@ from facebench.train.device_cache import DeviceCache
 
 # bookkeeping in reports, not MLflow metrics (test_split_reads: reads of any split but validation so far)
 _NOT_LOGGED = ("epoch", "world_size", "resumed_from", "test_split_reads")
+
+
+def device_name(device: torch.device) -> str:
+    """The device as a cost column names it: the GPU's name, or the CPU's model and its cores."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
+    try:  # Linux names the CPU model in /proc/cpuinfo; platform.processor() there is often blank
+        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"CPU {model} ({os.cpu_count()} cores)"
+
+
+# Ray Train 2 redirects a worker's print() into its logger, which Ray also streams to the driver: every
+# per-epoch line arrived twice. Workers print plainly (submit.py passes this to cluster jobs too).
+WORKER_ENV = {"RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
 
 
 # --- local Ray ------------------------------------------------------------------------------------
@@ -59,7 +78,7 @@ def ensure_ray(min_cpus: int = 4, dashboard: bool = False) -> None:
         port = _free_port()
         ray.init(num_cpus=cpus, include_dashboard=dashboard, dashboard_host="127.0.0.1", dashboard_port=port,
                  log_to_driver=True,
-                 runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}})
+                 runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}", **WORKER_ENV}})
     from ray.data import DataContext
 
     # Ray Data's progress bars are redrawn many times a second and streamed back to the driver: thousands
@@ -221,6 +240,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             "epoch": done,
             "train_loss": float(loss_sum) / max(seen, 1),
             "images_per_s": seen * world / max(elapsed, 1e-9),
+            "train_s": elapsed,  # the epoch's training steps; epoch_s adds validation (the cost columns)
             "lr": opt.param_groups[0]["lr"],
             "world_size": world,
             "resumed_from": start_epoch,
@@ -236,10 +256,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 metrics.update(task.validate(unwrap(model), device))
             evaluation = task.evaluate(unwrap(model), device) if last and config.get("evaluate_test", True) else None
             metrics["test_split_reads"] = sum(n for split, n in task.reads.items() if split != "val")
+            metrics["epoch_s"] = time.perf_counter() - started
             history.append(dict(metrics))
             if folder is not None:
                 checkpoints.save(folder, done, model_state, {"optimizer": optim_state, "scheduler": sched.state_dict()},
-                                 {"history": history, "reads": dict(task.reads)}, evaluation)
+                                 {"history": history, "reads": dict(task.reads),
+                                  "device": f"{device_name(device)} x{world}"}, evaluation)
                 checkpoints.prune(folder, t.keep_checkpoints)
             logger.log(metrics, step=done)
             shown = " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k not in _NOT_LOGGED)
@@ -354,6 +376,21 @@ class TrainOutcome:
     evaluation: dict[str, Any]  # the task's final evaluation (from the last checkpoint)
     checkpoint_dir: Path
     state_dict: dict[str, torch.Tensor]
+    history: list[dict[str, float]]  # every epoch's metrics, resumed epochs included
+    device: str  # what trained it, as rank 0 named it: "<GPU or CPU model> x<workers>" ("" before this was kept)
+
+    def cost(self) -> dict[str, float]:
+        """What the training cost: wall time of its epochs (training and validation, summed over resumes),
+        training images/s over all epochs and, on GPUs, GPU-hours (wall time x workers)."""
+        wall = sum(float(e.get("epoch_s", 0.0)) for e in self.history)
+        train = sum(float(e.get("train_s", 0.0)) for e in self.history)
+        if wall <= 0 or train <= 0:
+            return {}  # trained before these were measured
+        images = sum(float(e["images_per_s"]) * float(e["train_s"]) for e in self.history)
+        cost = {"train_wall_s": wall, "train_images_per_s": images / train}
+        if self.device and not self.device.startswith("CPU"):
+            cost["gpu_hours"] = wall * float(self.history[-1].get("world_size", 1)) / 3600.0
+        return cost
 
 
 def loop_config(exp: ResolvedExperiment, prepared_dir: Path, run_dir: Path | None, workers: int, *,
@@ -457,4 +494,5 @@ def outcome_of(exp: ResolvedExperiment, final: Path | None) -> TrainOutcome:
                            f"{final.parent if final is not None else 'the run folder'}")
     state = checkpoints.load_state(final)
     return TrainOutcome(metrics=state["history"][-1], evaluation=checkpoints.load_eval(final) or {},
-                        checkpoint_dir=final, state_dict=checkpoints.load_model(final))
+                        checkpoint_dir=final, state_dict=checkpoints.load_model(final), history=state["history"],
+                        device=state.get("device", ""))

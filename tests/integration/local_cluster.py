@@ -15,6 +15,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from tests.conftest import REPO, process_tree, signal_all
@@ -34,6 +36,40 @@ def free_ports(n: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
+
+
+@contextmanager
+def mlflow_server(folder: Path, backend_store_uri: str | None = None) -> Iterator[str]:
+    """A real `facebench server` (MLflow, 127.0.0.1, one worker) on a free port, its store and artifacts in
+    ``folder`` unless ``backend_store_uri`` names a store; yields its address, stops its whole tree after."""
+    port = free_ports(1)[0]
+    server = subprocess.Popen([str(BIN / "facebench"), "server", "--port", str(port), "--workers", "1",
+                               "--backend-store-uri", backend_store_uri or f"sqlite:///{folder / 'mlflow.db'}",
+                               "--artifacts-destination", str(folder / "artifacts")],
+                              cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        uri = f"http://127.0.0.1:{port}"
+        wait_for_server(uri, server)
+        yield uri
+    finally:
+        signal_all(process_tree(roots=(server.pid,)), 9)
+
+
+def wait_for_server(uri: str, server: subprocess.Popen, timeout: float = 90.0) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"facebench server did not answer at {uri} (exit {server.poll()})")
+        time.sleep(0.5)
 
 
 def stop_processes(marker: str) -> None:

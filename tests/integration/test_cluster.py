@@ -20,7 +20,7 @@ import time
 import pytest
 
 from tests.conftest import process_tree, running, signal_all
-from tests.integration.local_cluster import BIN, LocalCluster, free_ports, project_copy, stop_processes, submit_env
+from tests.integration.local_cluster import BIN, LocalCluster, mlflow_server, project_copy, stop_processes, submit_env
 
 pytestmark = pytest.mark.integration
 
@@ -44,41 +44,17 @@ def cluster(tmp_path_factory):
     ray = LocalCluster(head_cpus=0, env={"RAY_health_check_period_ms": "1000",
                                          "RAY_health_check_failure_threshold": "3"})
     mlflow_dir = tmp_path_factory.mktemp("mlflow-server")
-    port = free_ports(1)[0]
-    server = subprocess.Popen([str(BIN / "facebench"), "server", "--port", str(port), "--workers", "1",
-                               "--backend-store-uri", f"sqlite:///{mlflow_dir / 'mlflow.db'}",
-                               "--artifacts-destination", str(mlflow_dir / "artifacts")],
-                              cwd=mlflow_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
     try:
-        for name, cpus in NODES.items():
-            ray.add_node(name, cpus)
-        uri = f"http://127.0.0.1:{port}"
-        _wait_for_server(uri, server)
-        ray.tracking_uri = uri
-        ray.shared = tmp_path_factory.mktemp("shared")
-        ray.project = project_copy(tmp_path_factory.mktemp("clone") / "project", _two_workers)
-        yield ray
+        with mlflow_server(mlflow_dir) as uri:
+            for name, cpus in NODES.items():
+                ray.add_node(name, cpus)
+            ray.tracking_uri = uri
+            ray.shared = tmp_path_factory.mktemp("shared")
+            ray.project = project_copy(tmp_path_factory.mktemp("clone") / "project", _two_workers)
+            yield ray
     finally:
-        signal_all(process_tree(roots=(server.pid,)), 9)
         ray.stop()
         stop_processes(str(mlflow_dir))
-
-
-def _wait_for_server(uri: str, server: subprocess.Popen, timeout: float = 90.0) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            pass
-        if server.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"facebench server did not answer at {uri} (exit {server.poll()})")
-        time.sleep(0.5)
 
 
 JOB = f"facebench synth w300 && facebench prepare w300 && facebench train {EXPERIMENT} --force"

@@ -47,6 +47,25 @@ def test_two_workers_train_track_and_write_outputs(ray_local, smoke_project, mon
     reference.load_state_dict(state)
     x = torch.randn(2, 3, 64, 64)
     torch.testing.assert_close(logged(x), reference.eval()(x), atol=1e-4, rtol=1e-4)
+    # MLflow as a user reads it: a training-run experiment, a description, the dataset input, only the
+    # params of this task, the training's cost and device, the model named by its experiment
+    assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "experiment `aflw_cnn6_wing`" in run.data.tags["mlflow.note.content"]
+    (dataset,) = run.inputs.dataset_inputs
+    assert dataset.dataset.name == "aflw" and dataset.dataset.digest == run.data.tags["facebench.data_hash"][:12]
+    assert "data.crop_size" in run.data.params and "data.template" not in run.data.params
+    assert run.data.metrics["train_wall_s"] > 0 and run.data.metrics["train_images_per_s"] > 0
+    assert run.data.tags["facebench.device"].startswith("CPU ") and run.data.tags["facebench.device"].endswith(" x2")
+    assert models[0].name == "aflw_cnn6_wing"
+    # the registry: the best (only) run of (wing, aflw, cnn6) under `champion`, loaded back by the alias
+    from facebench.registry import load, register
+
+    registered = register(tracking_uri(smoke_project), "smoke")["registered"]["facebench-wing-aflw-cnn6"]
+    assert registered["run_id"] == run.info.run_id and registered["aliases"] == ["champion", "smoke"]
+    champion = load("facebench-wing-aflw-cnn6", uri=tracking_uri(smoke_project))
+    torch.testing.assert_close(champion(x), reference.eval()(x), atol=1e-4, rtol=1e-4)
+    again = register(tracking_uri(smoke_project), "smoke")["registered"]["facebench-wing-aflw-cnn6"]
+    assert again["version"] == registered["version"]  # the same run again: no new version
     written = json.loads(paths.metrics_file("aflw_cnn6_wing").read_text())
     assert written["mlflow_run_id"] == run.info.run_id
     assert (paths.model_dir("aflw_cnn6_wing") / "model.pt").exists()

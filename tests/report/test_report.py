@@ -239,18 +239,18 @@ def test_build_report(store, prepared, tmp_path):
     # 300-W: both normalisers per split, each with a paper column (AWing publishes io, Wing ip); the paper's
     # figures (CNN-6/7, hourglass) are never beside a CNN-6 row.
     # Validation first (val_nme 0.0512 + 0.005, val_nme_ip 0.7 times that), then the test splits.
-    assert ("| model | loss | PDB | run | val NME io (outer corners) | val NME ip (eye centres) | common NME io (outer"
-            " corners) |") in md
+    assert ("| model | loss | PDB | run | cost | val NME io (outer corners) | val NME ip (eye centres) | common NME io"
+            " (outer corners) |") in md
     assert "common NME io (outer corners)" in md and "common NME ip (eye centres)" in md
-    assert _row("CNN-6", "L1", "no", f"`{ids['w300_l1'][:8]}`", "5.62", "3.93", "5.12", "—", "3.58", "—", "6.12",
+    assert _row("CNN-6", "L1", "no", f"`{ids['w300_l1'][:8]}`", "—", "5.62", "3.93", "5.12", "—", "3.58", "—", "6.12",
                 "—", "4.28", "—", "7.12", "—", "4.98", "—") in md
-    assert _row("CNN-6", "Wing", "no", f"`{ids['w300_wing'][:8]}`", "5.06", "3.54", "4.56", "—", "3.19",
+    assert _row("CNN-6", "Wing", "no", f"`{ids['w300_wing'][:8]}`", "—", "5.06", "3.54", "4.56", "—", "3.19",
                 "—") in md  # a row's prefix
     assert "| CNN-6/7 (two-stage) | Wing | common | ip (eye centres) | 3.27 |" in md
     # AFLW: our box-width NME beside the paper's face-size figure; PDB row; unverified figure daggered.
-    assert _row("CNN-6", "L1", "no", f"`{ids['aflw_l1'][:8]}`", "2.84", "2.34", "2.00", "3.34", "—") in md
-    assert _row("CNN-6", "L1", "yes", f"`{ids['aflw_l1_pdb'][:8]}`", "2.71", "2.21", "1.89", "3.21", "—") in md
-    assert _row("CNN-6", "Wing", "no", f"`{ids['aflw_wing'][:8]}`", "2.49", "1.99", "1.88†", "2.99", "—") in md
+    assert _row("CNN-6", "L1", "no", f"`{ids['aflw_l1'][:8]}`", "—", "2.84", "2.34", "2.00", "3.34", "—") in md
+    assert _row("CNN-6", "L1", "yes", f"`{ids['aflw_l1_pdb'][:8]}`", "—", "2.71", "2.21", "1.89", "3.21", "—") in md
+    assert _row("CNN-6", "Wing", "no", f"`{ids['aflw_wing'][:8]}`", "—", "2.49", "1.99", "1.88†", "2.99", "—") in md
     assert "† not verified against the paper" in md
     # Robustness table (AUC/FR in %).
     assert _row("challenging", "CNN-6", "L1", "no", f"`{ids['w300_l1'][:8]}`", "39.00", "6.00", "49.00",
@@ -260,9 +260,9 @@ def test_build_report(store, prepared, tmp_path):
     def base(dataset, split, ip=False):
         return f"{100 * _expected_baseline(prepared, dataset, split, inter_pupil=ip):.2f}"
 
-    assert _row("mean shape (baseline)", "—", "—", "baseline", base("w300", "val"), base("w300", "val", True),
+    assert _row("mean shape (baseline)", "—", "—", "baseline", "—", base("w300", "val"), base("w300", "val", True),
                 base("w300", "common"), "—", base("w300", "common", True), "—") in md
-    assert _row("mean shape (baseline)", "—", "—", "baseline", base("aflw", "val"), base("aflw", "test"),
+    assert _row("mean shape (baseline)", "—", "—", "baseline", "—", base("aflw", "val"), base("aflw", "test"),
                 "—") in md
     assert summary["baselines"] == ["aflw/test", "aflw/frontal", "aflw/val", "w300/common", "w300/challenging",
                                     "w300/full", "w300/val"]
@@ -321,9 +321,9 @@ def test_build_report_all_profiles_shows_each_profile(store, prepared, tmp_path)
     summary = build_report(store["uri"], prepared, out, None, ["w300"])
     md = (out / "leaderboard.md").read_text()
     ids = store["ids"]
-    assert "| model | loss | PDB | profile | run |" in md
-    assert _row("CNN-6", "L1", "no", "`default`", f"`{ids['w300_l1_default'][:8]}`", "30.50", "21.35", "30.00") in md
-    assert _row("CNN-6", "L1", "no", "`smoke`", f"`{ids['w300_l1'][:8]}`", "5.62", "3.93", "5.12") in md
+    assert "| model | loss | PDB | profile | run | cost |" in md
+    assert _row("CNN-6", "L1", "no", "`default`", f"`{ids['w300_l1_default'][:8]}`", "—", "30.50", "21.35", "30.00") in md
+    assert _row("CNN-6", "L1", "no", "`smoke`", f"`{ids['w300_l1'][:8]}`", "—", "5.62", "3.93", "5.12") in md
     assert "## AFLW-Full" not in md and ids["w300_l1_old"][:8] not in md
     assert summary["runs"] == {"w300_cnn6_l1@default": ids["w300_l1_default"], "w300_cnn6_l1@smoke": ids["w300_l1"],
                                "w300_cnn6_wing@smoke": ids["w300_wing"]}
@@ -357,9 +357,9 @@ def test_heatmap_rows_stand_beside_the_regression_rows(prepared, tmp_path):
     assert set(summary["runs"].values()) == set(ids.values())
     # Validation io and ip (0.041 + 0.002 and 0.7 times that), then per split: io, paper io (AWing publishes
     # io on 300-W), ip, paper ip.
-    assert _row("Hourglass", "AWing", "no", f"`{ids['w300_hg_awing'][:8]}`", "4.30", "3.01", "4.10", "2.72†",
+    assert _row("Hourglass", "AWing", "no", f"`{ids['w300_hg_awing'][:8]}`", "—", "4.30", "3.01", "4.10", "2.72†",
                 "2.87", "—", "5.10", "4.52†", "3.57", "—", "6.10", "3.07†", "4.27", "—") in md
-    assert _row("Hourglass, no weight map", "AWing", "no", f"`{ids['w300_hg_awing_no_map'][:8]}`", "4.90", "3.43",
+    assert _row("Hourglass, no weight map", "AWing", "no", f"`{ids['w300_hg_awing_no_map'][:8]}`", "—", "4.90", "3.43",
                 "4.70", "—", "3.29", "—", "5.70", "—", "3.99", "—", "6.70", "—", "4.69", "—") in md
     # The coordinate-regression row comes first, then the heatmap rows.
     assert md.index("| CNN-6 | Wing |") < md.index("| Hourglass | AWing |") < md.index("| Hourglass, no weight map |")
@@ -416,10 +416,10 @@ def test_recognition_section_table_roc_and_margin_sweep(store, prepared, tmp_pat
     section = md[md.index("## Face recognition"):md.index("## Loss-parameter sweeps")]
     assert section.index("| Softmax |") < section.index("| NSL") < section.index("| LMCL (CosFace) |")
     # Validation accuracy (the last epoch's: LFW accuracy - 0.02) before the LFW test figures.
-    assert "| run | val accuracy (%) | LFW accuracy (%) |" in section
-    assert _row("LMCL (CosFace)", "SphereFace-4", "`casia`", "`lfw`", f"`{ids['cosface'][:8]}`", "89.25", "91.25",
+    assert "| run | cost | val accuracy (%) | LFW accuracy (%) |" in section
+    assert _row("LMCL (CosFace)", "SphereFace-4", "`casia`", "`lfw`", f"`{ids['cosface'][:8]}`", "—", "89.25", "91.25",
                 "1.23", "61.25", "0.00", "99.33†") in md
-    assert _row("NSL (normalised softmax)", "SphereFace-4", "`casia`", "`lfw`", f"`{ids['nsl'][:8]}`", "83.00",
+    assert _row("NSL (normalised softmax)", "SphereFace-4", "`casia`", "`lfw`", f"`{ids['nsl'][:8]}`", "—", "83.00",
                 "85.00", "1.23", "55.00", "0.00", "—") in md
     # The margin sweep: higher accuracy is best here, chosen on validation.
     assert _row("0.2", "64", "90.00", "2", f"`{trials[0.2][:8]}`", "finished", "**best**") in md
@@ -492,7 +492,7 @@ def test_mtcnn_section_shows_each_stage_and_the_cascade_ap(tmp_path):
     assert "| published (the authors' Caffe model" in section and "approximation by face height" in section
     # The stage table is on the validation crops, the cascade's AP on the test scenes (WIDER_val).
     assert "### Each stage on its validation crops" in section and "| val accuracy (%) | val recall (%) |" in section
-    assert f"| O-Net (48 px) | `wider_onet` | `{ids['onet'][:8]}` | 90.00 | 80.00 | 7.00 | 5.00 |" in section
+    assert f"| O-Net (48 px) | `wider_onet` | `{ids['onet'][:8]}` | — | 90.00 | 80.00 | 7.00 | 5.00 |" in section
     assert "### The cascade on the test scenes (WIDER_val): average precision" in section
     assert "validation scenes" not in section
 
@@ -520,11 +520,11 @@ def test_rows_trained_with_other_code_are_marked_noted_and_listed(tmp_path):
     assert summary["other_code"] == ["aflw_cnn6_l2", "aflw_cnn6_smooth_l1", "aflw_cnn6_wing"]  # table order
     section = md[md.index("## AFLW-Full (`aflw`)"):]
     # The mark sits in the run cell; the current row has none. (val: nme + 0.005; test: nme)
-    assert _row("CNN-6", "L1", "no", f"`{ids['l1'][:8]}`", "3.50", "3.00") in section
-    assert _row("CNN-6", "L2", "no", f"`{ids['l2'][:8]}` ‡", "4.50", "4.00") in section
-    assert _row("CNN-6", "smooth L1", "no", f"`{ids['smooth1'][:8]}` (2 seeds) ‡", "3.00 ± 0.71", "2.50 ± 0.71") \
+    assert _row("CNN-6", "L1", "no", f"`{ids['l1'][:8]}`", "—", "3.50", "3.00") in section
+    assert _row("CNN-6", "L2", "no", f"`{ids['l2'][:8]}` ‡", "—", "4.50", "4.00") in section
+    assert _row("CNN-6", "smooth L1", "no", f"`{ids['smooth1'][:8]}` (2 seeds) ‡", "—", "3.00 ± 0.71", "2.50 ± 0.71") \
         in section
-    assert _row("CNN-6", "Wing", "no", f"`{ids['wing'][:8]}` ‡", "5.50", "5.00") in section
+    assert _row("CNN-6", "Wing", "no", f"`{ids['wing'][:8]}` ‡", "—", "5.50", "5.00") in section
     note = ("‡ trained with other code than this report's: `aflw_cnn6_l2` (no code hash recorded);"
             " `aflw_cnn6_smooth_l1` (1 of 2 seed runs: code hash `00000000`, this report's"
             f" `{ours[:8]}`); `aflw_cnn6_wing` (code hash `deadbeef`, this report's `{ours[:8]}`).")
@@ -534,8 +534,9 @@ def test_rows_trained_with_other_code_are_marked_noted_and_listed(tmp_path):
     # The run list: each row's commit, short, -dirty kept, marked where the code is not this report's.
     runs = md[md.index("## Runs"):]
     assert _row("`aflw_cnn6_wing`", "`smoke`", f"`{ids['wing'][:8]}`", "`fedcba98-dirty` ‡", "2",
-                "eps=2.0, w=10.0") in runs
-    assert _row("`aflw_cnn6_l1`", "`smoke`", f"`{ids['l1'][:8]}`", "`01234567`", "2", "—") in runs
+                "eps=2.0, w=10.0", "—", "—", "—", "—") in runs
+    assert _row("`aflw_cnn6_l1`", "`smoke`", f"`{ids['l1'][:8]}`", "`01234567`", "2", "—", "—", "—", "—",
+                "—") in runs
 
     # Once every run carries today's hash, nothing is marked.
     for key in ("l2", "smooth1", "wing"):
