@@ -568,7 +568,8 @@ def provenance_text(profile: str | None, provenance: dict[str, str] | None) -> s
     the newest run shown finished (a date from the runs, not the clock: the same runs, the same bytes)."""
     p = provenance or {}
     commit = p.get("commit", "")
-    parts = [f"commit `{commit[:8]}{'-dirty' if commit.endswith('-dirty') else ''}`" if commit else "commit unknown",
+    known = commit and commit != "unknown"
+    parts = [f"commit `{commit[:8]}{'-dirty' if commit.endswith('-dirty') else ''}`" if known else "commit unknown",
              f"profile `{profile}`" if profile else "every profile",
              f"data: {p['data']}" if p.get("data") else "data: unknown",
              f"newest run finished {p['date']}" if p.get("date") else "no run"]

@@ -126,11 +126,16 @@ def test_smoke_dvc_repro_is_incremental_and_repeatable(tmp_path):
     assert "| CNN-6/7 (two-stage) | L2 |" in board
     assert "## Wing loss paper: the paper's tables" in board
     assert "## MTCNN (WIDER-format scenes)" in board and "| trained here (P-Net, R-Net, O-Net above) |" in board
-    assert re.search(r"\| CNN-6 \| L2 \| no \| `[0-9a-f]{8}` \(2 seeds\) \| \d+\.\d\d ± \d+\.\d\d \|", board)
+    assert re.search(r"\| CNN-6 \| L2 \| no \| \[`[0-9a-f]{8}`\]\(http://127\.0\.0\.1:5000/#/experiments/\d+/runs/"
+                     r"[0-9a-f]{32}\?workflowType=machine_learning\) \(2 seeds\) \| [^|]+ \| \d+\.\d\d ± \d+\.\d\d \|", board)
     assert (project / "reports" / "figures" / "roc_lfw.png").exists()
     for key in params["experiments"]:
         assert params["experiments"][key]["loss"] in board
     assert (project / "reports" / "leaderboard.html").exists()
+    # the register stage ran: smoke exports no model, so every run is listed as passed over, with why
+    registry = json.loads((project / "models" / "registry.json").read_text())
+    assert registry["registered"] == {} and registry["skipped"]
+    assert all(reason.endswith("no logged model (train.export_model is off)") for reason in registry["skipped"])
     assert "w300_cnn6_wing_pdb" not in board  # the placeholder row has no run to show
 
     second = _run(["dvc", "repro"], project, env)
@@ -150,9 +155,9 @@ def test_smoke_dvc_repro_is_incremental_and_repeatable(tmp_path):
     _run(["git", "add", "-A"], project, git)
     _run(["git", "commit", "-qm", "baseline"], project, git)
     third = _run(["dvc", "exp", "run", "-n", "wing-w8", "-S", "losses.wing.w=8"], project, git)
-    # the Wing rows (the placeholder one too, cheaply) and the report; neither L2 row (the two-seed CNN-6 row,
-    # the two-stage row) re-runs
-    assert _stages_run(third) == {"train@w300_cnn6_wing", "train@w300_cnn6_wing_pdb", "report"}
+    # the Wing rows (the placeholder one too, cheaply), the registry and the report; neither L2 row (the
+    # two-seed CNN-6 row, the two-stage row) re-runs
+    assert _stages_run(third) == {"train@w300_cnn6_wing", "train@w300_cnn6_wing_pdb", "register", "report"}
     out = _run(["dvc", "exp", "show", "--json"], project, git)
     shown = json.loads(out[out.index("["):])
     baseline = next(rev for rev in shown if rev["rev"] != "workspace")
