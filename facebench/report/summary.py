@@ -210,17 +210,29 @@ def cost_points(landmarks: pd.DataFrame, recognition: pd.DataFrame, detection: p
 
 
 def cost_figure(panels) -> bytes:
-    """A panel per paper: each row's metric against its training wall time (log), labelled beside its point."""
-    fig = new_figure(4.2 * len(panels), 3.6)
+    """A panel per paper (two per row): each row's metric against its training wall time, labelled beside
+    its point. The time axis is logarithmic where the times span more than 20x, else linear."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    cols = min(2, len(panels))
+    rows = (len(panels) + cols - 1) // cols
+    fig = new_figure(5.2 * cols, 3.6 * rows)
     for i, (title, ylabel, points) in enumerate(panels):
-        ax = fig.add_subplot(1, len(panels), i + 1)
+        ax = fig.add_subplot(rows, cols, i + 1)
         for text, color, marker, wall, value in points:
-            ax.scatter([wall], [value], color=color, marker=marker, s=28, zorder=3)
-            ax.annotate(text, (wall, value), textcoords="offset points", xytext=(4, 3), fontsize=6, color="0.25")
-        ax.set_xscale("log")
-        ax.set_xlabel("training wall time (s, log)")
+            ax.scatter([wall], [value], color=color, marker=marker, s=30, zorder=3)
+            ax.annotate(text, (wall, value), textcoords="offset points", xytext=(5, 3), fontsize=7, color="0.25")
+        walls = [p[3] for p in points]
+        if max(walls) > 20 * min(walls):
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_xlabel("training wall time (s, log scale)", fontsize=8)
+        else:
+            ax.set_xlabel("training wall time (s)", fontsize=8)
         ax.set_ylabel(ylabel, fontsize=8)
         ax.set_title(title, fontsize=9)
+        ax.tick_params(labelsize=7)
         ax.grid(True, alpha=0.3)
-        ax.margins(x=0.25, y=0.12)
+        ax.margins(x=0.3, y=0.12)
     return png_bytes(fig)
