@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image as PILImage
 
 from facebench import tracking
-from facebench.config import load_params
+from facebench.config import load_params, resolve_experiment
 from facebench.report import build_report, render
 from facebench.report.summary import verdict
 from facebench.train import identity
@@ -123,8 +123,6 @@ def test_every_default_curve_has_its_own_colour_and_line_style():
     for key, exp in params.all_experiments.items():
         if exp.task not in ("landmarks", "heatmaps"):
             continue
-        from facebench.config import resolve_experiment
-
         resolved = resolve_experiment(params, key)
         style = render.curve_style(exp.loss, bool(getattr(exp, "pdb", False)), variant(resolved), exp.model)
         styles.setdefault((exp.dataset, str(style)), []).append(key)
