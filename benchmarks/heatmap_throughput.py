@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from facebench.data.heatmaps import input_to_heatmap, render_boundary_heatmap, render_gaussian_heatmaps
-from facebench.losses.heatmap import make_heatmap_loss, stacked_loss
-from facebench.models.hourglass import AWingHourglass
+from facebench.papers.awing.heatmaps import input_to_heatmap, render_boundary_heatmap, render_gaussian_heatmaps
+from facebench.papers.awing.loss import make_heatmap_loss, stacked_loss
+from facebench.papers.awing.model import AWingHourglass
 
 
 def measure(device: torch.device, batch: int, stacks: int, size: int, landmarks: int, seconds: float) -> dict:

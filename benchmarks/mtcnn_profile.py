@@ -19,7 +19,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from facebench.bench import mtcnn_frames
-from facebench.mtcnn import REPO_ROOT, MTCNNDetector
+from facebench.papers.mtcnn import REPO_ROOT, MTCNNDetector
 
 COUNTED = ("cudaLaunchKernel", "cudaGraphLaunch", "cudaStreamSynchronize", "cudaDeviceSynchronize",
            "cudaMemcpyAsync", "aten::nonzero", "aten::item", "aten::equal")

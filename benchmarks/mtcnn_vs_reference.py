@@ -9,12 +9,12 @@ none) and synthetic WIDER-format scenes (faces of 12 to 300 px, some frames with
 Frames/s for both and their ratio, single image (one call per frame) and batched (``--batch`` frames per
 call; the reference batches equal-size frames itself). Calls alternate between the two implementations
 frame by frame, so a machine shared with other work slows both alike; each figure is the total over
-``--rounds`` passes. Agreement: faces paired one to one (``facebench.mtcnn.reference.agreement``) and how
+``--rounds`` passes. Agreement: faces paired one to one (``facebench.papers.mtcnn.reference.agreement``) and how
 many agree within issue 20's tolerances (box IoU >= 0.98, landmarks within 1% of the side, score within
 1e-3).
 
 The reference imports torchvision only for ``batched_nms``; where torchvision does not import (this
-project's torch), a plain-torch stand-in runs in its place (``facebench/mtcnn/reference.py``), which may be
+project's torch), a plain-torch stand-in runs in its place (``facebench/papers/mtcnn/reference.py``), which may be
 slower than torchvision's C++ kernel. The time spent in it is reported, and so is the ratio against the
 reference with that time taken out (a lower bound of the speed-up).
 """
@@ -40,8 +40,8 @@ sys.path.insert(0, str(ROOT))
 from facebench.bench import FRAME_HEIGHT, FRAME_WIDTH, mtcnn_frames  # noqa: E402
 from facebench.data.formats.wider import read_scenes  # noqa: E402
 from facebench.data.synth_wider import synth_wider  # noqa: E402
-from facebench.mtcnn import REPO_ROOT, MTCNNDetector  # noqa: E402
-from facebench.mtcnn import reference as ref_module  # noqa: E402
+from facebench.papers.mtcnn import REPO_ROOT, MTCNNDetector  # noqa: E402
+from facebench.papers.mtcnn import reference as ref_module  # noqa: E402
 
 
 def cpu_model() -> str:

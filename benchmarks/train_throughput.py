@@ -28,8 +28,8 @@ from pathlib import Path
 import torch
 
 from facebench.config import Paths, load_params, resolve_experiment
-from facebench.tasks import build_task
 from facebench.train.ray_trainer import fit, make_optimizer
+from facebench.train.task import build_task
 
 
 def resident_batches(task, device: torch.device) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -45,7 +45,7 @@ def resident_batches(task, device: torch.device) -> tuple[dict[str, torch.Tensor
     else:  # recognition: scale to [-1, 1], no mirroring; channels-last like the pipeline's batches (a
         # permuted NHWC crop). With an NCHW copy this bound ran 25% slower than the augmented loop on an H200,
         # most likely because cuDNN runs channels-last faster in bf16.
-        from facebench.tasks.recognition import to_network_input
+        from facebench.papers.cosface.task import to_network_input
 
         ready = {"image": to_network_input(raw["image"]).contiguous(memory_format=torch.channels_last),
                  "label": raw["label"]}

@@ -48,11 +48,11 @@ def build_landmark_model(name: str, num_landmarks: int = 68, stacks: int = 4, fe
                          input_size: int = 256) -> tuple[torch.nn.Module, int]:
     """(model, input side): CNN-6 at 64x64; the AWing hourglass at the given size (paper: 4 x 256 at 256)."""
     if name == "cnn6":
-        from facebench.models.cnn6 import CNN6, INPUT_SIZE
+        from facebench.papers.wing.model import CNN6, INPUT_SIZE
 
         return CNN6(num_landmarks), INPUT_SIZE
     if name == "hourglass":
-        from facebench.models.hourglass import AWingHourglass
+        from facebench.papers.awing.model import AWingHourglass
 
         return AWingHourglass(num_landmarks, num_stacks=stacks, features=features, input_size=input_size), input_size
     raise ValueError(f"unknown landmark model {name!r}; known: {', '.join(LANDMARK_MODELS)}")
@@ -128,7 +128,7 @@ def run_bench(models: list[str], devices: list[str], batch_sizes: list[int], sec
             raise ValueError("--device cuda asked for, but torch sees no CUDA device")
         for name in models:
             if name == "mtcnn":
-                from facebench.mtcnn import REPO_ROOT, MTCNNDetector
+                from facebench.papers.mtcnn import REPO_ROOT, MTCNNDetector
 
                 detector = MTCNNDetector(weights, device, min_face=min_face)
                 frames = mtcnn_frames((REPO_ROOT / ".." / "shared" / "images" / "astronaut.png").resolve())

@@ -98,7 +98,7 @@ def _print(result: dict) -> None:
 def synth(dataset: str, params_file: Path = ParamsOpt, profile: Optional[str] = ProfileOpt) -> None:
     """Write a procedural dataset in its official on-disk format (data/raw/<dataset>)."""
     params, paths = _setup(params_file, profile)
-    from facebench.data.stages import synth_dataset
+    from facebench.stages import synth_dataset
 
     _print(synth_dataset(params, dataset, paths))
 
@@ -107,7 +107,7 @@ def synth(dataset: str, params_file: Path = ParamsOpt, profile: Optional[str] = 
 def prepare(dataset: str, params_file: Path = ParamsOpt, profile: Optional[str] = ProfileOpt) -> None:
     """Read a dataset in its official format and write Parquet splits (+ PDB, manifest)."""
     params, paths = _setup(params_file, profile)
-    from facebench.data.stages import prepare_dataset
+    from facebench.stages import prepare_dataset
 
     manifest = prepare_dataset(params, dataset, paths)
     typer.echo(json.dumps({k: manifest.get(k) for k in ("dataset", "counts", "quarantined_count")}, indent=2,
@@ -175,7 +175,7 @@ def recrop(experiment: str, params_file: Path = ParamsOpt, profile: Optional[str
         return
     import torch
 
-    from facebench.data.two_stage import recrop_experiment
+    from facebench.papers.wing.two_stage import recrop_experiment
 
     _print(recrop_experiment(exp, paths, torch.device(device)))
 
@@ -186,7 +186,7 @@ def mtcnn_data(experiment: str, params_file: Path = ParamsOpt, profile: Optional
     """Make an MTCNN stage's training crops (IoU-labelled, mixed 3:1:1:2, hard examples mined by the trained
     earlier stages) from the prepared WIDER-format scenes."""
     params, paths = _setup(params_file, profile)
-    from facebench.data.stages import mtcnn_training_data
+    from facebench.stages import mtcnn_training_data
 
     _print(mtcnn_training_data(params, experiment, paths, device))
 
@@ -203,7 +203,7 @@ def mtcnn_export(params_file: Path = ParamsOpt, profile: Optional[str] = Profile
         raise ConfigError(f"params.yaml: expected one O-Net row in mtcnn_experiments, found {onets}")
     import torch
 
-    from facebench.models.mtcnn import load_trained
+    from facebench.papers.mtcnn.model import load_trained
 
     keys = params.mtcnn_experiments[onets[0]].cascade + onets
     nets = load_trained([paths.model_weights(key) for key in keys])
@@ -287,7 +287,7 @@ def detect(images: list[Path] = typer.Argument(..., help="image files"),
            as_json: bool = typer.Option(True, "--json/--text", help="JSON (default) or one line per face")
            ) -> None:
     """Detect faces and five landmarks with the MTCNN cascade."""
-    from facebench.mtcnn.cli import detect_command
+    from facebench.papers.mtcnn.cli import detect_command
 
     typer.echo(detect_command(images, weights, device, min_face, preset, as_json))
 

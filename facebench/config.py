@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from facebench.losses.specs import TASK_LOSSES, WEIGHT_MAP_PARAMS, param_problem, task_of
+from facebench.loss_specs import TASK_LOSSES, WEIGHT_MAP_PARAMS, param_problem, task_of
 
 
 class Strict(BaseModel):
@@ -120,7 +120,7 @@ class RecognitionSettings(Strict):
 
 
 class MtcnnSettings(Strict):
-    """How many training crops MTCNN's stages get per scene (mtcnn/samples.py), and their schedule."""
+    """How many training crops MTCNN's stages get per scene (papers/mtcnn/samples.py), and their schedule."""
 
     negatives_per_scene: int = Field(default=50, gt=0, description="random squares per scene (mostly negatives)")
     crops_per_face: int = Field(default=20, gt=0, description="jittered squares around each face (positives, "
@@ -206,6 +206,16 @@ class DatasetConfig(Strict):
         return self
 
 
+# Where each experiment ``task`` lives: the class train/task.py:build_task builds (one per paper, in the
+# paper's own folder). The shared core names a paper's code only here, as text, and imports none of it.
+TASK_CLASSES = {
+    "landmarks": "facebench.papers.wing.task.LandmarkTask",
+    "heatmaps": "facebench.papers.awing.task.HeatmapTask",
+    "recognition": "facebench.papers.cosface.task.RecognitionTask",
+    "detection": "facebench.papers.mtcnn.task.DetectionTask",
+}
+
+
 class Row(Strict):
     """What every experiment row has, whichever paper it belongs to."""
 
@@ -231,7 +241,7 @@ class ExperimentConfig(Row):
 
 class TwoStageExperimentConfig(Row):
     """The second stage of the Wing paper's two-stage framework: CNN-7 on faces re-cropped from a CNN-6
-    experiment's predictions (in-plane rotation removed, box corrected; facebench/data/two_stage.py)."""
+    experiment's predictions (in-plane rotation removed, box corrected; facebench/papers/wing/two_stage.py)."""
 
     paper: Literal["wing"]
     task: Literal["landmarks"]
@@ -364,7 +374,7 @@ class Params(Strict):
     @model_validator(mode="after")
     def _values_a_worker_would_refuse(self) -> "Params":
         """Loss parameters, sweep grids and train overrides, checked by the rules the training workers
-        apply (losses/specs.py, TrainSettings), so that a bad value stops the command before Ray starts
+        apply (loss_specs.py, TrainSettings), so that a bad value stops the command before Ray starts
         or an MLflow run is opened. Every problem is listed, each under its full key."""
         problems = (_loss_problems(self.losses) + _row_loss_problems(self) + _grid_problems(self)
                     + _train_problems(self))
@@ -680,7 +690,7 @@ class Paths(Strict):
         return self.base / "data" / "stage2" / exp.key if exp.stage1 else self.prepared(exp.dataset)
 
     def mtcnn_data(self, experiment: str) -> Path:
-        """An MTCNN stage's training crops (mtcnn/samples.py)."""
+        """An MTCNN stage's training crops (papers/mtcnn/samples.py)."""
         return self.base / "data" / "mtcnn" / experiment
 
     def run_dir(self, experiment: str, run_id: str) -> Path:

@@ -4,7 +4,7 @@ What the job gets (Ray's runtime environment, https://docs.ray.io/en/latest/ray-
 
 * **The code, and only the code.** The project folder is uploaded as the job's working directory, less
   what ``.gitignore`` lists (Ray applies it: prepared data, models, runs, the MLflow store, all anchored
-  at the top, so ``facebench/data/`` and ``facebench/models/`` travel) and the ``EXCLUDES`` below. The
+  at the top, so ``facebench/data/`` and ``facebench/papers/`` travel) and the ``EXCLUDES`` below. The
   repository's ``.git`` travels too (a few MB) so that a run's ``code_version`` names the submitted
   commit and its dirty state, as it does locally. ``pipelines/bin`` goes first on the job's PATH: its
   ``facebench`` runs ``python -m facebench.cli`` in that folder, so the job runs the uploaded package even

@@ -65,7 +65,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 def _published_weights() -> bool:
-    from facebench.mtcnn import default_weights_dir
+    from facebench.papers.mtcnn import default_weights_dir
 
     return (default_weights_dir() / "onet.pt").is_file()
 
@@ -93,7 +93,7 @@ def ray_local():
 def smoke_project(tmp_path_factory) -> Path:
     """A project root with the repo's params.yaml (smoke profile) and a prepared synthetic AFLW set."""
     from facebench.config import Paths, load_params
-    from facebench.data.stages import prepare_dataset, synth_dataset
+    from facebench.stages import prepare_dataset, synth_dataset
 
     root = tmp_path_factory.mktemp("project")
     shutil.copy(REPO / "params.yaml", root / "params.yaml")
@@ -120,7 +120,7 @@ def recognition_project(tmp_path_factory):
     """The repo's params.yaml (smoke profile: synthetic CASIA of 6 identities, LFW of 2 folds, one
     experiment per head, ``casia_<head>``) with both sets written and prepared through the dataset stages."""
     from facebench.config import Paths, load_params
-    from facebench.data.stages import prepare_dataset, synth_dataset
+    from facebench.stages import prepare_dataset, synth_dataset
 
     root = tmp_path_factory.mktemp("recognition")
     shutil.copy(REPO / "params.yaml", root / "params.yaml")

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from facebench.bench import bench_landmark_model, run_bench
 from facebench.cli import app
-from facebench.mtcnn import REPO_ROOT, default_weights_dir
+from facebench.papers.mtcnn import REPO_ROOT, default_weights_dir
 
 HAS_MTCNN = ((default_weights_dir() / "onet.pt").is_file()
              and (REPO_ROOT / ".." / "shared" / "images" / "astronaut.png").is_file())

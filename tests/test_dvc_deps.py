@@ -39,19 +39,19 @@ def verb_roots(cmd: str, params) -> list[str]:
     assert words[0] == "facebench", cmd
     verb, name = words[1], (words[2] if len(words) > 2 else None)
     if verb == "synth":
-        return ["facebench.data.stages", SYNTH[params.datasets[name].format]]
+        return ["facebench.stages", SYNTH[params.datasets[name].format]]
     if verb == "prepare":
         cfg = params.datasets[name]
-        return ["facebench.data.stages", *PREPARE[cfg.format]] + (
-            ["facebench.mtcnn.detect"] if getattr(cfg, "points", "list") == "mtcnn" else [])
+        return ["facebench.stages", *PREPARE[cfg.format]] + (
+            ["facebench.papers.mtcnn.detect"] if getattr(cfg, "points", "list") == "mtcnn" else [])
     if verb == "train":  # a row the profile leaves out gets placeholder outputs (train/skip.py)
-        recrop = ["facebench.data.two_stage"] if "--recrop" in words else []
+        recrop = ["facebench.papers.wing.two_stage"] if "--recrop" in words else []
         return ["facebench.train.skip", *recrop, *training_modules(params.all_experiments[name].task)]
     if verb == "recrop":
-        return ["facebench.train.skip", "facebench.data.two_stage"]
+        return ["facebench.train.skip", "facebench.papers.wing.two_stage"]
     if verb == "mtcnn-data":
-        return ["facebench.data.stages", "facebench.mtcnn.samples", "facebench.data.formats.wider",
-                "facebench.models.mtcnn", "facebench.mtcnn.detect"]
+        return ["facebench.stages", "facebench.papers.mtcnn.samples", "facebench.data.formats.wider",
+                "facebench.papers.mtcnn.model", "facebench.papers.mtcnn.detect"]
     if verb == "tune":
         base = params.all_experiments[params.all_sweeps[name].experiment]
         return ["facebench.train.tune", *training_modules(base.task)]
@@ -93,26 +93,26 @@ def test_every_stage_lists_the_modules_its_command_imports():
 
 
 def test_a_dep_removed_by_hand_is_found():
-    """The check itself: without facebench/losses/landmark.py a Wing training stage is reported."""
+    """The check itself: without facebench/papers/wing/loss.py a Wing training stage is reported."""
     params = load_params(REPO / "params.yaml")
     stage = next(s for s in _stages() if s.addressing == "train@aflw_cnn6_wing")
     deps = [d.def_path for d in stage.deps]
     assert uncovered(command_roots(stage.cmd, params), deps) == []
-    trimmed = [d for d in deps if d not in ("facebench/losses/landmark.py", "facebench/losses")]
-    assert "facebench/losses/landmark.py" in uncovered(command_roots(stage.cmd, params), trimmed)
+    trimmed = [d for d in deps if d not in ("facebench/papers/wing/loss.py", "facebench/papers/wing")]
+    assert "facebench/papers/wing/loss.py" in uncovered(command_roots(stage.cmd, params), trimmed)
 
 
 @pytest.mark.parametrize("task", TASKS)
 def test_a_training_imports_its_task_model_and_loss(task):
     """Hand-listed expectations for the import graph the identity and this check rely on."""
     mods = set(training_modules(task))
-    expected = {"landmarks": {"facebench.losses.landmark", "facebench.models.cnn6", "facebench.models.cnn7"},
-                "heatmaps": {"facebench.losses.heatmap", "facebench.models.hourglass", "facebench.tasks.landmarks"},
-                "recognition": {"facebench.losses.margin", "facebench.models.sphereface",
+    expected = {"landmarks": {"facebench.papers.wing.loss", "facebench.papers.wing.model", "facebench.papers.wing.model"},
+                "heatmaps": {"facebench.papers.awing.loss", "facebench.papers.awing.model", "facebench.papers.wing.task"},
+                "recognition": {"facebench.papers.cosface.loss", "facebench.papers.cosface.model",
                                 "facebench.metrics.verification"},
-                "detection": {"facebench.losses.mtcnn", "facebench.models.mtcnn", "facebench.mtcnn.evaluate"}}[task]
+                "detection": {"facebench.papers.mtcnn.loss", "facebench.papers.mtcnn.model", "facebench.papers.mtcnn.evaluate"}}[task]
     assert expected <= mods
     assert "facebench.report" not in mods and "facebench.cli" not in mods
-    others = {"landmarks": "facebench.tasks.recognition", "heatmaps": "facebench.tasks.detection",
-              "recognition": "facebench.tasks.landmarks", "detection": "facebench.tasks.heatmaps"}[task]
+    others = {"landmarks": "facebench.papers.cosface.task", "heatmaps": "facebench.papers.mtcnn.task",
+              "recognition": "facebench.papers.wing.task", "detection": "facebench.papers.awing.task"}[task]
     assert others not in mods  # the task dispatch's lazy imports are not followed

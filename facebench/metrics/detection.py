@@ -24,7 +24,7 @@ does, in its order of operations, so that the same detections give the kit's num
    over the steps where recall changes.
 
 The kit's keep lists (``wider_{easy,medium,hard}_val.mat``) are ``ImageTruth.counts``; synthetic scenes have
-none and use an approximation by face height (``mtcnn/evaluate.py``), labelled so.
+none and use an approximation by face height (``papers/mtcnn/evaluate.py``), labelled so.
 """
 
 from __future__ import annotations

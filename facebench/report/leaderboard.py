@@ -33,7 +33,7 @@ from facebench.train import identity  # noqa: E402
 # Test splits per dataset key, in the order the papers list them; others found in metrics follow.
 SPLITS: dict[str, tuple[str, ...]] = {"w300": ("common", "challenging", "full"), "aflw": ("test", "frontal")}
 VAL_SPLIT = "val"  # the landmark sets' validation split (held out from train), val.parquet
-CED_MAX = 0.10  # CED range, as the training runs log it (tasks/landmarks.py)
+CED_MAX = 0.10  # CED range, as the training runs log it (papers/wing/task.py)
 RUN_COLUMNS = ["experiment", "profile", "run_id", "experiment_id", "run_name", "start_time", "end_time", "paper",
                "task", "dataset", "model", "loss", "pdb", "variant", "code_version", "code_hash", "device", "seeds",
                "seed_run_ids", "seed_code_hashes"]
@@ -171,7 +171,7 @@ def current_code_hashes(tasks) -> dict[str, str | None]:
     for task in sorted({t for t in tasks if t}):
         try:
             out[task] = identity.code_hash(identity.training_modules(task))
-        except ValueError:  # facebench.tasks.<task> no longer exists
+        except ValueError:  # facebench.train.task.<task> no longer exists
             out[task] = None
     return out
 

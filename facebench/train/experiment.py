@@ -22,10 +22,10 @@ from mlflow.tracking import MlflowClient
 from facebench import tracking
 from facebench.atomic import atomic_write_text, replace_dir
 from facebench.config import MODEL_FILE, Paths, ResolvedExperiment
-from facebench.tasks import build_task
 from facebench.train import checkpoints
 from facebench.train.identity import RunIdentity, identity_of
 from facebench.train.ray_trainer import fit, log_missing_epochs, outcome_of
+from facebench.train.task import build_task
 
 
 def run_tags(exp: ResolvedExperiment, root: Path, kind: str = "train",

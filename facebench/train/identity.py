@@ -27,7 +27,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 # Modules whose function-level imports pick one implementation among several (a plain dispatch on a
 # name): their module-level imports count, their lazy ones do not, since the roots name the one chosen.
-DISPATCH_MODULES = frozenset({"facebench.tasks", "facebench.cli", "facebench.data.stages"})
+DISPATCH_MODULES = frozenset({"facebench.cli", "facebench.stages"})
 
 
 def module_file(module: str) -> Path | None:
@@ -89,10 +89,19 @@ def import_closure(roots: list[str]) -> list[str]:
     return sorted(seen)
 
 
+def task_module(task: str) -> str:
+    """The module of ``task``'s class (config.TASK_CLASSES), e.g. facebench.papers.wing.task."""
+    from facebench.config import TASK_CLASSES
+
+    if task not in TASK_CLASSES:
+        raise ValueError(f"{task}: no such task (known: {', '.join(TASK_CLASSES)})")
+    return TASK_CLASSES[task].rsplit(".", 1)[0]
+
+
 def training_modules(task: str) -> list[str]:
     """The modules a training of ``task`` runs: the trainer and the task's own module (which imports its
     model, loss, metrics and data helpers)."""
-    return import_closure(["facebench.train.experiment", f"facebench.tasks.{task}"])
+    return import_closure(["facebench.train.experiment", task_module(task)])
 
 
 def code_hash(modules: list[str]) -> str:

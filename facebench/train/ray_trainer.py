@@ -1,6 +1,6 @@
 """Ray Train wiring shared by every paper: TorchTrainer, DDP, checkpoints, resume, rank-0 logging.
 
-The trainer knows nothing of any paper. It asks the task (facebench/tasks/<task>.py) for a model,
+The trainer knows nothing of any paper. It asks the task (facebench/papers/<paper>/task.py, named by config.TASK_CLASSES) for a model,
 a loss, a Ray Dataset of raw batches, the augmentation that turns them into network input on the
 training device, a training step, a validation metric (on the validation split) and a final
 evaluation (on the test splits, once, after the last epoch). Everything else here is generic:
@@ -151,7 +151,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     only then logs the epoch to MLflow, so a step is never logged without its checkpoint; a restart
     resumes from the newest checkpoint there. A Tune trial (``config["tune"]``) reports each epoch to
     Tune instead, keeps no checkpoints and never reads a test split."""
-    from facebench.tasks import build_task
+    from facebench.train.task import build_task
 
     exp = ResolvedExperiment.model_validate(config["experiment"])
     t = exp.train
@@ -397,7 +397,7 @@ def loop_config(exp: ResolvedExperiment, prepared_dir: Path, run_dir: Path | Non
                 tracking_uri: str | None = None, run_id: str | None = None, tune: bool = False) -> dict[str, Any]:
     """What ``train_loop_per_worker`` is given (plain data: it crosses processes). ``first_epoch`` is where
     the run stands as the trainer starts: a worker that finds a newer checkpoint was restarted by Ray Train."""
-    from facebench.tasks import build_task
+    from facebench.train.task import build_task
 
     t = exp.train
     newest = checkpoints.newest(Path(run_dir) / "checkpoints") if run_dir is not None else None
@@ -435,7 +435,7 @@ def make_trainer(exp: ResolvedExperiment, prepared_dir: Path, run_dir: Path, *,
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from facebench.tasks import build_task
+    from facebench.train.task import build_task
 
     t = exp.train
     local = runs_locally(t)
@@ -478,7 +478,7 @@ def fit(exp: ResolvedExperiment, prepared_dir: Path, run_dir: Path, *,
     folder = Path(run_dir) / "checkpoints"
     final = checkpoints.newest(folder)
     if final is None or checkpoints.load_state(final)["epoch"] < exp.train.epochs:
-        from facebench.tasks import build_task
+        from facebench.train.task import build_task
 
         if not (runs_locally(exp.train) and in_memory(build_task(exp, prepared_dir).train_source(), exp.train, 1)):
             ensure_ray()  # Ray Train's workers, or Ray Data streaming the split

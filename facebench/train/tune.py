@@ -28,8 +28,14 @@ from facebench.atomic import atomic_write_text
 from facebench.config import Params, Paths, ResolvedExperiment, resolve_experiment, resolve_sweep
 from facebench.train.experiment import run_params, run_tags
 from facebench.train.identity import code_hash, training_modules
-from facebench.train.ray_trainer import (ensure_ray, loggable, max_failures, on_cluster, trial_config,
-                                         train_loop_per_worker)
+from facebench.train.ray_trainer import (
+    ensure_ray,
+    loggable,
+    max_failures,
+    on_cluster,
+    train_loop_per_worker,
+    trial_config,
+)
 
 VALIDATION_SPLIT = "val"  # what a trial's metric is computed on (tasks' validate)
 
@@ -117,7 +123,7 @@ def run_sweep(params: Params, sweep_key: str, paths: Paths) -> dict[str, Any]:
     exp = resolve_experiment(params, sweep.experiment, epochs=settings.epochs, cpus_per_worker=settings.cpus_per_trial,
                              val_every=1)
     prepared = paths.training_data(exp)
-    from facebench.tasks import build_task
+    from facebench.train.task import build_task
 
     build_task(exp, prepared).check_inputs()
     ensure_ray()

@@ -25,7 +25,7 @@ def _load(tmp_path: Path, mutate):
 
 
 CASES = {
-    # loss parameters: names and ranges of losses/specs.py
+    # loss parameters: names and ranges of loss_specs.py
     "wing w negative": (lambda r: r["losses"]["wing"].update(w=-5), "losses.wing.w: must be > 0, got -5"),
     "wing eps zero": (lambda r: r["losses"]["wing"].update(eps=0), "losses.wing.eps: must be > 0, got 0"),
     "unknown loss parameter": (lambda r: r["losses"]["wing"].update(omega=14),

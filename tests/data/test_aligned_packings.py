@@ -35,7 +35,7 @@ def _stored(table, sample_id: str) -> np.ndarray:
 
 
 def test_casia_rec_prepares_every_decodable_aligned_face(tmp_path):
-    from facebench.data.stages import _prepare_identity_dataset
+    from facebench.stages import _prepare_identity_dataset
 
     rng = np.random.default_rng(0)
     images = faces(rng, 24)  # 8 identities of 3 images
@@ -76,7 +76,7 @@ def test_casia_rec_prepares_every_decodable_aligned_face(tmp_path):
 
 
 def test_lfw_bin_prepares_view2_folds_in_order(tmp_path):
-    from facebench.data.stages import _prepare_identity_dataset
+    from facebench.stages import _prepare_identity_dataset
 
     rng = np.random.default_rng(1)
     n_pairs = 20  # 10 folds of 2

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from facebench.data.heatmaps import (
+from facebench.papers.awing.heatmaps import (
     CURVES_68,
     CURVES_AFLW19,
     curves_for,

@@ -14,7 +14,13 @@ import numpy as np
 import pytest
 
 from facebench.data.images import (
-    TRUNCATED_JPEG, TRUNCATED_PNG, UNDECODABLE, ImageError, bytes_problem, image_sizes, read_image,
+    TRUNCATED_JPEG,
+    TRUNCATED_PNG,
+    UNDECODABLE,
+    ImageError,
+    bytes_problem,
+    image_sizes,
+    read_image,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -102,7 +108,7 @@ def test_missing_empty_and_undecodable_files(tmp_path):
 @pytest.fixture()
 def aflw_project(tmp_path):
     from facebench.config import Paths, load_params
-    from facebench.data.stages import synth_dataset
+    from facebench.stages import synth_dataset
 
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     params = load_params(tmp_path / "params.yaml", profile="smoke")
@@ -141,7 +147,7 @@ def _check_prepared(paths, source: str, stage: str, reason: str) -> None:
 
 
 def test_truncated_jpeg_is_quarantined_by_the_reader(aflw_project):
-    from facebench.data.stages import prepare_dataset
+    from facebench.stages import prepare_dataset
 
     params, paths = aflw_project
     source = _cut_one_image(paths)
@@ -150,7 +156,7 @@ def test_truncated_jpeg_is_quarantined_by_the_reader(aflw_project):
 
 
 def test_image_cut_after_reading_is_quarantined_at_preparation(aflw_project, monkeypatch):
-    from facebench.data import stages
+    from facebench import stages
 
     params, paths = aflw_project
     read = stages.read_dataset

@@ -24,7 +24,7 @@ def _cut(path: Path) -> None:
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     from facebench.config import Paths, load_params
-    from facebench.data.stages import prepare_dataset, synth_dataset
+    from facebench.stages import prepare_dataset, synth_dataset
 
     root = tmp_path_factory.mktemp("manifest_paths")
     shutil.copy(REPO / "params.yaml", root / "params.yaml")

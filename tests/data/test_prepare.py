@@ -16,7 +16,6 @@ from facebench.data.parquet import RAW_RGB8, decode_crops, read_metadata, read_s
 from facebench.data.prepare import apply, crop_face, crop_matrix, prepare_landmark_dataset
 from facebench.data.types import Quarantined, RawFace, ReadResult
 
-
 # --- the crop affine --------------------------------------------------------------------------
 
 def test_crop_matrix_hand_cases():
@@ -302,7 +301,7 @@ def test_reader_to_prepared_300w(tmp_path):
             pts = rng.uniform(20, 80, (68, 2))
             body = "\n".join(f"{x:.3f} {y:.3f}" for x, y in pts)
             (root / folder / f"f{i}_{j}.pts").write_text(f"version: 1\nn_points:  68\n{{\n{body}\n}}\n")
-    from facebench.data.stages import expected_landmark_splits
+    from facebench.stages import expected_landmark_splits
 
     manifest = prepare_landmark_dataset("w300", read_w300(root), tmp_path / "out", flip_permutation=FLIP,
                                         val_group="w300_picture", expected_splits=expected_landmark_splits("w300", root),
@@ -383,7 +382,7 @@ class _Fake:
 
 def test_an_emptied_ibug_folder_names_the_split_and_folder(tmp_path):
     from facebench.data.formats.w300 import read_w300
-    from facebench.data.stages import expected_landmark_splits
+    from facebench.stages import expected_landmark_splits
 
     root = tmp_path / "300w"
     for i, folder in enumerate(["afw", "helen/trainset", "lfpw/trainset", "helen/testset", "lfpw/testset", "ibug"]):
@@ -401,8 +400,8 @@ def test_an_emptied_ibug_folder_names_the_split_and_folder(tmp_path):
 
 def test_aflw_with_an_empty_test_list_names_the_split_and_file(tmp_path):
     from facebench.data.formats.aflw import read_aflw_full
-    from facebench.data.stages import expected_landmark_splits
     from facebench.data.synth import synth_aflw
+    from facebench.stages import expected_landmark_splits
 
     root = tmp_path / "aflw"
     synth_aflw(root, 6, seed=0, image_size=96)

@@ -120,7 +120,7 @@ def test_mtcnn_points_align_like_the_list_and_misses_are_listed(casia_root, tmp_
 
     from facebench.data.formats.casia import read_landmark_list
     from facebench.data.prepare_identity import MISSED, detect_points
-    from facebench.mtcnn import MTCNNDetector
+    from facebench.papers.mtcnn import MTCNNDetector
 
     small = tmp_path / "small"  # three identities whose faces the published weights all find
     synth_casia(small, n_identities=3, images_per_identity=(2, 3), seed=0, image_size=128)

@@ -8,10 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from facebench.data.two_stage import (EYE_INDICES, map_back, recrop_matrices, recrop_split, similarity_scale,
-                                      two_stage_predict)
-from facebench.models.cnn6 import CNN6
-from facebench.models.cnn7 import CNN7
+from facebench.papers.wing.model import CNN6, CNN7
+from facebench.papers.wing.two_stage import (
+    EYE_INDICES,
+    map_back,
+    recrop_matrices,
+    recrop_split,
+    similarity_scale,
+    two_stage_predict,
+)
 
 
 def upright_face() -> np.ndarray:
@@ -64,12 +69,12 @@ def test_two_stage_predict_maps_stage2_output_back():
         num_landmarks, input_size = 19, 128
 
         def forward(self, images: torch.Tensor) -> torch.Tensor:
-            from facebench.data.two_stage import stage1_points
+            from facebench.papers.wing.two_stage import stage1_points
             first = stage1_points(stage1, crops, 64)
             m = recrop_matrices(first, 128)
             return (first @ m[:, :, :2].transpose(1, 2) + m[:, None, :, 2]).reshape(len(images), -1)
 
-    from facebench.data.two_stage import stage1_points
+    from facebench.papers.wing.two_stage import stage1_points
     got = two_stage_predict(stage1, Echo(), crops, 64)
     torch.testing.assert_close(got, stage1_points(stage1, crops, 64), atol=1e-3, rtol=0)
     assert CNN7(19)(torch.zeros(1, 3, 128, 128)).shape == (1, 38)
@@ -141,7 +146,7 @@ def test_recrop_experiment_rewrites_every_split_under_one_content_hash(smoke_pro
 
     from facebench.config import Paths, load_params, resolve_experiment
     from facebench.data.parquet import read_metadata
-    from facebench.data.two_stage import recrop_experiment
+    from facebench.papers.wing.two_stage import recrop_experiment
 
     shutil.copy(smoke_project / "params.yaml", tmp_path / "params.yaml")
     shutil.copytree(smoke_project / "data" / "prepared" / "aflw", tmp_path / "data" / "prepared" / "aflw")

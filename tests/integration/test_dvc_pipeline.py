@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from facebench.mtcnn import default_weights_dir
+from facebench.papers.mtcnn import default_weights_dir
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration

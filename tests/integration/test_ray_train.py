@@ -10,7 +10,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from facebench.config import Paths, load_params, resolve_experiment
-from facebench.models.cnn6 import CNN6
+from facebench.papers.wing.model import CNN6
 from facebench.tracking import tracking_uri
 from facebench.train.experiment import train_experiment
 from facebench.train.ray_trainer import fit
@@ -90,8 +90,8 @@ def test_world_size_and_resume_from_checkpoint(ray_local, smoke_project, tmp_pat
 def test_heatmap_experiment_trains_on_two_workers_and_logs_a_point_model(ray_local, smoke_project, monkeypatch):
     """The Adaptive Wing task through the same trainer: hourglass + AWing + weight map, 2 DDP workers."""
     from facebench.config import HeatmapExperimentConfig
-    from facebench.models.hourglass import AWingHourglass
-    from facebench.tasks.heatmaps import PointsFromHeatmaps
+    from facebench.papers.awing.model import AWingHourglass
+    from facebench.papers.awing.task import PointsFromHeatmaps
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     params = load_params(smoke_project / "params.yaml", profile="smoke")

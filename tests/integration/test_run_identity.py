@@ -73,7 +73,7 @@ def test_a_changed_source_file_the_training_imports_starts_a_new_run(private_pro
     _edit_module(monkeypatch, tmp_path, "facebench.report.render")
     assert _train(private_project)["run"] == "reused"
     # The loss the training imports changes: a new run, trained from epoch 1; the old one stays as it was.
-    _edit_module(monkeypatch, tmp_path, "facebench.losses.landmark")
+    _edit_module(monkeypatch, tmp_path, "facebench.papers.wing.loss")
     second = _train(private_project)
 
     assert second["run"] == "new" and second["run_id"] != first["run_id"]

@@ -60,8 +60,8 @@ def test_job_runs_the_uploaded_code_with_the_command_as_typed(ray_head, project)
     assert done.returncode == 0, out + done.stderr
     assert "PACKAGE_IN_WORKING_DIR True" in out
     expected = sorted(p.name for p in (REPO / "facebench").iterdir() if (p / "__init__.py").is_file())
-    assert {"data", "models", "mtcnn", "train"} <= set(expected)
-    assert f"SUBPACKAGES {expected}" in out  # facebench/data and facebench/models travel; /data and /models do not
+    assert {"data", "papers", "train"} <= set(expected)
+    assert f"SUBPACKAGES {expected}" in out  # facebench/data travels; the top-level /data does not
     assert "IGNORED_PRESENT []" in out
     assert f"CODE_VERSION {sha}\n" in out  # the submitted commit, clean
     assert ": SUCCEEDED" in out

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy import ndimage
 
-from facebench.losses.heatmap import (
+from facebench.papers.awing.loss import (
     HeatmapLoss,
     awing_loss,
     awing_pixelwise,

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from facebench.losses.landmark import (
+from facebench.papers.wing.loss import (
     L1Loss,
     L2Loss,
     SmoothL1Loss,

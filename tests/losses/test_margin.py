@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from facebench.losses.margin import (
+from facebench.papers.cosface.loss import (
     ArcFaceHead,
     CosFaceHead,
     NormSoftmaxHead,

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from facebench.losses.mtcnn import LANDMARK, NEGATIVE, PART, POSITIVE, hard_mean, make_mtcnn_loss
+from facebench.papers.mtcnn.loss import LANDMARK, NEGATIVE, PART, POSITIVE, hard_mean, make_mtcnn_loss
 
 
 def test_hard_mean_keeps_the_largest_seventy_percent():

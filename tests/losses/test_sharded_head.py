@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from facebench.losses.margin import make_head, make_sharded_head, shard_range
+from facebench.papers.cosface.loss import make_head, make_sharded_head, shard_range
 
 WORLD = 2
 C, D = 7, 5  # 7 classes split 4 + 3
@@ -105,7 +105,7 @@ def test_shard_range_covers_all_classes_contiguously():
 def check_checkpoint_rank(rank: int, port: int) -> None:
     """One SGD-momentum step on each rank's rows, then: the gathered checkpoint equals the unsharded model's
     state and optimiser state after the same step on the whole batch, and restoring it gives the slices."""
-    from facebench.tasks.recognition import Recognizer, this_workers_state, whole_head_state
+    from facebench.papers.cosface.task import Recognizer, this_workers_state, whole_head_state
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD,

@@ -1,4 +1,4 @@
-"""losses/specs.py is the one table of loss parameters: the constructors refuse exactly what it refuses."""
+"""loss_specs.py is the one table of loss parameters: the constructors refuse exactly what it refuses."""
 
 from __future__ import annotations
 
@@ -6,10 +6,19 @@ import math
 
 import pytest
 
-from facebench.losses import heatmap, landmark, margin, mtcnn
-from facebench.losses.specs import (
-    HEADS, HEATMAP_CONFIG_NAMES, HEATMAP_LOSSES, LANDMARK_LOSSES, MTCNN_LOSSES, Range, param_problem,
+from facebench.loss_specs import (
+    HEADS,
+    HEATMAP_CONFIG_NAMES,
+    HEATMAP_LOSSES,
+    LANDMARK_LOSSES,
+    MTCNN_LOSSES,
+    Range,
+    param_problem,
 )
+from facebench.papers.awing import loss as heatmap
+from facebench.papers.cosface import loss as margin
+from facebench.papers.mtcnn import loss as mtcnn
+from facebench.papers.wing import loss as landmark
 
 
 @pytest.mark.parametrize("rule, text", [
@@ -43,7 +52,7 @@ def test_problem_names_the_rule_and_the_value():
 
 
 def test_the_modules_take_their_names_and_keys_from_the_table():
-    from facebench.tasks.heatmaps import HEATMAP_LOSSES as TASK_HEATMAP_LOSSES
+    from facebench.papers.awing.task import HEATMAP_LOSSES as TASK_HEATMAP_LOSSES
 
     assert landmark.LOSS_NAMES == ("l2", "l1", "smooth_l1", "wing")
     assert heatmap.HEATMAP_LOSS_NAMES == ("mse", "l1", "wing", "awing")

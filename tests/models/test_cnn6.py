@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from facebench.losses.landmark import wing_loss
-from facebench.models.cnn6 import CNN6
+from facebench.papers.wing.loss import wing_loss
+from facebench.papers.wing.model import CNN6
 
 
 def expected_params(num_landmarks: int, batch_norm: bool) -> int:
@@ -81,7 +81,7 @@ def test_rejects_bad_arguments():
 
 
 def test_cnn7_is_six_blocks_from_64_channels_on_128_pixels():
-    from facebench.models.cnn7 import CNN7
+    from facebench.papers.wing.model import CNN7
 
     model = CNN7(19)
     chans = [3, 64, 128, 256, 512, 512, 512]  # by hand: 9 k_in k_out + BN (2 k_out) per block, 128 -> 2

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from facebench.losses.heatmap import make_heatmap_loss, stacked_loss
-from facebench.models.hourglass import AWingHourglass, CoordConv2d, coordinate_channels
+from facebench.papers.awing.loss import make_heatmap_loss, stacked_loss
+from facebench.papers.awing.model import AWingHourglass, CoordConv2d, coordinate_channels
 
 
 def tiny(**kw) -> AWingHourglass:

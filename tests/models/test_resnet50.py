@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from facebench.models.resnet50 import ResNet50Regressor
+from facebench.papers.wing.resnet50 import ResNet50Regressor
 
 # torchvision's / the paper's ResNet-50 has 25,557,032 parameters with its 1000-class layer (2048 * 1000 + 1000).
 BACKBONE = 25_557_032 - (2048 * 1000 + 1000)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from facebench.models.sphereface import SphereFaceNet, UNITS_PER_DEPTH
+from facebench.papers.cosface.model import UNITS_PER_DEPTH, SphereFaceNet
 
 
 @pytest.mark.parametrize("depth", sorted(UNITS_PER_DEPTH))

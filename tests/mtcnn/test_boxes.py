@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-import facebench.mtcnn.boxes as B
-from facebench.mtcnn.boxes import box_overlap, calibrate, clip_boxes, crop_padding, iou, nms, square
+import facebench.papers.mtcnn.boxes as B
+from facebench.papers.mtcnn.boxes import box_overlap, calibrate, clip_boxes, crop_padding, iou, nms, square
 
 
 def t(rows) -> torch.Tensor:

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from facebench.models.mtcnn import ONet, PNet, RNet, load_published
-from facebench.mtcnn import WEIGHTS_ENV, MTCNNDetector, default_weights_dir
-from facebench.mtcnn.boxes import nms
-from facebench.mtcnn.cli import detect_command
-from facebench.mtcnn.detect import grid_radius, level_size, pnet_cells, pyramid_scales
+from facebench.papers.mtcnn import WEIGHTS_ENV, MTCNNDetector, default_weights_dir
+from facebench.papers.mtcnn.boxes import nms
+from facebench.papers.mtcnn.cli import detect_command
+from facebench.papers.mtcnn.detect import grid_radius, level_size, pnet_cells, pyramid_scales
+from facebench.papers.mtcnn.model import ONet, PNet, RNet, load_published
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 WEIGHTS = SHARED / "models" / "mtcnn-published"
@@ -248,7 +248,7 @@ def test_pnet_pool_without_autograd_equals_the_pooling_layer():
     values for even and odd sizes, keeps channels-last, and with autograd is the pooling layer itself."""
     from torch.nn import functional as F
 
-    from facebench.models.mtcnn import MaxPool2x2Ceil
+    from facebench.papers.mtcnn.model import MaxPool2x2Ceil
 
     pool = MaxPool2x2Ceil()
     gen = torch.Generator().manual_seed(0)
@@ -265,7 +265,7 @@ def test_pnet_pool_without_autograd_equals_the_pooling_layer():
 
 @needs_shared
 def test_capped_proposals_of_a_batch_are_each_images_own(image):
-    """Mining caps P-Net's candidates per image (mtcnn/samples.py): a batch must propose, for each image, what
+    """Mining caps P-Net's candidates per image (papers/mtcnn/samples.py): a batch must propose, for each image, what
     that image alone would (a cap over the whole batch once left most of a batch's scenes with no proposals
     and O-Net's smoke training data with no mined example)."""
     detector = MTCNNDetector(min_face=12, thresholds=(0.05, 0.05, 0.05))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from facebench.data.formats.wider import Scene
-from facebench.mtcnn.evaluate import evaluate_cascade
+from facebench.papers.mtcnn.evaluate import evaluate_cascade
 
 
 class FixedDetections:

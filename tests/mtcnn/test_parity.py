@@ -13,7 +13,7 @@ on several images at once; float32 convolutions then round differently in the la
 ~1e-6), which is why the whole-cascade checks use tolerances.
 
 facenet-pytorch is a test-only peer (``make setup`` installs it with ``--no-deps``); torchvision, which it
-imports, is stood in for by ``facebench.mtcnn.reference``. Without facenet-pytorch these tests skip.
+imports, is stood in for by ``facebench.papers.mtcnn.reference``. Without facenet-pytorch these tests skip.
 """
 
 from __future__ import annotations
@@ -27,8 +27,14 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from facebench.mtcnn.reference import (
-    IOU_MIN, LANDMARK_FRACTION, SCORE_TOL, agreement, install_torchvision_stand_in, load_reference, reference_detect,
+from facebench.papers.mtcnn.reference import (
+    IOU_MIN,
+    LANDMARK_FRACTION,
+    SCORE_TOL,
+    agreement,
+    install_torchvision_stand_in,
+    load_reference,
+    reference_detect,
     reference_rows,
 )
 
@@ -38,10 +44,10 @@ ref_steps = importlib.import_module("facenet_pytorch.models.utils.detect_face")
 
 from facebench.data.formats.wider import read_scenes  # noqa: E402
 from facebench.data.synth_wider import synth_wider  # noqa: E402
-from facebench.models.mtcnn import load_published  # noqa: E402
-from facebench.mtcnn import MTCNNDetector  # noqa: E402
-from facebench.mtcnn.boxes import calibrate, nms, square  # noqa: E402
-from facebench.mtcnn.detect import cell_boxes, pyramid_scales  # noqa: E402
+from facebench.papers.mtcnn import MTCNNDetector  # noqa: E402
+from facebench.papers.mtcnn.boxes import calibrate, nms, square  # noqa: E402
+from facebench.papers.mtcnn.detect import cell_boxes, pyramid_scales  # noqa: E402
+from facebench.papers.mtcnn.model import load_published  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 WEIGHTS = SHARED / "models" / "mtcnn-published"

@@ -9,14 +9,19 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from facebench.data.synth_wider import synth_wider
-from facebench.losses.mtcnn import LANDMARK, NEGATIVE, PART, POSITIVE
-from facebench.mtcnn import default_weights_dir
-from facebench.mtcnn.boxes import calibrate, iou
-from facebench.mtcnn.samples import (
-    box_targets, cut, label, landmark_targets, mix, write_training_data,
-)
 from facebench.data.formats.wider import read_scenes
+from facebench.data.synth_wider import synth_wider
+from facebench.papers.mtcnn import default_weights_dir
+from facebench.papers.mtcnn.boxes import calibrate, iou
+from facebench.papers.mtcnn.loss import LANDMARK, NEGATIVE, PART, POSITIVE
+from facebench.papers.mtcnn.samples import (
+    box_targets,
+    cut,
+    label,
+    landmark_targets,
+    mix,
+    write_training_data,
+)
 from tests.conftest import needs_published_weights
 
 
@@ -93,7 +98,7 @@ def test_pnet_set_from_synthetic_scenes(scenes_root, tmp_path):
 
 @needs_published_weights
 def test_onet_set_mines_a_real_cascades_proposals_and_has_landmark_faces(scenes_root, tmp_path):
-    from facebench.mtcnn.detect import MTCNNDetector
+    from facebench.papers.mtcnn.detect import MTCNNDetector
 
     detector = MTCNNDetector(default_weights_dir(), min_face=14, thresholds=(0.5, 0.5, 0.5))
     manifest = write_training_data(lambda split: read_scenes(scenes_root, split), tmp_path / "onet", "onet", seed=0, negatives=40, per_face=20,
@@ -191,8 +196,8 @@ def test_a_split_without_faces_is_named(scenes_root, tmp_path):
 
 @needs_published_weights
 def test_candidate_cap_bounds_what_a_permissive_pnet_proposes():
-    from facebench.mtcnn.cli import read_rgb
-    from facebench.mtcnn.detect import MTCNNDetector
+    from facebench.papers.mtcnn.cli import read_rgb
+    from facebench.papers.mtcnn.detect import MTCNNDetector
 
     image = read_rgb(default_weights_dir().parents[1] / "images" / "astronaut.png")
     detector = MTCNNDetector(default_weights_dir(), min_face=20, thresholds=(0.01, 0.5, 0.5))
@@ -203,7 +208,7 @@ def test_candidate_cap_bounds_what_a_permissive_pnet_proposes():
 
 
 def test_load_trained_loads_the_prefix_and_names_a_missing_stage(tmp_path):
-    from facebench.models.mtcnn import PNet, load_trained
+    from facebench.papers.mtcnn.model import PNet, load_trained
 
     trained = PNet()
     torch.save(trained.state_dict(), tmp_path / "pnet.pt")

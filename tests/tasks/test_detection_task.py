@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from facebench.tasks.detection import FLIP_POINTS, DetectionTask
+from facebench.papers.mtcnn.task import FLIP_POINTS, DetectionTask
 
 
 def _task() -> DetectionTask:

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from facebench.config import HeatmapExperimentConfig, load_params, resolve_experiment
-from facebench.data.heatmaps import input_to_heatmap, render_gaussian_heatmaps
-from facebench.tasks.heatmaps import HEATMAP_STRIDE, HeatmapTask, PointsFromHeatmaps
+from facebench.papers.awing.heatmaps import input_to_heatmap, render_gaussian_heatmaps
+from facebench.papers.awing.task import HEATMAP_STRIDE, HeatmapTask, PointsFromHeatmaps
 
 
 class _Oracle(nn.Module):
@@ -77,7 +77,7 @@ def test_ablation_flags_reach_the_model_and_the_loss(smoke_project):
 
 @pytest.mark.gpu
 def test_targets_on_cuda_match_the_cpu():
-    from facebench.data.heatmaps import render_boundary_heatmap
+    from facebench.papers.awing.heatmaps import render_boundary_heatmap
 
     pts = torch.rand(8, 68, 2) * 12 + 2
     for fn in (lambda p: render_gaussian_heatmaps(p, 16), lambda p: render_boundary_heatmap(p, size=16)):

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from facebench.config import RecognitionExperimentConfig, resolve_experiment
-from facebench.losses.margin import HEAD_NAMES
-from facebench.tasks import build_task
-from facebench.tasks.recognition import Recognizer
+from facebench.papers.cosface.loss import HEAD_NAMES
+from facebench.papers.cosface.task import Recognizer
+from facebench.train.task import build_task
 
 
 def _batch(task, n: int = 8) -> dict[str, torch.Tensor]:

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from facebench.tasks import TrainSource
+from facebench.train.task import TrainSource
 
 
 def _to_arrays(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -3,7 +3,7 @@
 A batch is a set of square crops at the stage's input size (P-Net 12, R-Net 24, O-Net 48 px) with
 their kind (negative, positive, part, landmark face), box offsets and, for O-Net, five points
 (mtcnn/samples.py makes them). The step is the multi-task loss with online hard sample mining
-(losses/mtcnn.py). Evaluation scores the stage on its validation crops (face/non-face accuracy,
+(papers/mtcnn/loss.py). Evaluation scores the stage on its validation crops (face/non-face accuracy,
 box and landmark error); the last stage (O-Net) also runs the whole trained cascade on the
 validation scenes and reports its average precision, beside the published weights' on the same
 scenes (mtcnn/evaluate.py).
@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from facebench.config import Paths, ResolvedExperiment, dataset_root
-from facebench.losses.mtcnn import LANDMARK, NEGATIVE, PART, POSITIVE, make_mtcnn_loss
-from facebench.mtcnn.samples import STAGE_SIZE
-from facebench.tasks import TrainSource, require_splits
+from facebench.papers.mtcnn.loss import LANDMARK, NEGATIVE, PART, POSITIVE, make_mtcnn_loss
+from facebench.papers.mtcnn.samples import STAGE_SIZE
+from facebench.train.task import TrainSource, require_splits
 
 FLIP_POINTS = [1, 0, 2, 4, 3]  # image-left eye <-> image-right eye, nose, mouth corners swap
 
@@ -67,7 +67,7 @@ class DetectionTask:
 
     # --- what the trainer asks for -------------------------------------------------------------
     def build_model(self) -> nn.Module:
-        from facebench.models.mtcnn import ONet, PNet, RNet
+        from facebench.papers.mtcnn.model import ONet, PNet, RNet
 
         return {"pnet": PNet, "rnet": RNet, "onet": lambda: ONet(dropout=0.25)}[self.exp.model]()
 
@@ -153,11 +153,11 @@ class DetectionTask:
         return result
 
     def _cascade_metrics(self, onet: nn.Module, device: torch.device) -> dict[str, dict[str, float]]:
-        from facebench.models.mtcnn import load_trained
-        from facebench.mtcnn import default_weights_dir
-        from facebench.mtcnn.detect import WIDER, MTCNNDetector
-        from facebench.mtcnn.evaluate import evaluate_cascade
         from facebench.data.formats.wider import load_scenes, official_keep_lists
+        from facebench.papers.mtcnn import default_weights_dir
+        from facebench.papers.mtcnn.detect import WIDER, MTCNNDetector
+        from facebench.papers.mtcnn.evaluate import evaluate_cascade
+        from facebench.papers.mtcnn.model import load_trained
 
         paths, raw_root = self._project()
         self.reads["test"] += 1

@@ -113,7 +113,7 @@ def _prepare_identity_dataset(cfg, name: str, paths: Paths) -> dict[str, Any]:
     root = dataset_root(paths, name, cfg)
     detector = None
     if cfg.points == "mtcnn":  # the published weights ($FACEBENCH_MTCNN_WEIGHTS to use trained ones)
-        from facebench.mtcnn.detect import MTCNNDetector
+        from facebench.papers.mtcnn.detect import MTCNNDetector
 
         detector = MTCNNDetector()
     if cfg.format == "casia_rec":
@@ -134,12 +134,12 @@ def _dataset(params: Params, name: str):
 
 
 def mtcnn_training_data(params: Params, experiment: str, paths: Paths, device: str = "cpu") -> dict[str, Any]:
-    """One MTCNN stage's training crops (mtcnn/samples.py) -> data/mtcnn/<experiment>/; R-Net's and O-Net's
+    """One MTCNN stage's training crops (papers/mtcnn/samples.py) -> data/mtcnn/<experiment>/; R-Net's and O-Net's
     mine the proposals of the trained earlier stages (models/<stage>/model.pt)."""
     from facebench.config import resolve_experiment
     from facebench.data.formats.wider import load_scenes
     from facebench.data.parquet import read_metadata
-    from facebench.mtcnn.samples import write_training_data
+    from facebench.papers.mtcnn.samples import write_training_data
 
     exp = resolve_experiment(params, experiment)
     if exp.cascade is None:
@@ -148,9 +148,9 @@ def mtcnn_training_data(params: Params, experiment: str, paths: Paths, device: s
     settings = params.active.mtcnn
     proposer = None
     if exp.cascade:
-        from facebench.models.mtcnn import load_trained
-        from facebench.mtcnn.detect import MTCNNDetector
-        from facebench.mtcnn.samples import MINING_MAX_CANDIDATES, MINING_THRESHOLDS
+        from facebench.papers.mtcnn.detect import MTCNNDetector
+        from facebench.papers.mtcnn.model import load_trained
+        from facebench.papers.mtcnn.samples import MINING_MAX_CANDIDATES, MINING_THRESHOLDS
 
         weights = [paths.model_weights(key) for key in exp.cascade]
         detector = MTCNNDetector(nets=load_trained(weights), device=device, min_face=12,

@@ -33,7 +33,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from facebench.losses.specs import HEADS, check_param
+from facebench.loss_specs import HEADS, check_param
 
 HEAD_NAMES = tuple(HEADS)  # ("softmax", "nsl", "sphereface", "cosface", "arcface")
 
@@ -173,7 +173,7 @@ class SoftmaxHead(MarginHead):
 class NormSoftmaxHead(MarginHead):
     """NSL, the normalised softmax loss of the CosFace paper: s·cos θ_j for every class."""
 
-    spec = "nsl"  # the losses/specs.py entry whose ranges this head's arguments follow
+    spec = "nsl"  # the loss_specs.py entry whose ranges this head's arguments follow
 
     def __init__(self, embedding_dim: int, num_classes: int, s: float = 64.0):
         super().__init__(embedding_dim, num_classes)

@@ -36,8 +36,8 @@ from facebench.atomic import atomic_write_text, build_dir
 from facebench.data.formats.wider import Scene
 from facebench.data.images import read_image
 from facebench.data.parquet import ContentHash, file_digests, write_table
-from facebench.losses.mtcnn import KIND_NAMES, LANDMARK, NEGATIVE, PART, POSITIVE
-from facebench.mtcnn.boxes import iou
+from facebench.papers.mtcnn.boxes import iou
+from facebench.papers.mtcnn.loss import KIND_NAMES, LANDMARK, NEGATIVE, PART, POSITIVE
 
 IOU_NEGATIVE, IOU_PART, IOU_POSITIVE = 0.3, 0.4, 0.65
 MIX_RATIO = {NEGATIVE: 3, POSITIVE: 1, PART: 1, LANDMARK: 2}

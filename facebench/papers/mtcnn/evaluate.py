@@ -14,8 +14,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from facebench.metrics.detection import ImageDetections, ImageTruth, average_precision, iou_xywh
 from facebench.data.formats.wider import Scene
+from facebench.metrics.detection import ImageDetections, ImageTruth, average_precision, iou_xywh
 
 SUBSET_MIN_HEIGHT = {"easy": 50.0, "medium": 30.0, "hard": 10.0}  # px; ours, for scenes without keep lists
 

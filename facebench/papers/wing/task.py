@@ -18,9 +18,9 @@ from torch import nn
 from facebench.config import ResolvedExperiment
 from facebench.data.parquet import ENCODED, decode_crops, read_metadata, read_samples
 from facebench.data.transforms import Augment, LandmarkBatchTransform
-from facebench.losses.landmark import make_landmark_loss
 from facebench.metrics import landmarks as lm
-from facebench.tasks import TrainSource, require_splits
+from facebench.papers.wing.loss import make_landmark_loss
+from facebench.train.task import TrainSource, require_splits
 
 INPUT_SIZE = {"cnn6": 64, "cnn7": 128, "resnet50": 224}
 
@@ -61,15 +61,15 @@ class LandmarkTask:
     # --- what the trainer asks for -------------------------------------------------------------
     def build_model(self) -> nn.Module:
         if self.exp.model == "cnn6":
-            from facebench.models.cnn6 import CNN6
+            from facebench.papers.wing.model import CNN6
 
             return CNN6(num_landmarks=self.num_landmarks)
         if self.exp.model == "cnn7":
-            from facebench.models.cnn7 import CNN7
+            from facebench.papers.wing.model import CNN7
 
             return CNN7(num_landmarks=self.num_landmarks, width=self.exp.cnn7_width or 1.0)
         if self.exp.model == "resnet50":
-            from facebench.models.resnet50 import ResNet50Regressor
+            from facebench.papers.wing.resnet50 import ResNet50Regressor
 
             return ResNet50Regressor(num_landmarks=self.num_landmarks)
         raise ValueError(f"landmark task has no model {self.exp.model!r}")

@@ -74,8 +74,8 @@ import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from facebench.models.mtcnn import ONET_SIZE, PNET_SIZE, RNET_SIZE, load_published
-from facebench.mtcnn.boxes import calibrate, nms, pair_overlap, square, take
+from facebench.papers.mtcnn.boxes import calibrate, nms, pair_overlap, square, take
+from facebench.papers.mtcnn.model import ONET_SIZE, PNET_SIZE, RNET_SIZE, load_published
 
 PNET_STRIDE = 2
 NORM_MEAN, NORM_SCALE = 127.5, 0.0078125  # (v - 127.5) * 0.0078125, the reference's normalisation
@@ -290,7 +290,7 @@ class MTCNNDetector:
             self.pnet, self.rnet, self.onet = (n.to(self.device).eval() for n in nets)
         else:
             if weights_dir is None:
-                from facebench.mtcnn import default_weights_dir
+                from facebench.papers.mtcnn import default_weights_dir
 
                 weights_dir = default_weights_dir()
             self.pnet, self.rnet, self.onet = load_published(weights_dir, self.device)

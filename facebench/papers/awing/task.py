@@ -6,7 +6,7 @@ prepared crop's pixels, so heatmap rows stand beside the Wing rows in one table.
 
 * targets: after augmentation, a Gaussian per landmark (sigma in heatmap pixels) and one boundary
   map of the dataset's facial curves, rendered on the device at input_size / 4;
-* the network: the stacked hourglass (``models/hourglass.py``) with CoordConv and the boundary
+* the network: the stacked hourglass (``papers/awing/model.py``) with CoordConv and the boundary
   head, each switchable for the paper's ablation; every stack is supervised;
 * the loss: a per-pixel loss (MSE, L1, Wing or Adaptive Wing) with or without the weighted loss
   map, on the landmark heatmaps and on the boundary map, the two means added (our choice: the authors'
@@ -23,15 +23,19 @@ import torch
 from torch import nn
 
 from facebench.config import ResolvedExperiment
-from facebench.data.heatmaps import (
-    decode_heatmaps, heatmap_to_input, input_to_heatmap, render_boundary_heatmap, render_gaussian_heatmaps,
+from facebench.papers.awing.heatmaps import (
+    decode_heatmaps,
+    heatmap_to_input,
+    input_to_heatmap,
+    render_boundary_heatmap,
+    render_gaussian_heatmaps,
 )
-from facebench.losses.heatmap import make_heatmap_loss, stacked_loss
-from facebench.tasks.landmarks import LandmarkTask, ScaledLoss
+from facebench.papers.awing.loss import make_heatmap_loss, stacked_loss
+from facebench.papers.wing.task import LandmarkTask, ScaledLoss
 
 HEATMAP_STRIDE = 4  # the hourglass stem halves twice: input 256 -> heatmaps 64
 
-# params.yaml loss key -> per-pixel loss of losses/heatmap.py. The "hm_" keys keep the heatmap
+# params.yaml loss key -> per-pixel loss of papers/awing/loss.py. The "hm_" keys keep the heatmap
 # losses apart from the coordinate losses of the same name (whose parameters are in pixels).
 HEATMAP_LOSSES = {"hm_mse": "mse", "hm_l1": "l1", "hm_wing": "wing", "awing": "awing"}
 
@@ -47,7 +51,7 @@ class HeatmapTask(LandmarkTask):
         self.heatmap_size = self.input_size // HEATMAP_STRIDE
 
     def build_model(self) -> nn.Module:
-        from facebench.models.hourglass import AWingHourglass
+        from facebench.papers.awing.model import AWingHourglass
 
         s = self.settings
         return AWingHourglass(self.num_landmarks, num_stacks=s.stacks, features=s.features, boundary=s.boundary,

@@ -84,7 +84,8 @@ def load_reference(device: str | torch.device = "cpu", min_face: float = 20, fac
     facenet = importlib.import_module("facenet_pytorch")
     version = getattr(facenet, "__version__", None)
     if version not in (None, REFERENCE_VERSION):
-        raise ImportError(f"facebench/mtcnn/reference.py expects facenet-pytorch {REFERENCE_VERSION}, got {version}")
+        raise ImportError(f"facebench/papers/mtcnn/reference.py expects facenet-pytorch {REFERENCE_VERSION}, "
+                          f"got {version}")
     return facenet.MTCNN(min_face_size=min_face, thresholds=list(thresholds), factor=factor, keep_all=True,
                          select_largest=False, device=torch.device(device))
 

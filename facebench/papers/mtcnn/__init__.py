@@ -1,6 +1,8 @@
-"""MTCNN face detection and 5-point landmarks: box operations, the batched cascade, the detect command.
+"""MTCNN (Zhang et al., 2016): face detection and 5-point landmarks. model.py (P-, R-, O-Net), loss.py,
+task.py (a stage's training and evaluation); beside them box operations, the batched cascade, the training
+crops of each stage, the AP evaluation, the published-weights reference and the detect command.
 
-The networks themselves live in ``facebench.models.mtcnn``; alignment to recognition templates in
+The networks themselves live in ``facebench.papers.mtcnn.model``; alignment to recognition templates in
 ``facebench.data.align``.
 """
 
@@ -10,7 +12,7 @@ import os
 from pathlib import Path
 
 WEIGHTS_ENV = "FACEBENCH_MTCNN_WEIGHTS"
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 def default_weights_dir() -> Path:
@@ -22,6 +24,6 @@ def default_weights_dir() -> Path:
     return (REPO_ROOT / ".." / "shared" / "models" / "mtcnn-published").resolve()
 
 
-from facebench.mtcnn.detect import PRESETS, Face, MTCNNDetector  # noqa: E402
+from facebench.papers.mtcnn.detect import PRESETS, Face, MTCNNDetector  # noqa: E402
 
 __all__ = ["Face", "MTCNNDetector", "PRESETS", "WEIGHTS_ENV", "default_weights_dir"]

@@ -16,7 +16,7 @@ import math
 import torch
 from torch import nn
 
-from facebench.losses.specs import LANDMARK_LOSSES, check_param
+from facebench.loss_specs import LANDMARK_LOSSES, check_param
 
 LOSS_NAMES = tuple(LANDMARK_LOSSES)  # ("l2", "l1", "smooth_l1", "wing")
 
@@ -53,7 +53,7 @@ def smooth_l1_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def _check_wing(w: float, eps: float) -> None:
-    """w and eps are positive numbers of pixels (the rule lives in losses/specs.py, which params.yaml shares)."""
+    """w and eps are positive numbers of pixels (the rule lives in loss_specs.py, which params.yaml shares)."""
     check_param("wing", LANDMARK_LOSSES["wing"], "w", w)
     check_param("wing", LANDMARK_LOSSES["wing"], "eps", eps)
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facebench.losses.specs import HEATMAP_LOSSES, WEIGHT_MAP_PARAMS, check_param
+from facebench.loss_specs import HEATMAP_LOSSES, WEIGHT_MAP_PARAMS, check_param
 
 HEATMAP_LOSS_NAMES = tuple(HEATMAP_LOSSES)  # ("mse", "l1", "wing", "awing")
 WEIGHT_THRESHOLD = 0.2
@@ -109,7 +109,7 @@ def awing_pixelwise(pred: torch.Tensor, target: torch.Tensor, alpha: float = 2.1
 
 
 def _check_positive(loss: str, **values: float) -> None:
-    """The ranges of losses/specs.py (which params.yaml's checks share): every parameter here is > 0."""
+    """The ranges of loss_specs.py (which params.yaml's checks share): every parameter here is > 0."""
     for key, v in values.items():
         check_param(loss, HEATMAP_LOSSES[loss], key, v)
 
@@ -141,7 +141,7 @@ def awing_loss(pred: torch.Tensor, target: torch.Tensor, alpha: float = 2.1, ome
 
 
 # Parameters each loss accepts (beyond pred/target), with the papers' defaults; the names and
-# ranges are losses/specs.py's HEATMAP_LOSSES (a test keeps the two key sets equal).
+# ranges are loss_specs.py's HEATMAP_LOSSES (a test keeps the two key sets equal).
 _LOSS_PARAMS: dict[str, dict[str, float]] = {
     "mse": {},
     "l1": {},

@@ -12,8 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from facebench.mtcnn import default_weights_dir
-from facebench.mtcnn.detect import PRESETS, MTCNNDetector
+from facebench.papers.mtcnn import default_weights_dir
+from facebench.papers.mtcnn.detect import PRESETS, MTCNNDetector
 
 
 def read_rgb(path: Path) -> np.ndarray:

@@ -69,13 +69,13 @@ FINITE = Range()
 # The multiplier the landmark and heatmap tasks put on their loss (params.yaml ``weight``).
 WEIGHT = {"weight": POSITIVE}
 
-# make_landmark_loss's names and keyword parameters (losses/landmark.py), in pixels of the input.
+# make_landmark_loss's names and keyword parameters (papers/wing/loss.py), in pixels of the input.
 LANDMARK_LOSSES: dict[str, dict[str, Range]] = {
     "l2": {}, "l1": {}, "smooth_l1": {},
     "wing": {"w": POSITIVE, "eps": POSITIVE},
 }
 
-# make_heatmap_loss's names and keyword parameters (losses/heatmap.py).
+# make_heatmap_loss's names and keyword parameters (papers/awing/loss.py).
 HEATMAP_LOSSES: dict[str, dict[str, Range]] = {
     "mse": {}, "l1": {},
     "wing": {"w": POSITIVE, "eps": POSITIVE},
@@ -84,11 +84,11 @@ HEATMAP_LOSSES: dict[str, dict[str, Range]] = {
 # The weighted loss map's settings, which make_heatmap_loss takes only with use_weight_map=True.
 WEIGHT_MAP_PARAMS: dict[str, Range] = {"threshold": FINITE, "W": NON_NEGATIVE}
 
-# params.yaml loss key -> per-pixel loss of losses/heatmap.py. The "hm_" keys keep the heatmap losses
+# params.yaml loss key -> per-pixel loss of papers/awing/loss.py. The "hm_" keys keep the heatmap losses
 # apart from the coordinate losses of the same name (whose parameters are in pixels).
 HEATMAP_CONFIG_NAMES = {"hm_mse": "mse", "hm_l1": "l1", "hm_wing": "wing", "awing": "awing"}
 
-# make_head's names and keyword parameters (losses/margin.py). SphereFace's lambda annealing
+# make_head's names and keyword parameters (papers/cosface/loss.py). SphereFace's lambda annealing
 # (base, gamma, power, lambda_min) is the released Caffe layer's.
 HEADS: dict[str, dict[str, Range]] = {
     "softmax": {},
@@ -100,7 +100,7 @@ HEADS: dict[str, dict[str, Range]] = {
                 "easy_margin": Range(flag=True)},
 }
 
-# MTCNN's multi-task loss (losses/mtcnn.py): the share of the classification losses kept by online
+# MTCNN's multi-task loss (papers/mtcnn/loss.py): the share of the classification losses kept by online
 # hard sample mining. The task weights are the paper's per stage, not parameters.
 MTCNN_LOSSES: dict[str, dict[str, Range]] = {
     "mtcnn": {"hard_ratio": Range(low=0.0, high=1.0, high_closed=True)},

@@ -124,7 +124,7 @@ class AWingHourglass(nn.Module):
     """Images (N, 3, S, S) -> {"heatmaps": [(N, L, S/4, S/4)] per stack,
     "boundary": [(N, 1, S/4, S/4)] per stack, or None when ``boundary=False``}.
 
-    Heatmap pixel i covers input pixels [4i, 4i + 4); decode with facebench.data.heatmaps.
+    Heatmap pixel i covers input pixels [4i, 4i + 4); decode with facebench.papers.awing.heatmaps.
     ``coordconv=False`` uses plain convolutions (no coordinate channels anywhere), which also
     drops the boundary-aware channels; the boundary head is then still predicted and supervised.
     """

@@ -3,7 +3,7 @@
 The shared trainer (facebench/train/ray_trainer.py) calls only these methods. A batch is aligned
 crops (uint8, 112x96 or 112x112) and class labels; on the training device the crops are scaled to
 [-1, 1] ((x - 127.5) / 128, as SphereFace and CosFace do) and mirrored at random. The model is the
-SphereFace residual network with one of the five heads of ``losses/margin.py`` on top: its forward
+SphereFace residual network with one of the five heads of ``papers/cosface/loss.py`` on top: its forward
 gives embeddings, or the head's logits when labels are passed, so one DDP forward covers both and
 the head's weights train with the backbone. Evaluation embeds every verification image with its
 mirror and runs the LFW protocol (``metrics/verification.py``).
@@ -23,9 +23,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from facebench.config import ResolvedExperiment
 from facebench.data.parquet import read_metadata
-from facebench.losses.margin import HEAD_NAMES, ShardedMarginHead, make_head, make_sharded_head
 from facebench.metrics.verification import evaluate_pairs
-from facebench.tasks import TrainSource, require_splits
+from facebench.papers.cosface.loss import HEAD_NAMES, ShardedMarginHead, make_head, make_sharded_head
+from facebench.train.task import TrainSource, require_splits
 
 EMBEDDING_DIM = 512
 VAL_FILES = ("val_images.parquet", "val_pairs.parquet")  # pairs of the training set's held-out identities
@@ -78,7 +78,7 @@ class RecognitionTask:
     def build_model(self) -> nn.Module:
         """Backbone + head. Inside a multi-worker run with ``shard_head``, each worker holds 1/R of the
         classifier (``ShardedMarginHead``, softmax by collectives) and DDP syncs only the backbone."""
-        from facebench.models.sphereface import SphereFaceNet
+        from facebench.papers.cosface.model import SphereFaceNet
 
         params = {k: v for k, v in self.exp.loss_params.items() if k != "weight"}
         if self.exp.model != "sphereface":

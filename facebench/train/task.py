@@ -1,11 +1,13 @@
-"""Tasks: one file per task says what a batch is, the training step and the evaluation.
+"""What a task is to the trainer: the ``Task`` protocol, its training rows (``TrainSource``), and
+``build_task``, which finds an experiment's task by the name config.TASK_CLASSES gives it.
 
-``build_task`` is a plain dispatch on the experiment's ``task`` field, so the place where each
-task lives stays visible.
+A task (one per paper, facebench/papers/<paper>/task.py) says what a batch is, the training step and
+the evaluation; the trainer (train/ray_trainer.py) knows no paper.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from facebench.config import ResolvedExperiment
+from facebench.config import TASK_CLASSES, ResolvedExperiment
 
 
 class Task(Protocol):
@@ -54,23 +56,15 @@ def require_splits(folder: Path, files: list[str], what: str) -> None:
 
 
 def build_task(exp: ResolvedExperiment, prepared_dir: Path) -> Task:
-    if exp.task == "landmarks":
-        from facebench.tasks.landmarks import LandmarkTask
+    """The task of ``exp``: the class ``TASK_CLASSES`` (config.py) names for its ``task`` field.
 
-        return LandmarkTask(exp, prepared_dir)
-    if exp.task == "heatmaps":
-        from facebench.tasks.heatmaps import HeatmapTask
-
-        return HeatmapTask(exp, prepared_dir)
-    if exp.task == "recognition":
-        from facebench.tasks.recognition import RecognitionTask
-
-        return RecognitionTask(exp, prepared_dir)
-    if exp.task == "detection":
-        from facebench.tasks.detection import DetectionTask
-
-        return DetectionTask(exp, prepared_dir)
-    raise ValueError(f"unknown task {exp.task!r} (known: landmarks, heatmaps, recognition, detection)")
+    The trainer reaches a paper's code only through this name, so shared code imports no paper
+    (tests/test_layers.py); the table in config.py is the one place that says where each task lives."""
+    path = TASK_CLASSES.get(exp.task)
+    if path is None:
+        raise ValueError(f"unknown task {exp.task!r} (known: {', '.join(TASK_CLASSES)})")
+    module, name = path.rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)(exp, prepared_dir)
 
 
 @dataclass(frozen=True)

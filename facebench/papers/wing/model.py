@@ -1,4 +1,6 @@
-"""CNN-6, the plain landmark regression network of the Wing loss paper (Feng et al., CVPR 2018, Sec. 3).
+"""CNN-6 and CNN-7: the Wing loss paper's landmark regression networks (Feng et al., CVPR 2018, Sec. 3).
+
+CNN-6, the plain network of the loss comparisons:
 
 Input 64x64x3; five blocks of 3x3 convolution (32, 64, 128, 256, 512 channels) + ReLU + 2x2 max
 pooling halve the map 64 -> 2; a fully connected layer of 1024 units with ReLU; an output layer
@@ -13,8 +15,12 @@ here; a third-party summary confirms 5 x conv/pool/ReLU + 2 FC, 64x64x3 in, 2L o
 after each convolution (``batch_norm=True``; False gives the plain conv/ReLU/pool stack),
 optional dropout before the output layer, 'same' padding, the head initialised at the centre.
 
-``PlainCNN`` is the stack at any input size and channel list; CNN-7 (models/cnn7.py) is the same stack
-at 128 px with one more block.
+CNN-7, the second stage of the two-stage framework, is the CNN-6 stack on a 128x128x3 input with one
+more conv block, so that six blocks halve the map 128 -> 2, and 64 kernels in the first layer. Ours where
+the sources we could read are silent: the channels double from 64 and stop at 512 (64, 128, 256, 512, 512,
+512), the same FC 1024 head as CNN-6. It sees the faces re-cropped from CNN-6's predictions (two_stage.py).
+
+``PlainCNN`` is the stack at any input size and channel list.
 """
 
 from __future__ import annotations
@@ -22,8 +28,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-INPUT_SIZE = 64
+INPUT_SIZE = 64  # CNN-6
 CHANNELS = (32, 64, 128, 256, 512)
+CNN7_INPUT_SIZE = 128
+CNN7_CHANNELS = (64, 128, 256, 512, 512, 512)
 FC_UNITS = 1024
 
 
@@ -81,3 +89,14 @@ class CNN6(PlainCNN):
 
     def __init__(self, num_landmarks: int, batch_norm: bool = True, dropout: float = 0.0):
         super().__init__(num_landmarks, INPUT_SIZE, CHANNELS, batch_norm, dropout)
+
+
+class CNN7(PlainCNN):
+    """The second stage of the two-stage framework: 128x128 in, 6 blocks of 64 to 512. ``width`` scales
+    every block's channels (1: the paper's network, ~9 training images/s on 2 CPU cores; 0.25: ~100)."""
+
+    def __init__(self, num_landmarks: int, batch_norm: bool = True, dropout: float = 0.0, width: float = 1.0):
+        if width <= 0:
+            raise ValueError(f"width must be positive, got {width}")
+        channels = tuple(max(8, round(c * width)) for c in CNN7_CHANNELS)
+        super().__init__(num_landmarks, CNN7_INPUT_SIZE, channels, batch_norm, dropout)

@@ -25,9 +25,17 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from facebench.data.parquet import (RAW_RGB8, ContentHash, decode_crops, file_digests, read_metadata, read_samples,
-                                    to_table, write_samples)
 from facebench.config import Paths, ResolvedExperiment
+from facebench.data.parquet import (
+    RAW_RGB8,
+    ContentHash,
+    decode_crops,
+    file_digests,
+    read_metadata,
+    read_samples,
+    to_table,
+    write_samples,
+)
 from facebench.data.transforms import LandmarkBatchTransform, invert_affine, transform_points, warp_crops
 
 # Eye centres per layout: the mean of each eye's six contour points (68-point iBUG) or the annotated
@@ -176,7 +184,7 @@ def recrop_experiment(exp: ResolvedExperiment, paths: Paths, device: torch.devic
     """Every prepared split of ``exp.dataset`` that ``exp`` reads (``train_pdb`` for PDB rows only)
     re-cropped by the trained stage-1 model ``exp.stage1``, written whole (or not at all) to data/stage2/<exp.key>/ with a manifest."""
     from facebench.atomic import build_dir
-    from facebench.models.cnn6 import CNN6, INPUT_SIZE
+    from facebench.papers.wing.model import CNN6, INPUT_SIZE
 
     src_dir = paths.prepared(exp.dataset)
     weights = paths.model_weights(exp.stage1)

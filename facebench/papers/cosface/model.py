@@ -4,7 +4,7 @@ Four stages of 64/128/256/512 channels. Each starts with a 3x3 stride-2 convolut
 halves the map, followed by residual units of two 3x3 stride-1 convolutions + PReLU added back to
 their input (no BatchNorm anywhere). After the last stage a fully connected layer maps the
 512·7·6 map (112x96 input) to the 512-d face embedding, which is the output: the classification
-head (facebench.losses.margin) sits on top.
+head (facebench.papers.cosface.loss) sits on top.
 
 Units per stage by depth (depth = number of conv layers = 4 + 2·units):
 4: 0/0/0/0 and 10: 0/1/2/0 (the paper's Table 2; public PyTorch ports use the same lists);

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facebench.losses.specs import MTCNN_LOSSES, check_param
+from facebench.loss_specs import MTCNN_LOSSES, check_param
 
 NEGATIVE, POSITIVE, PART, LANDMARK = 0, 1, 2, 3  # the ``kind`` column of the training crops
 KIND_NAMES = ("negative", "positive", "part", "landmark")
