@@ -78,8 +78,7 @@ def bare_loop(task, exp, device: torch.device, epochs: int, augment: bool) -> fl
                 batch = task.augment_batch({k: v[idx] for k, v in raw.items()})
             else:
                 batch = {k: v[idx] for k, v in ready.items()}
-                if hasattr(task, "add_targets"):  # heatmap tasks render their target maps per batch, as the pipeline
-                    batch = task.add_targets(batch)
+            batch = task.add_targets(batch)  # heatmap tasks render their target maps per batch, as the pipeline
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
                 loss = task.training_step(model, loss_fn, batch)
             opt.zero_grad(set_to_none=True)

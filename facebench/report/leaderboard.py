@@ -35,7 +35,7 @@ SPLITS: dict[str, tuple[str, ...]] = {"w300": ("common", "challenging", "full"),
 VAL_SPLIT = "val"  # the landmark sets' validation split (held out from train), val.parquet
 CED_MAX = 0.10  # CED range, as the training runs log it (papers/wing/task.py)
 RUN_COLUMNS = ["experiment", "profile", "run_id", "experiment_id", "run_name", "start_time", "end_time", "paper",
-               "task", "dataset", "model", "loss", "pdb", "variant", "code_version", "code_hash", "device", "seeds",
+               "task", "dataset", "model", "loss", "pdb", "variant", "label", "code_version", "code_hash", "device", "seeds",
                "seed_run_ids", "seed_code_hashes"]
 PAPER_ORDER = {"wing": 0, "awing": 1}  # coordinate regression first, then heatmap regression
 TRIAL_COLUMNS = ["sweep", "profile", "parent_run_id", "base_experiment", "chosen_on", "code_version", "run_id",
@@ -145,7 +145,7 @@ def collect_runs(tracking_uri: str, profile: str | None) -> pd.DataFrame:
             "paper": tags.get("facebench.paper", ""), "task": tags.get("facebench.task", ""),
             "dataset": tags.get("facebench.dataset", ""), "model": tags.get("facebench.model", ""),
             "loss": tags.get("facebench.loss", ""), "pdb": tags.get("facebench.pdb", "false").lower() == "true",
-            "variant": tags.get("facebench.variant", ""),
+            "variant": tags.get("facebench.variant", ""), "label": tags.get("facebench.label", ""),
             "code_version": tags.get("facebench.code_version", ""),
             "code_hash": tags.get("facebench.code_hash", ""),
             "device": tags.get("facebench.device", ""),

@@ -201,7 +201,11 @@ def label(mapping: dict[str, str], key: str) -> str:
 
 
 def model_label(row: pd.Series) -> str:
-    """The model as a row names it, with what an ablation turned off (e.g. "Hourglass, no weight map")."""
+    """The system as a row names it: the run's own label (its task's ``describe()``, e.g. "Hourglass, no
+    weight map"); for a run without one (logged before runs carried it), the model's name and the variant."""
+    given = row.get("label", "") if hasattr(row, "get") else ""
+    if isinstance(given, str) and given:
+        return given
     variant = row.get("variant", "") if hasattr(row, "get") else ""
     text = label(MODEL_LABEL, row["model"])
     return f"{text}, {variant}" if isinstance(variant, str) and variant else text
@@ -302,7 +306,8 @@ def robustness_table(dataset: str, runs: pd.DataFrame, baseline: pd.DataFrame, w
     return Table(headers, rows, [False] * n_head + [True] * (len(headers) - n_head))
 
 
-ABLATION_PARTS = ("weight map", "boundary", "CoordConv")  # as facebench/train/experiment.py:variant names them
+# The AWing ablation axes: the run's params (the heatmap task logs its settings as params.heatmap.*).
+ABLATION_PARAMS = ("params.heatmap.weight_map", "params.heatmap.boundary", "params.heatmap.coordconv")
 
 
 def ablation_table(dataset: str, runs: pd.DataFrame) -> Table | None:
@@ -315,10 +320,14 @@ def ablation_table(dataset: str, runs: pd.DataFrame) -> Table | None:
                + [f"{s} NME (%)" for s in splits])
     rows = []
     for _, row in rows_in.iterrows():
-        off = str(row.get("variant", "") or "")
-        rows.append(["no" if f"no {part}" in off else "yes" for part in ABLATION_PARTS] + [run_cell(row)]
+        rows.append([_on_off(row.get(name)) for name in ABLATION_PARAMS] + [run_cell(row)]
                     + [pct(run_metric(row, "val_nme"))] + [pct(run_metric(row, f"test_{s}_nme")) for s in splits])
     return Table(headers, rows, [False] * 4 + [True] * (1 + len(splits)))
+
+
+def _on_off(param: object) -> str:
+    """A logged switch ("True"/"False") as the ablation table shows it; a dash where the run has none."""
+    return {"true": "yes", "false": "no"}.get(str(param).lower(), DASH)
 
 
 def other_models_table(dataset: str, trained: set[str] = frozenset()) -> Table | None:

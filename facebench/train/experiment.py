@@ -25,11 +25,12 @@ from facebench.config import MODEL_FILE, Paths, ResolvedExperiment
 from facebench.train import checkpoints
 from facebench.train.identity import RunIdentity, identity_of
 from facebench.train.ray_trainer import fit, log_missing_epochs, outcome_of
-from facebench.train.task import build_task
+from facebench.train.task import Description, build_task
 
 
-def run_tags(exp: ResolvedExperiment, root: Path, kind: str = "train",
+def run_tags(exp: ResolvedExperiment, about: Description, root: Path, kind: str = "train",
              identity: RunIdentity | None = None) -> dict[str, str]:
+    """The run's tags: what it is (``about``: the task's description of it), its code and its identity."""
     code = tracking.code_version(root)
     return {
         "facebench.kind": kind,
@@ -40,11 +41,12 @@ def run_tags(exp: ResolvedExperiment, root: Path, kind: str = "train",
         "facebench.model": exp.model,
         "facebench.loss": exp.loss,
         "facebench.pdb": str(exp.pdb).lower(),
-        "facebench.variant": variant(exp),
+        "facebench.variant": about.variant,
+        "facebench.label": about.label,
         "facebench.profile": exp.profile,
         "facebench.config_hash": exp.config_hash(),
         "facebench.code_version": code,
-        "mlflow.note.content": describe(exp),
+        "mlflow.note.content": run_note(exp, about),
         # what the UI shows as the run's source: the command and, in git, the commit
         "mlflow.source.type": "LOCAL",
         "mlflow.source.name": (f"facebench train {exp.key}" if kind == "train"
@@ -54,13 +56,12 @@ def run_tags(exp: ResolvedExperiment, root: Path, kind: str = "train",
     }
 
 
-def describe(exp: ResolvedExperiment) -> str:
+def run_note(exp: ResolvedExperiment, about: Description) -> str:
     """The run's description (MLflow's note): what the run is, in a sentence a dashboard reader can use."""
     params = ", ".join(f"{k}={v}" for k, v in sorted(exp.loss_params.items()))
-    off = variant(exp)
     data = exp.dataset_config
     return (f"{exp.paper} paper, experiment `{exp.key}` (profile `{exp.profile}`): model {exp.model}"
-            + (f" ({off})" if off else "") + f", loss {exp.loss}" + (f" ({params})" if params else "")
+            + (f" ({about.variant})" if about.variant else "") + f", loss {exp.loss}" + (f" ({params})" if params else "")
             + (", pose-based data balancing" if exp.pdb else "")
             + f"; trained on `{exp.dataset}` ({data.source} data, {data.format} format)"
             + (f", verified on `{exp.eval_dataset}`" if exp.eval_dataset else "")
@@ -69,23 +70,8 @@ def describe(exp: ResolvedExperiment) -> str:
             f"evaluated once, after the last epoch. Reproduce: `facebench train {exp.key}`.")
 
 
-def variant(exp: ResolvedExperiment) -> str:
-    """What an ablation turned off (heatmap experiments), e.g. "no weight map"; "" for the full model."""
-    if exp.heatmap is None:
-        return ""
-    off = [name for name, on in (("weight map", exp.heatmap.weight_map), ("boundary", exp.heatmap.boundary),
-                                 ("CoordConv", exp.heatmap.coordconv)) if not on]
-    return ", ".join(f"no {name}" for name in off)
-
-
-def run_params(exp: ResolvedExperiment) -> dict[str, Any]:
-    extra: dict[str, Any] = {"heatmap": exp.heatmap.model_dump(mode="json")} if exp.heatmap is not None else {}
-    if exp.backbone_depth is not None:
-        extra["backbone_depth"] = exp.backbone_depth
-    if exp.eval_dataset is not None:
-        extra["eval_dataset"] = exp.eval_dataset
-    if exp.shard_head is not None:  # the classifier split over the workers when there are several
-        extra["shard_head"] = exp.shard_head and exp.train.num_workers > 1
+def run_params(exp: ResolvedExperiment, about: Description) -> dict[str, Any]:
+    """The run's params: the fields every experiment has, then the task's own (``about.params``)."""
     return {
         "dataset": exp.dataset,
         "model": exp.model,
@@ -94,7 +80,7 @@ def run_params(exp: ResolvedExperiment) -> dict[str, Any]:
         **{f"loss.{k}": v for k, v in exp.loss_params.items()},
         "train": exp.train.model_dump(mode="json"),
         "data": exp.dataset_config.applicable(),
-        **extra,
+        **about.params,
     }
 
 
@@ -106,6 +92,7 @@ def train_experiment(exp: ResolvedExperiment, paths: Paths, write_outputs: bool 
     prepared = paths.training_data(exp)
     task = build_task(exp, prepared)
     task.check_inputs()  # a missing or empty split is an error here, before Ray or MLflow start
+    about = task.describe()
     identity = identity_of(exp, task.input_files(), cache_file=paths.storage / ".input-hashes.json")
     uri = tracking.tracking_uri(paths.root)
     client = MlflowClient(uri)
@@ -118,12 +105,12 @@ def train_experiment(exp: ResolvedExperiment, paths: Paths, write_outputs: bool 
         run_id, how = runs[0].info.run_id, "resumed"
         client.update_run(run_id, status="RUNNING")
     else:
-        run_id, how = tracking.start_run(client, experiment_id, exp.key, run_tags(exp, paths.root, identity=identity)), "new"
+        run_id, how = tracking.start_run(client, experiment_id, exp.key, run_tags(exp, about, paths.root, identity=identity)), "new"
     run_dir = paths.run_dir(exp.key, run_id)
     print(f"[{exp.key}] MLflow run {run_id} ({how}; identity {identity.id}) in "
           f"{tracking.experiment_name(exp.paper)} ({uri})", flush=True)
     try:
-        tracking.log_params(client, run_id, run_params(exp))
+        tracking.log_params(client, run_id, run_params(exp, about))
         tracking.log_dataset(client, run_id, exp.dataset, identity.data, prepared, exp.dataset_config.source)
         newest = checkpoints.newest(run_dir / "checkpoints")
         if newest is not None:  # a job that died between a checkpoint and its log line

@@ -175,9 +175,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if resume is not None:
         model_state, state = checkpoints.load_model(resume), checkpoints.load_optimizer(resume)
         optim_state = state["optimizer"]
-        restore = getattr(task, "restore_checkpoint_state", None)  # a model split over the workers
-        if restore is not None:
-            model_state, optim_state = restore(model, opt, model_state, optim_state)
+        model_state, optim_state = task.restore_checkpoint_state(model, opt, model_state, optim_state)
         model.load_state_dict(model_state)
         opt.load_state_dict(optim_state)
         sched.load_state_dict(state["scheduler"])
@@ -220,7 +218,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         for batch in batches:
             if next(iter(batch.values())).shape[0] < t.batch_size:
                 continue  # the last partial batch (kept in the cache, not trained on: equal steps on every rank)
-            batch = task.augment_batch(batch)  # on the device, in float32, outside autocast
+            batch = task.add_targets(task.augment_batch(batch))  # on the device, in float32, outside autocast
             with torch.autocast("cuda", dtype=torch.bfloat16) if amp else nullcontext():
                 loss = task.training_step(model, loss_fn, batch)
             opt.zero_grad(set_to_none=True)
@@ -248,9 +246,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         if device.type == "cuda":
             metrics["gpu_peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
         if folder is not None:  # every rank: a task whose model is split over the workers gathers it here
-            export = getattr(task, "checkpoint_state", None)
-            model_state, optim_state = (export(unwrap(model), opt) if export
-                                        else (unwrap(model).state_dict(), opt.state_dict()))
+            model_state, optim_state = task.checkpoint_state(unwrap(model), opt)
         if rank == 0:
             if done % t.val_every == 0 or last:
                 metrics.update(task.validate(unwrap(model), device))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,20 +21,37 @@ import pyarrow.parquet as pq
 from facebench.config import TASK_CLASSES, ResolvedExperiment
 
 
+@dataclass(frozen=True)
+class Description:
+    """How a task presents a run: what the report and the MLflow run call it, beyond the shared fields
+    (dataset, model, loss, PDB, schedule) every run has.
+
+    ``label``: the system as a table row or a legend names it ("CNN-6", "Hourglass, no boundary");
+    ``variant``: what an ablation turned off ("" for the full model); ``params``: the task's own settings,
+    logged as the run's params (heatmap settings, backbone depth, verification set, head sharding)."""
+
+    label: str
+    variant: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+
+
 class Task(Protocol):
-    """What the trainer (train/ray_trainer.py) and the experiment driver (train/experiment.py) ask of a task.
+    """Everything the trainer (train/ray_trainer.py) and the experiment driver (train/experiment.py) ask of
+    a task. A task class subclasses this protocol, so the optional hooks below get their default bodies.
 
     ``reads`` counts the reads of each split (validation every few epochs, test splits once at the end),
-    so a test can show that no test split is read before training ends."""
+    so a test can show that no test split is read before training ends. In a training step the trainer
+    calls ``augment_batch``, then ``add_targets``, then ``training_step``."""
 
     reads: Counter
 
+    def describe(self) -> Description: ...  # the run's label, variant and task params
     def input_files(self) -> list[Path]: ...  # every file the task reads: the run identity's data
     def check_inputs(self) -> None: ...  # the splits it needs exist and are not empty (before Ray starts)
     def build_model(self) -> Any: ...
     def build_loss(self) -> Any: ...
-    def train_source(self) -> "TrainSource": ...
-    def augment_batch(self, batch: dict) -> dict: ...  # on the training device
+    def train_source(self) -> TrainSource: ...
+    def augment_batch(self, batch: dict) -> dict: ...  # raw rows on the training device -> network input
     def training_step(self, model: Any, loss_fn: Any, batch: dict) -> Any: ...
     def validate(self, model: Any, device: Any) -> dict[str, float]: ...  # the validation split only
     def evaluate(self, model: Any, device: Any) -> dict[str, Any]: ...  # the test splits, after the last epoch
@@ -42,6 +59,22 @@ class Task(Protocol):
     def curves(self, evaluation: dict[str, Any]) -> dict[str, Any]: ...
     def inference_model(self, model: Any) -> Any: ...
     def example_input(self) -> Any: ...
+
+    # --- optional hooks, with what a task gets when it does not define them ---------------------------
+    def add_targets(self, batch: dict) -> dict:
+        """Network input -> the same plus what ``training_step`` needs that augmentation does not give
+        (heatmap tasks draw their target maps here, from the warped landmarks). Default: nothing to add."""
+        return batch
+
+    def checkpoint_state(self, model: Any, opt: Any) -> tuple[dict, dict]:
+        """The model's and the optimizer's state as a checkpoint stores them (called on every rank: a task
+        whose model is split over the workers gathers it here). Default: the state dicts as they are."""
+        return model.state_dict(), opt.state_dict()
+
+    def restore_checkpoint_state(self, model: Any, opt: Any, model_state: dict, optim_state: dict
+                                 ) -> tuple[dict, dict]:
+        """A checkpoint's states -> what this worker's model and optimizer load. Default: as stored."""
+        return model_state, optim_state
 
 
 def require_splits(folder: Path, files: list[str], what: str) -> None:

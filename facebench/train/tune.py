@@ -29,13 +29,9 @@ from facebench.config import Params, Paths, ResolvedExperiment, resolve_experime
 from facebench.train.experiment import run_params, run_tags
 from facebench.train.identity import code_hash, training_modules
 from facebench.train.ray_trainer import (
-    ensure_ray,
-    loggable,
-    max_failures,
-    on_cluster,
-    train_loop_per_worker,
-    trial_config,
+    ensure_ray, loggable, max_failures, on_cluster, train_loop_per_worker, trial_config,
 )
+from facebench.train.task import Description, build_task
 
 VALIDATION_SPLIT = "val"  # what a trial's metric is computed on (tasks' validate)
 
@@ -63,9 +59,9 @@ def _tune_callback():
         """Nested MLflow runs that record exactly what Tune saw of each trial."""
 
         def __init__(self, client: MlflowClient, experiment_id: str, parent: str, sweep: str,
-                     exp: ResolvedExperiment, root: Path, epochs: int):
+                     exp: ResolvedExperiment, about: Description, root: Path, epochs: int):
             self.client, self.experiment_id, self.parent, self.sweep = client, experiment_id, parent, sweep
-            self.exp, self.root, self.epochs = exp, root, epochs
+            self.exp, self.about, self.root, self.epochs = exp, about, root, epochs
             self.code_hash = code_hash(training_modules(exp.task))  # what the trials run (as a training's tag)
             self.runs: dict[str, str] = {}       # trial id -> MLflow run id
             self.outcome: dict[str, dict] = {}   # trial id -> status, epochs, last metrics
@@ -73,11 +69,11 @@ def _tune_callback():
 
         def on_trial_start(self, iteration, trials, trial, **info):
             exp = self.exp.model_copy(update={"loss_params": {**self.exp.loss_params, **trial.config}})
-            tags = {**run_tags(exp, self.root, kind="trial"), "facebench.sweep": self.sweep,
+            tags = {**run_tags(exp, self.about, self.root, kind="trial"), "facebench.sweep": self.sweep,
                     "facebench.trial_id": trial.trial_id, "facebench.code_hash": self.code_hash}
             run_id = tracking.start_run(self.client, self.experiment_id, f"{self.sweep}[{_trial_label(trial.config)}]",
                                         tags, parent_run_id=self.parent)
-            tracking.log_params(self.client, run_id, run_params(exp))
+            tracking.log_params(self.client, run_id, run_params(exp, self.about))
             self.runs[trial.trial_id] = run_id
             self.by_config[_trial_label(trial.config)] = trial.trial_id
             self.outcome[trial.trial_id] = {"status": "running", "epochs": 0, "metrics": {}}
@@ -123,22 +119,23 @@ def run_sweep(params: Params, sweep_key: str, paths: Paths) -> dict[str, Any]:
     exp = resolve_experiment(params, sweep.experiment, epochs=settings.epochs, cpus_per_worker=settings.cpus_per_trial,
                              val_every=1)
     prepared = paths.training_data(exp)
-    from facebench.train.task import build_task
-
-    build_task(exp, prepared).check_inputs()
+    task = build_task(exp, prepared)
+    task.check_inputs()
+    about = task.describe()
     ensure_ray()
     uri = tracking.tracking_uri(paths.root)
     client = MlflowClient(uri)
     experiment_id = tracking.get_or_create_experiment(client, exp.paper, paths.root)
     parent = tracking.start_run(client, experiment_id, f"sweep:{sweep_key}",
-                                {**run_tags(exp, paths.root, kind="sweep"), "facebench.sweep": sweep_key,
+                                {**run_tags(exp, about, paths.root, kind="sweep"), "facebench.sweep": sweep_key,
                                  "facebench.code_hash": code_hash(training_modules(exp.task))})
     tracking.log_params(client, parent, {"grid": {k: str(v) for k, v in sweep.grid.items()},
                                          "base_experiment": sweep.experiment, "metric": sweep.metric,
                                          "mode": sweep.mode, "chosen_on": VALIDATION_SPLIT})
     print(f"[sweep {sweep_key}] parent MLflow run {parent}; grid {sweep.grid}; chosen on the "
           f"{VALIDATION_SPLIT!r} split by {sweep.metric} ({sweep.mode})", flush=True)
-    recorder = _tune_callback()(client, experiment_id, parent, sweep_key, exp, paths.root, settings.epochs)
+    recorder = _tune_callback()(client, experiment_id, parent, sweep_key, exp, about, paths.root,
+                                  settings.epochs)
     trainable = ray.tune.with_parameters(_trial, base=exp.model_dump(mode="json"), prepared_dir=str(prepared.resolve()))
     resources = {"CPU": settings.cpus_per_trial, **({"GPU": 1} if exp.train.use_gpu else {})}
     tune_dir = paths.storage / "sweeps" / f"{sweep_key}-{parent}"

@@ -17,13 +17,7 @@ import pytest
 import torch
 
 from facebench.papers.awing.heatmaps import (
-    CURVES_68,
-    CURVES_AFLW19,
-    curves_for,
-    decode_heatmaps,
-    heatmap_to_input,
-    input_to_heatmap,
-    render_boundary_heatmap,
+    CURVES_68, CURVES_AFLW19, curves_for, decode_heatmaps, heatmap_to_input, input_to_heatmap, render_boundary_heatmap,
     render_gaussian_heatmaps,
 )
 

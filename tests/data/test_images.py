@@ -14,13 +14,7 @@ import numpy as np
 import pytest
 
 from facebench.data.images import (
-    TRUNCATED_JPEG,
-    TRUNCATED_PNG,
-    UNDECODABLE,
-    ImageError,
-    bytes_problem,
-    image_sizes,
-    read_image,
+    TRUNCATED_JPEG, TRUNCATED_PNG, UNDECODABLE, ImageError, bytes_problem, image_sizes, read_image,
 )
 
 REPO = Path(__file__).resolve().parents[2]

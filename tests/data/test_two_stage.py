@@ -10,12 +10,7 @@ import torch
 
 from facebench.papers.wing.model import CNN6, CNN7
 from facebench.papers.wing.two_stage import (
-    EYE_INDICES,
-    map_back,
-    recrop_matrices,
-    recrop_split,
-    similarity_scale,
-    two_stage_predict,
+    EYE_INDICES, map_back, recrop_matrices, recrop_split, similarity_scale, two_stage_predict,
 )
 
 

@@ -108,6 +108,7 @@ def test_heatmap_experiment_trains_on_two_workers_and_logs_a_point_model(ray_loc
     assert run.info.status == "FINISHED"
     assert run.data.tags["facebench.task"] == "heatmaps"
     assert run.data.tags["facebench.variant"] == "no weight map"
+    assert run.data.tags["facebench.label"] == "Hourglass, no weight map"  # the task's describe(), as the report shows it
     assert run.data.params["heatmap.weight_map"] == "False"
     assert run.data.params["train.num_workers"] == "2"
     assert 0 < run.data.metrics["test_test_nme"] < 5

@@ -10,13 +10,7 @@ import torch
 from scipy import ndimage
 
 from facebench.papers.awing.loss import (
-    HeatmapLoss,
-    awing_loss,
-    awing_pixelwise,
-    make_heatmap_loss,
-    stacked_loss,
-    weight_map,
-    wing_pixelwise,
+    HeatmapLoss, awing_loss, awing_pixelwise, make_heatmap_loss, stacked_loss, weight_map, wing_pixelwise,
 )
 
 ALPHA, OMEGA, EPS, THETA = 2.1, 14.0, 1.0, 0.5

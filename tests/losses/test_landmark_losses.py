@@ -8,15 +8,7 @@ import pytest
 import torch
 
 from facebench.papers.wing.loss import (
-    L1Loss,
-    L2Loss,
-    SmoothL1Loss,
-    WingLoss,
-    l1_loss,
-    l2_loss,
-    make_landmark_loss,
-    smooth_l1_loss,
-    wing_loss,
+    L1Loss, L2Loss, SmoothL1Loss, WingLoss, l1_loss, l2_loss, make_landmark_loss, smooth_l1_loss, wing_loss,
 )
 
 # w = 10, eps = 2:  C = 10 - 10 ln(1 + 10/2) = 10 - 10 ln 6 = -7.917594692...

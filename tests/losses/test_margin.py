@@ -9,13 +9,7 @@ import pytest
 import torch
 
 from facebench.papers.cosface.loss import (
-    ArcFaceHead,
-    CosFaceHead,
-    NormSoftmaxHead,
-    SoftmaxHead,
-    SphereFaceHead,
-    make_head,
-    sphereface_lambda,
+    ArcFaceHead, CosFaceHead, NormSoftmaxHead, SoftmaxHead, SphereFaceHead, make_head, sphereface_lambda,
     sphereface_psi,
 )
 

@@ -7,13 +7,7 @@ import math
 import pytest
 
 from facebench.loss_specs import (
-    HEADS,
-    HEATMAP_CONFIG_NAMES,
-    HEATMAP_LOSSES,
-    LANDMARK_LOSSES,
-    MTCNN_LOSSES,
-    Range,
-    param_problem,
+    HEADS, HEATMAP_CONFIG_NAMES, HEATMAP_LOSSES, LANDMARK_LOSSES, MTCNN_LOSSES, Range, param_problem,
 )
 from facebench.papers.awing import loss as heatmap
 from facebench.papers.cosface import loss as margin

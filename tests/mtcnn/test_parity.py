@@ -28,13 +28,7 @@ import torch
 from torch.nn import functional as F
 
 from facebench.papers.mtcnn.reference import (
-    IOU_MIN,
-    LANDMARK_FRACTION,
-    SCORE_TOL,
-    agreement,
-    install_torchvision_stand_in,
-    load_reference,
-    reference_detect,
+    IOU_MIN, LANDMARK_FRACTION, SCORE_TOL, agreement, install_torchvision_stand_in, load_reference, reference_detect,
     reference_rows,
 )
 

@@ -14,14 +14,7 @@ from facebench.data.synth_wider import synth_wider
 from facebench.papers.mtcnn import default_weights_dir
 from facebench.papers.mtcnn.boxes import calibrate, iou
 from facebench.papers.mtcnn.loss import LANDMARK, NEGATIVE, PART, POSITIVE
-from facebench.papers.mtcnn.samples import (
-    box_targets,
-    cut,
-    label,
-    landmark_targets,
-    mix,
-    write_training_data,
-)
+from facebench.papers.mtcnn.samples import box_targets, cut, label, landmark_targets, mix, write_training_data
 from tests.conftest import needs_published_weights
 
 

@@ -340,9 +340,12 @@ def test_heatmap_rows_stand_beside_the_regression_rows(prepared, tmp_path):
         tags = {"facebench.kind": "train", "facebench.experiment": key, "facebench.paper": "awing",
                 "facebench.task": "heatmaps", "facebench.dataset": "w300", "facebench.model": "hourglass",
                 "facebench.loss": "awing", "facebench.pdb": "false", "facebench.variant": variant,
+                "facebench.label": "Hourglass" + (f", {variant}" if variant else ""),
                 "facebench.profile": "smoke", "facebench.code_version": "0123456789abcdef0123",
                 "facebench.code_hash": current_code("heatmaps")}
         run_id = client.create_run(exp_id, run_name=key, tags=tags, start_time=1_000).info.run_id
+        tracking.log_params(client, run_id, {"heatmap": {"weight_map": not variant, "boundary": True,
+                                                         "coordconv": True}})
         tracking.log_metrics(client, run_id, {"val_nme": nme + 0.002, "val_nme_ip": 0.7 * (nme + 0.002)}, step=2)
         tracking.log_metrics(client, run_id, _metrics(W300_SPLITS, nme, ip=True), step=2)
         tracking.log_tables(client, run_id, {f"ced/{s}.csv": _ced(nme) for s in W300_SPLITS})

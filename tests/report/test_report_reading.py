@@ -15,10 +15,10 @@ from PIL import Image as PILImage
 
 from facebench import tracking
 from facebench.config import load_params, resolve_experiment
+from facebench.papers.awing.task import variant
 from facebench.report import build_report, render
 from facebench.report.summary import verdict
 from facebench.train import identity
-from facebench.train.experiment import variant
 from facebench.train.ray_trainer import TrainOutcome
 
 REPO = Path(__file__).resolve().parents[2]
@@ -124,7 +124,7 @@ def test_every_default_curve_has_its_own_colour_and_line_style():
         if exp.task not in ("landmarks", "heatmaps"):
             continue
         resolved = resolve_experiment(params, key)
-        style = render.curve_style(exp.loss, bool(getattr(exp, "pdb", False)), variant(resolved), exp.model)
+        style = render.curve_style(exp.loss, bool(getattr(exp, "pdb", False)), variant(resolved.heatmap) if resolved.heatmap else "", exp.model)
         styles.setdefault((exp.dataset, str(style)), []).append(key)
     assert {k: v for k, v in styles.items() if len(v) > 1} == {}
 

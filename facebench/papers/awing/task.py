@@ -22,22 +22,26 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from facebench.config import ResolvedExperiment
+from facebench.config import HeatmapSettings, ResolvedExperiment
 from facebench.papers.awing.heatmaps import (
-    decode_heatmaps,
-    heatmap_to_input,
-    input_to_heatmap,
-    render_boundary_heatmap,
-    render_gaussian_heatmaps,
+    decode_heatmaps, heatmap_to_input, input_to_heatmap, render_boundary_heatmap, render_gaussian_heatmaps,
 )
 from facebench.papers.awing.loss import make_heatmap_loss, stacked_loss
 from facebench.papers.wing.task import LandmarkTask, ScaledLoss
+from facebench.train.task import Description
 
 HEATMAP_STRIDE = 4  # the hourglass stem halves twice: input 256 -> heatmaps 64
 
 # params.yaml loss key -> per-pixel loss of papers/awing/loss.py. The "hm_" keys keep the heatmap
 # losses apart from the coordinate losses of the same name (whose parameters are in pixels).
 HEATMAP_LOSSES = {"hm_mse": "mse", "hm_l1": "l1", "hm_wing": "wing", "awing": "awing"}
+
+
+def variant(settings: HeatmapSettings) -> str:
+    """The ablation axes a run turned off ("no weight map, no boundary"; "" for the full model)."""
+    return ", ".join(f"no {name}" for name, on in (("weight map", settings.weight_map),
+                                                   ("boundary", settings.boundary),
+                                                   ("CoordConv", settings.coordconv)) if not on)
 
 
 class HeatmapTask(LandmarkTask):
@@ -49,6 +53,11 @@ class HeatmapTask(LandmarkTask):
         super().__init__(exp, prepared_dir, input_size=exp.heatmap.input_size)
         self.settings = exp.heatmap
         self.heatmap_size = self.input_size // HEATMAP_STRIDE
+
+    def describe(self) -> Description:
+        off = variant(self.settings)
+        return Description(label="Hourglass" + (f", {off}" if off else ""), variant=off,
+                           params={"heatmap": self.settings.model_dump(mode="json")})
 
     def build_model(self) -> nn.Module:
         from facebench.papers.awing.model import AWingHourglass
@@ -62,10 +71,6 @@ class HeatmapTask(LandmarkTask):
         weight = float(params.pop("weight", 1.0))
         loss = make_heatmap_loss(HEATMAP_LOSSES[self.exp.loss], use_weight_map=self.settings.weight_map, **params)
         return ScaledLoss(loss, weight) if weight != 1.0 else loss
-
-    def augment_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Augmented input plus its target maps, rendered on the device from the warped landmarks."""
-        return self.add_targets(super().augment_batch(batch))
 
     def add_targets(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Network input with landmarks in input pixels -> the same plus Gaussian and boundary maps."""

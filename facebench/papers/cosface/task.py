@@ -25,7 +25,7 @@ from facebench.config import ResolvedExperiment
 from facebench.data.parquet import read_metadata
 from facebench.metrics.verification import evaluate_pairs
 from facebench.papers.cosface.loss import HEAD_NAMES, ShardedMarginHead, make_head, make_sharded_head
-from facebench.train.task import TrainSource, require_splits
+from facebench.train.task import Description, Task, TrainSource, require_splits
 
 EMBEDDING_DIM = 512
 VAL_FILES = ("val_images.parquet", "val_pairs.parquet")  # pairs of the training set's held-out identities
@@ -49,7 +49,7 @@ def to_network_input(crops: torch.Tensor) -> torch.Tensor:
     return (crops.permute(0, 3, 1, 2).float() - 127.5) / 128.0
 
 
-class RecognitionTask:
+class RecognitionTask(Task):
     def __init__(self, exp: ResolvedExperiment, prepared_dir: Path):
         if exp.loss not in HEAD_NAMES:
             raise ValueError(f"{exp.key}: loss {exp.loss!r} is not a recognition head; use one of {HEAD_NAMES}")
@@ -64,6 +64,16 @@ class RecognitionTask:
         self.crop = (int(meta["crop_height"]), int(meta["crop_width"]))
         self.encoding = str(meta["image_encoding"])
         self.reads: Counter = Counter()
+
+    def describe(self) -> Description:
+        """The backbone's depth, the LFW-layout set verified on, and whether the classifier is split over
+        the workers (only when there are several)."""
+        depth = self.exp.backbone_depth
+        params: dict[str, object] = {} if depth is None else {"backbone_depth": depth}
+        params["eval_dataset"] = self.exp.eval_dataset
+        if self.exp.shard_head is not None:
+            params["shard_head"] = self.exp.shard_head and self.exp.train.num_workers > 1
+        return Description(label=f"SphereFace-{depth}" if depth else "SphereFace", params=params)
 
     def input_files(self) -> list[Path]:
         return ([self.train_path] + [self.prepared_dir / f for f in VAL_FILES]

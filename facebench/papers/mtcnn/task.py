@@ -23,12 +23,15 @@ from torch import nn
 from facebench.config import Paths, ResolvedExperiment, dataset_root
 from facebench.papers.mtcnn.loss import LANDMARK, NEGATIVE, PART, POSITIVE, make_mtcnn_loss
 from facebench.papers.mtcnn.samples import STAGE_SIZE
-from facebench.train.task import TrainSource, require_splits
+from facebench.train.task import Description, Task, TrainSource, require_splits
 
 FLIP_POINTS = [1, 0, 2, 4, 3]  # image-left eye <-> image-right eye, nose, mouth corners swap
 
 
-class DetectionTask:
+STAGE_LABEL = {"pnet": "P-Net", "rnet": "R-Net", "onet": "O-Net"}
+
+
+class DetectionTask(Task):
     def __init__(self, exp: ResolvedExperiment, prepared_dir: Path):
         self.exp = exp
         self.prepared_dir = Path(prepared_dir)  # data/mtcnn/<experiment>
@@ -36,6 +39,9 @@ class DetectionTask:
         self.landmarks = exp.model == "onet"
         self.reads: Counter = Counter()
         self.scores_cascade = exp.model == "onet" and bool(exp.cascade)
+
+    def describe(self) -> Description:
+        return Description(label=STAGE_LABEL.get(self.exp.model, self.exp.model))
 
     def _project(self) -> tuple[Paths, Path]:
         """The project's paths and the WIDER root, from data/mtcnn/<experiment>."""
@@ -97,9 +103,6 @@ class DetectionTask:
         mirrored = torch.cat((1.0 - xs[:, FLIP_POINTS], ys[:, FLIP_POINTS]), dim=1)
         points = torch.where(flip[:, None], mirrored, points)
         return {"image": normalise(image), "kind": batch["kind"], "box_target": box, "landmark_target": points}
-
-    def add_targets(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return batch
 
     @staticmethod
     def _heads(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:

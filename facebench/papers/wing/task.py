@@ -20,7 +20,7 @@ from facebench.data.parquet import ENCODED, decode_crops, read_metadata, read_sa
 from facebench.data.transforms import Augment, LandmarkBatchTransform
 from facebench.metrics import landmarks as lm
 from facebench.papers.wing.loss import make_landmark_loss
-from facebench.train.task import TrainSource, require_splits
+from facebench.train.task import Description, Task, TrainSource, require_splits
 
 INPUT_SIZE = {"cnn6": 64, "cnn7": 128, "resnet50": 224}
 
@@ -31,7 +31,10 @@ OPTIONAL_TEST_SPLITS = {"w300": ["private"], "aflw_full": ["frontal"]}
 VAL_SPLIT = "val"  # held out from the training images by prepare; epochs, sweeps and ASHA are judged on it
 
 
-class LandmarkTask:
+MODEL_LABEL = {"cnn6": "CNN-6", "cnn7": "CNN-6/7 (two-stage)", "resnet50": "ResNet-50"}
+
+
+class LandmarkTask(Task):
     def __init__(self, exp: ResolvedExperiment, prepared_dir: Path, input_size: int | None = None):
         self.exp = exp
         self.prepared_dir = Path(prepared_dir)
@@ -49,6 +52,9 @@ class LandmarkTask:
         self.test_splits = TEST_SPLITS[fmt] + [s for s in OPTIONAL_TEST_SPLITS[fmt]
                                                if (self.prepared_dir / f"{s}.parquet").exists()]
         self.reads: Counter = Counter()
+
+    def describe(self) -> Description:
+        return Description(label=MODEL_LABEL.get(self.exp.model, self.exp.model))
 
     def input_files(self) -> list[Path]:
         return [self.train_path] + [self.prepared_dir / f"{s}.parquet" for s in [VAL_SPLIT, *self.test_splits]]
@@ -102,10 +108,6 @@ class LandmarkTask:
     def augment_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Raw crops on the training device -> augmented network input (outside autocast, in float32)."""
         return self.train_transform(batch["image"], batch["landmarks"], batch["norm"])
-
-    def add_targets(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Network input -> what ``training_step`` needs: the coordinates already are the target."""
-        return batch
 
     def training_step(self, model: nn.Module, loss_fn: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         pred = model(batch["image"])

@@ -27,14 +27,7 @@ import torch
 
 from facebench.config import Paths, ResolvedExperiment
 from facebench.data.parquet import (
-    RAW_RGB8,
-    ContentHash,
-    decode_crops,
-    file_digests,
-    read_metadata,
-    read_samples,
-    to_table,
-    write_samples,
+    RAW_RGB8, ContentHash, decode_crops, file_digests, read_metadata, read_samples, to_table, write_samples,
 )
 from facebench.data.transforms import LandmarkBatchTransform, invert_affine, transform_points, warp_crops
 
