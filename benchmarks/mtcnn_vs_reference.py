@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from facebench.bench import FRAME_HEIGHT, FRAME_WIDTH, mtcnn_frames  # noqa: E402
 from facebench.data.formats.wider import read_scenes  # noqa: E402
-from facebench.data.synth_wider import synth_wider  # noqa: E402
+from facebench.data.synth.wider import synth_wider  # noqa: E402
 from facebench.papers.mtcnn import REPO_ROOT, MTCNNDetector  # noqa: E402
 from facebench.papers.mtcnn import reference as ref_module  # noqa: E402
 

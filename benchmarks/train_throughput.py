@@ -124,7 +124,7 @@ def main() -> None:
         overrides["batch_size"] = args.batch_size
     exp = resolve_experiment(params, args.experiment, **overrides)
     paths = Paths(root=args.params.resolve().parent)
-    task = build_task(exp, paths.training_data(exp))
+    task = build_task(exp, paths)
     device = torch.device("cuda" if args.gpu else "cpu")
     torch.set_num_threads(os.cpu_count() or 1)
 
@@ -137,7 +137,7 @@ def main() -> None:
     for buffer in args.shuffle_buffer_batches:
         variant = resolve_experiment(params, args.experiment, **overrides, shuffle_buffer_batches=buffer)
         with tempfile.TemporaryDirectory() as storage:
-            outcome = fit(variant, paths.training_data(exp), Path(storage), "throughput-bench")
+            outcome = fit(variant, paths, Path(storage))
         pipeline[buffer] = outcome.metrics["images_per_s"]
         if args.save_model:
             paths.model_dir(exp.key).mkdir(parents=True, exist_ok=True)

@@ -227,7 +227,7 @@ def tune(sweep: str, params_file: Path = ParamsOpt, profile: Optional[str] = Pro
 
 @app.command()
 def report(params_file: Path = ParamsOpt, profile: Optional[str] = ProfileOpt,
-           out: Path = typer.Option(Path("reports"), help="output folder")) -> None:
+           out: Optional[Path] = typer.Option(None, help="output folder (default: the project's reports/)")) -> None:
     """Regenerate the leaderboards from MLflow (reports/leaderboard.md and .html)."""
     params, paths = _setup(params_file, profile)
     from facebench.report import LANDMARK_TASKS, build_report
@@ -238,7 +238,7 @@ def report(params_file: Path = ParamsOpt, profile: Optional[str] = ProfileOpt,
     data = {"synth": "synthetic (procedural faces)", "real": "real"}
     provenance = {"commit": code_version(paths.root),
                   "data": " and ".join(data[s] for s in sources) + (" (per dataset in params.yaml)" if len(sources) > 1 else "")}
-    _print(build_report(tracking_uri(paths.root), paths.base / "data" / "prepared", out, params.profile, datasets,
+    _print(build_report(tracking_uri(paths.root), paths.prepared_root, out or paths.reports, params.profile, datasets,
                         provenance, params.mlflow_ui))
 
 
@@ -252,7 +252,7 @@ def register(params_file: Path = ParamsOpt, profile: Optional[str] = ProfileOpt)
     from facebench.tracking import tracking_uri
 
     summary = register_best(tracking_uri(paths.root), params.profile)
-    atomic_write_text(paths.base / "models" / "registry.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(paths.registry_file, json.dumps(summary, indent=2, sort_keys=True) + "\n")
     _print(summary)
 
 
@@ -333,9 +333,11 @@ def server(port: int = typer.Option(5000), host: str = typer.Option("127.0.0.1",
     """Serve MLflow for this project: the dashboard, and the tracking server a cluster's runs log to
     (MLFLOW_TRACKING_URI=http://<host>:<port>). Artifacts go over HTTP (--serve-artifacts), so workers need
     no shared disk for them. Binds 127.0.0.1 unless told otherwise."""
+    from facebench.tracking import local_artifacts, local_store_uri
+
     project = params_file.resolve().parent
-    backend = backend_store_uri or f"sqlite:///{project / 'mlflow.db'}"
-    artifacts = artifacts_destination or (project / "mlartifacts").as_uri()
+    backend = backend_store_uri or local_store_uri(project)
+    artifacts = artifacts_destination or local_artifacts(project).as_uri()
     # MLflow 3 accepts Host headers of localhost and private IPs (a cluster's), not public names
     cmd = [sys.executable, "-m", "mlflow", "server", "--host", host, "--port", str(port), "--workers", str(workers),
            "--backend-store-uri", backend, "--serve-artifacts", "--artifacts-destination", artifacts]

@@ -679,8 +679,13 @@ class Paths(Strict):
     def raw(self, dataset: str) -> Path:
         return self.base / "data" / "raw" / dataset
 
+    @property
+    def prepared_root(self) -> Path:
+        """data/prepared: every dataset's prepared splits (the report's baselines read them)."""
+        return self.base / "data" / "prepared"
+
     def prepared(self, dataset: str) -> Path:
-        return self.base / "data" / "prepared" / dataset
+        return self.prepared_root / dataset
 
     def training_data(self, exp: ResolvedExperiment) -> Path:
         """The prepared set an experiment trains and tests on: its dataset's, or for a two-stage row the
@@ -712,6 +717,15 @@ class Paths(Strict):
 
     def sweep_file(self, sweep: str) -> Path:
         return self.base / "metrics" / "sweeps" / f"{sweep}.json"
+
+    def sweep_dir(self, sweep: str, parent_run_id: str) -> Path:
+        """Ray Tune's own files of one sweep while it runs (removed after: MLflow and the JSON keep them)."""
+        return self.storage / "sweeps" / f"{sweep}-{parent_run_id}"
+
+    @property
+    def registry_file(self) -> Path:
+        """models/registry.json: the champion of each (paper, dataset, model) (facebench/registry.py)."""
+        return self.base / "models" / "registry.json"
 
     @property
     def storage(self) -> Path:

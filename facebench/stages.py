@@ -14,7 +14,7 @@ from facebench.data.types import ReadResult
 
 def synth_dataset(params: Params, name: str, paths: Paths) -> dict[str, Any]:
     """Write the procedural stand-in for dataset ``name`` in its official layout."""
-    from facebench.data import synth
+    from facebench.data.synth import landmarks
 
     cfg = _dataset(params, name)
     if cfg.source != "synth":
@@ -24,19 +24,19 @@ def synth_dataset(params: Params, name: str, paths: Paths) -> dict[str, Any]:
     seed = params.seed * 1000 + cfg.seed
     print(f"[synth {name}] writing {cfg.format} layout under {root}", file=sys.stderr, flush=True)
     if cfg.format == "w300":
-        return synth.synth_w300(root, synth.w300_counts(s.w300_scale), seed=seed, image_size=s.image_size)
+        return landmarks.synth_w300(root, landmarks.w300_counts(s.w300_scale), seed=seed, image_size=s.image_size)
     if cfg.format == "aflw_full":
-        return synth.synth_aflw(root, s.aflw_faces, seed=seed, image_size=s.image_size)
+        return landmarks.synth_aflw(root, s.aflw_faces, seed=seed, image_size=s.image_size)
     if cfg.format == "casia":
-        from facebench.data.synth_identities import synth_casia
+        from facebench.data.synth.identities import synth_casia
 
         return synth_casia(root, s.casia_identities, tuple(s.casia_images), seed=seed)
     if cfg.format == "lfw":
-        from facebench.data.synth_identities import synth_lfw
+        from facebench.data.synth.identities import synth_lfw
 
         return synth_lfw(root, s.lfw_folds, s.lfw_pairs_per_fold, s.lfw_people_per_fold, seed=seed)
     if cfg.format == "wider":
-        from facebench.data.synth_wider import synth_wider
+        from facebench.data.synth.wider import synth_wider
 
         return synth_wider(root, dict(s.wider_images), seed=seed)
     raise ConfigError(f"params.yaml: datasets.{name}.format {cfg.format!r} has no generator")

@@ -27,8 +27,18 @@ from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 
+def local_store_uri(root: Path) -> str:
+    """The project's own store of runs: sqlite:///<project>/mlflow.db."""
+    return f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
+
+
+def local_artifacts(root: Path) -> Path:
+    """The project's own artifact folder, <project>/mlartifacts (one subfolder per paper)."""
+    return Path(root).resolve() / "mlartifacts"
+
+
 def tracking_uri(root: Path) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or local_store_uri(root)
 
 
 def experiment_name(paper: str) -> str:
@@ -52,7 +62,7 @@ def get_or_create_experiment(client: MlflowClient, paper: str, root: Path) -> st
         return found.experiment_id
     artifacts = None
     if client.tracking_uri.startswith("sqlite:"):
-        artifacts = (Path(root).resolve() / "mlartifacts" / paper).as_uri()
+        artifacts = (local_artifacts(root) / paper).as_uri()
     return client.create_experiment(name, artifact_location=artifacts, tags=EXPERIMENT_KIND)
 
 

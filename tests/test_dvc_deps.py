@@ -19,8 +19,8 @@ from facebench.train.identity import PACKAGE_DIR, import_closure, module_file, t
 REPO = Path(__file__).resolve().parents[1]
 
 SYNTH = {"w300": "facebench.data.synth", "aflw_full": "facebench.data.synth",
-         "casia": "facebench.data.synth_identities", "lfw": "facebench.data.synth_identities",
-         "wider": "facebench.data.synth_wider"}
+         "casia": "facebench.data.synth.identities", "lfw": "facebench.data.synth.identities",
+         "wider": "facebench.data.synth.wider"}
 PREPARE = {"w300": ["facebench.data.prepare", "facebench.data.formats.w300"],
            "aflw_full": ["facebench.data.prepare", "facebench.data.formats.aflw"],
            "casia": ["facebench.data.prepare_identity"], "lfw": ["facebench.data.prepare_identity"],

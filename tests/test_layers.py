@@ -106,6 +106,12 @@ def unit_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return groups
 
 
+def test_metrics_take_arrays():
+    """metrics/ computes numbers from arrays: it reads no file format (data/ reads and calls it)."""
+    graph = module_graph()
+    assert {t for m, ts in graph.items() if unit(m) == "metrics" for t in ts if unit(t) != "metrics"} == set()
+
+
 def test_shared_code_imports_no_paper():
     assert shared_to_paper_edges(module_graph()) == []
 
@@ -126,8 +132,8 @@ def test_the_checks_find_a_planted_edge_and_cycle():
     planted = {**graph, "facebench.train.ray_trainer": graph["facebench.train.ray_trainer"] | {
         "facebench.papers.wing.loss"}}
     assert shared_to_paper_edges(planted) == [("facebench.train.ray_trainer", "facebench.papers.wing.loss")]
-    assert "facebench.data.parquet" in graph["facebench.metrics.verification"]  # metrics -> data, so:
-    cycle = {**graph, "facebench.data.parquet": graph["facebench.data.parquet"] | {"facebench.metrics.landmarks"}}
+    assert "facebench.metrics.verification" in graph["facebench.data.pair_sets"]  # data -> metrics, so:
+    cycle = {**graph, "facebench.metrics.landmarks": graph["facebench.metrics.landmarks"] | {"facebench.data.parquet"}}
     assert unit_cycles(cycle) == [["data", "metrics"]]
 
 

@@ -160,52 +160,11 @@ def tar_at_far(scores: np.ndarray, same: np.ndarray, fars: tuple[float, ...] = (
     return out
 
 
-# ---------------------------------------------------------------------------------------------------
-# The whole LFW protocol on a prepared set (data/prepare_identity.py): LFW's images.parquet + pairs.parquet,
-# or CASIA's held-out validation identities, val_images.parquet + val_pairs.parquet.
-
-
-def evaluate_pairs(embed, prepared_dir, batch_size: int = 256, images: str = "images.parquet",
-                   pairs: str = "pairs.parquet") -> dict:
-    """LFW-style verification of an embedding function on a prepared pair set.
-
-    ``embed`` maps uint8 RGB crops (N, H, W, 3) to embeddings (N, D). Each image is embedded with its
-    horizontal mirror (``combine_flip``); a pair's score is the cosine of its two embeddings. Returns
-    the k-fold accuracy over the file's folds (threshold chosen on the others), TAR at FAR 1e-3 and
-    1e-4 over all pairs, and the ROC curve. ``images`` and ``pairs`` name the two files in
-    ``prepared_dir``: LFW's by default; ``images="val_images.parquet", pairs="val_pairs.parquet"`` scores
-    a CASIA set's validation identities (what model selection may look at; LFW is the test).
-    """
-    from pathlib import Path
-
-    import pyarrow.parquet as pq
-
-    from facebench.data.parquet import decode_crops, read_metadata, read_samples
-
-    prepared_dir = Path(prepared_dir)
-    images_path, pairs_path = prepared_dir / images, prepared_dir / pairs
-    meta = read_metadata(images_path)
-    df = read_samples(images_path, columns=["sample_id", "image"])
-    pair_rows = pq.read_table(pairs_path).to_pandas()
-    height, width = int(meta["crop_height"]), int(meta["crop_width"])
-    embeddings = []
-    for start in range(0, len(df), batch_size):
-        crops = decode_crops(df["image"].iloc[start:start + batch_size], height, width, meta["image_encoding"],
-                             str(images_path))
-        e = np.asarray(embed(crops), dtype=np.float64)
-        e_flip = np.asarray(embed(np.ascontiguousarray(crops[:, :, ::-1])), dtype=np.float64)
-        embeddings.append(combine_flip(e, e_flip))
-    table = np.concatenate(embeddings)
-    row = {sid: i for i, sid in enumerate(df["sample_id"])}
-    missing = sorted((set(pair_rows["left"]) | set(pair_rows["right"])) - set(row))
-    if missing:
-        raise ValueError(f"{pairs_path}: pairs name images not in {images}: {missing[:5]}")
-    left = table[[row[s] for s in pair_rows["left"]]]
-    right = table[[row[s] for s in pair_rows["right"]]]
-    scores = cosine_scores(left, right)
-    same = pair_rows["same"].to_numpy(dtype=bool)
-    folds = kfold_accuracy(scores, same, folds=pair_rows["fold"].to_numpy())
+def verification_report(scores: np.ndarray, same: np.ndarray, folds: np.ndarray | None = None) -> dict:
+    """The LFW protocol's numbers for scored pairs: k-fold accuracy over ``folds`` (threshold chosen on the
+    other folds), TAR at FAR 1e-3 and 1e-4 over all pairs, and the ROC curve."""
+    result = kfold_accuracy(scores, same, folds=folds)
     fpr, tpr, _ = roc_curve(scores, same)
-    return {"accuracy": folds.mean, "accuracy_std": folds.std, "fold_accuracies": folds.accuracies.tolist(),
+    return {"accuracy": result.mean, "accuracy_std": result.std, "fold_accuracies": result.accuracies.tolist(),
             "tar_at_far": {f"{t.far:g}": t.tar for t in tar_at_far(scores, same)},
             "roc": {"fpr": fpr.tolist(), "tpr": tpr.tolist()}, "pairs": int(same.size)}

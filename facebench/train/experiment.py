@@ -90,7 +90,7 @@ def train_experiment(exp: ResolvedExperiment, paths: Paths, write_outputs: bool 
     models/<exp>/, metrics/<exp>.json, plots/<exp>/ (the DVC outputs; ``write_outputs=False`` for an extra
     seed, which only MLflow keeps). Returns the run id, the final metrics and how the run was obtained."""
     prepared = paths.training_data(exp)
-    task = build_task(exp, prepared)
+    task = build_task(exp, paths)
     task.check_inputs()  # a missing or empty split is an error here, before Ray or MLflow start
     about = task.describe()
     identity = identity_of(exp, task.input_files(), cache_file=paths.storage / ".input-hashes.json")
@@ -115,7 +115,7 @@ def train_experiment(exp: ResolvedExperiment, paths: Paths, write_outputs: bool 
         newest = checkpoints.newest(run_dir / "checkpoints")
         if newest is not None:  # a job that died between a checkpoint and its log line
             log_missing_epochs(client, run_id, checkpoints.load_state(newest)["history"])
-        outcome = fit(exp, prepared, run_dir, tracking_uri=uri, run_id=run_id)
+        outcome = fit(exp, paths, run_dir, tracking_uri=uri, run_id=run_id)
         final = task.summarise(outcome.evaluation)
         logged = client.get_run(run_id).data.metrics  # a job that died after logging these resumes here
         cost = outcome.cost()  # wall time, images/s, GPU-hours: the report's cost columns

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from facebench.config import ResolvedExperiment, TrainSettings
+from facebench.config import Paths, ResolvedExperiment, TrainSettings
 from facebench.train import checkpoints
 from facebench.train.device_cache import DeviceCache
 
@@ -165,7 +165,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
     seed_everything(t.seed, rank)
 
-    task = build_task(exp, Path(config["prepared_dir"]))
+    task = build_task(exp, Paths.model_validate(config["paths"]))
     model = task.build_model()
     opt = make_optimizer(model, t)
     sched = make_scheduler(opt, t)
@@ -389,7 +389,7 @@ class TrainOutcome:
         return cost
 
 
-def loop_config(exp: ResolvedExperiment, prepared_dir: Path, run_dir: Path | None, workers: int, *,
+def loop_config(exp: ResolvedExperiment, paths: Paths, run_dir: Path | None, workers: int, *,
                 tracking_uri: str | None = None, run_id: str | None = None, tune: bool = False) -> dict[str, Any]:
     """What ``train_loop_per_worker`` is given (plain data: it crosses processes). ``first_epoch`` is where
     the run stands as the trainer starts: a worker that finds a newer checkpoint was restarted by Ray Train."""
@@ -399,22 +399,22 @@ def loop_config(exp: ResolvedExperiment, prepared_dir: Path, run_dir: Path | Non
     newest = checkpoints.newest(Path(run_dir) / "checkpoints") if run_dir is not None else None
     return {
         "experiment": exp.model_dump(mode="json"),
-        "prepared_dir": str(Path(prepared_dir).resolve()),
+        "paths": paths.model_dump(mode="json"),
         "checkpoint_dir": str((Path(run_dir) / "checkpoints").resolve()) if run_dir is not None else None,
         "first_epoch": checkpoints.load_state(newest)["epoch"] if newest is not None else 0,
         "tracking_uri": tracking_uri,
         "run_id": run_id,
         "threads": t.cpus_per_worker or max(1, (os.cpu_count() or 1) // workers),
-        "direct": in_memory(build_task(exp, prepared_dir).train_source(), t, workers),
+        "direct": in_memory(build_task(exp, paths).train_source(), t, workers),
         "tune": tune,
         "evaluate_test": not tune,
     }
 
 
-def trial_config(exp: ResolvedExperiment, prepared_dir: Path) -> dict[str, Any]:
+def trial_config(exp: ResolvedExperiment, paths: Paths) -> dict[str, Any]:
     """A Tune trial's loop: one process, no checkpoints, no MLflow (the sweep's driver records what Tune
     sees), no test split."""
-    return loop_config(exp, prepared_dir, None, 1, tune=True)
+    return loop_config(exp, paths, None, 1, tune=True)
 
 
 def runs_locally(t: TrainSettings) -> bool:
@@ -424,7 +424,7 @@ def runs_locally(t: TrainSettings) -> bool:
     return t.local_mode and t.num_workers == 1 and not t.use_gpu
 
 
-def make_trainer(exp: ResolvedExperiment, prepared_dir: Path, run_dir: Path, *,
+def make_trainer(exp: ResolvedExperiment, paths: Paths, run_dir: Path, *,
                  tracking_uri: str | None = None, run_id: str | None = None):
     """A TorchTrainer for one experiment. ``run_dir`` holds the run's checkpoints (``checkpoints/``, resumed
     from) and Ray's own files (``ray/``)."""
@@ -435,10 +435,10 @@ def make_trainer(exp: ResolvedExperiment, prepared_dir: Path, run_dir: Path, *,
 
     t = exp.train
     local = runs_locally(t)
-    config = loop_config(exp, prepared_dir, run_dir, t.num_workers, tracking_uri=tracking_uri, run_id=run_id)
+    config = loop_config(exp, paths, run_dir, t.num_workers, tracking_uri=tracking_uri, run_id=run_id)
     resources = {"CPU": config["threads"], **({"GPU": 1} if t.use_gpu else {})}
     datasets = {} if config["direct"] else {
-        "train": build_task(exp, prepared_dir).train_source().ray_dataset(t.cache_dataset, exp.key, seed=t.seed)}
+        "train": build_task(exp, paths).train_source().ray_dataset(t.cache_dataset, exp.key, seed=t.seed)}
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config=config,
@@ -467,7 +467,7 @@ def in_memory(source, t: TrainSettings, workers: int | None = None) -> bool:
     return t.cache_dataset and limit > 0 and source.shard_nbytes(workers or t.num_workers) <= limit
 
 
-def fit(exp: ResolvedExperiment, prepared_dir: Path, run_dir: Path, *,
+def fit(exp: ResolvedExperiment, paths: Paths, run_dir: Path, *,
         tracking_uri: str | None = None, run_id: str | None = None) -> TrainOutcome:
     """Train one experiment on Ray (resuming from the newest checkpoint in ``run_dir``) and return its
     final checkpoint's contents."""
@@ -476,9 +476,9 @@ def fit(exp: ResolvedExperiment, prepared_dir: Path, run_dir: Path, *,
     if final is None or checkpoints.load_state(final)["epoch"] < exp.train.epochs:
         from facebench.train.task import build_task
 
-        if not (runs_locally(exp.train) and in_memory(build_task(exp, prepared_dir).train_source(), exp.train, 1)):
+        if not (runs_locally(exp.train) and in_memory(build_task(exp, paths).train_source(), exp.train, 1)):
             ensure_ray()  # Ray Train's workers, or Ray Data streaming the split
-        make_trainer(exp, prepared_dir, run_dir, tracking_uri=tracking_uri, run_id=run_id).fit()
+        make_trainer(exp, paths, run_dir, tracking_uri=tracking_uri, run_id=run_id).fit()
         final = checkpoints.newest(folder)
     return outcome_of(exp, final)
 

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from facebench.config import TASK_CLASSES, ResolvedExperiment
+from facebench.config import TASK_CLASSES, Paths, ResolvedExperiment
 
 
 @dataclass(frozen=True)
@@ -88,8 +88,9 @@ def require_splits(folder: Path, files: list[str], what: str) -> None:
             raise ValueError(f"{path}: the {what} split {Path(name).stem!r} in {folder} has no rows")
 
 
-def build_task(exp: ResolvedExperiment, prepared_dir: Path) -> Task:
-    """The task of ``exp``: the class ``TASK_CLASSES`` (config.py) names for its ``task`` field.
+def build_task(exp: ResolvedExperiment, paths: Paths) -> Task:
+    """The task of ``exp``: the class ``TASK_CLASSES`` (config.py) names for its ``task`` field, reading
+    its files where ``paths`` says (its training data is ``paths.training_data(exp)``).
 
     The trainer reaches a paper's code only through this name, so shared code imports no paper
     (tests/test_layers.py); the table in config.py is the one place that says where each task lives."""
@@ -97,7 +98,7 @@ def build_task(exp: ResolvedExperiment, prepared_dir: Path) -> Task:
     if path is None:
         raise ValueError(f"unknown task {exp.task!r} (known: {', '.join(TASK_CLASSES)})")
     module, name = path.rsplit(".", 1)
-    return getattr(importlib.import_module(module), name)(exp, prepared_dir)
+    return getattr(importlib.import_module(module), name)(exp, paths)
 
 
 @dataclass(frozen=True)

@@ -36,14 +36,14 @@ from facebench.train.task import Description, build_task
 VALIDATION_SPLIT = "val"  # what a trial's metric is computed on (tasks' validate)
 
 
-def _trial(config: dict[str, float], base: dict[str, Any], prepared_dir: str) -> None:
+def _trial(config: dict[str, float], base: dict[str, Any], paths: dict[str, Any]) -> None:
     """One Tune trial: the experiment with this trial's loss parameters, trained in this process."""
     from ray.data import DataContext
 
     DataContext.get_current().enable_progress_bars = False  # this trial's process is its own driver
     exp = ResolvedExperiment.model_validate(base)
     exp = exp.model_copy(update={"loss_params": {**exp.loss_params, **config}})
-    train_loop_per_worker(trial_config(exp, Path(prepared_dir)))
+    train_loop_per_worker(trial_config(exp, Paths.model_validate(paths)))
 
 
 def _trial_label(config: dict[str, float]) -> str:
@@ -118,8 +118,7 @@ def run_sweep(params: Params, sweep_key: str, paths: Paths) -> dict[str, Any]:
     settings = params.active.tune
     exp = resolve_experiment(params, sweep.experiment, epochs=settings.epochs, cpus_per_worker=settings.cpus_per_trial,
                              val_every=1)
-    prepared = paths.training_data(exp)
-    task = build_task(exp, prepared)
+    task = build_task(exp, paths)
     task.check_inputs()
     about = task.describe()
     ensure_ray()
@@ -136,9 +135,9 @@ def run_sweep(params: Params, sweep_key: str, paths: Paths) -> dict[str, Any]:
           f"{VALIDATION_SPLIT!r} split by {sweep.metric} ({sweep.mode})", flush=True)
     recorder = _tune_callback()(client, experiment_id, parent, sweep_key, exp, about, paths.root,
                                   settings.epochs)
-    trainable = ray.tune.with_parameters(_trial, base=exp.model_dump(mode="json"), prepared_dir=str(prepared.resolve()))
+    trainable = ray.tune.with_parameters(_trial, base=exp.model_dump(mode="json"), paths=paths.model_dump(mode="json"))
     resources = {"CPU": settings.cpus_per_trial, **({"GPU": 1} if exp.train.use_gpu else {})}
-    tune_dir = paths.storage / "sweeps" / f"{sweep_key}-{parent}"
+    tune_dir = paths.sweep_dir(sweep_key, parent)
     tuner = ray.tune.Tuner(
         ray.tune.with_resources(trainable, resources),
         param_space={k: ray.tune.grid_search(list(v)) for k, v in sweep.grid.items()},

@@ -1,4 +1,4 @@
-"""The procedural 3D face (facebench/data/face3d.py): rotation against scipy, projection by hand, and the
+"""The procedural 3D face (facebench/data/synth/face3d.py): rotation against scipy, projection by hand, and the
 mirror law the synthetic sets and their flip augmentation rely on."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from facebench.data import face3d
-from facebench.data.face3d import Expression, Identity, Pose
+from facebench.data.synth import face3d
+from facebench.data.synth.face3d import Expression, Identity, Pose
 from facebench.data.landmark_layouts import AFLW19_FLIP, W300_FLIP
 
 

@@ -400,7 +400,7 @@ def test_an_emptied_ibug_folder_names_the_split_and_folder(tmp_path):
 
 def test_aflw_with_an_empty_test_list_names_the_split_and_file(tmp_path):
     from facebench.data.formats.aflw import read_aflw_full
-    from facebench.data.synth import synth_aflw
+    from facebench.data.synth.landmarks import synth_aflw
     from facebench.stages import expected_landmark_splits
 
     root = tmp_path / "aflw"

@@ -12,7 +12,7 @@ import pytest
 from facebench.data.align import TEMPLATES
 from facebench.data.parquet import decode_crops, read_metadata, read_samples
 from facebench.data.prepare_identity import prepare_casia, prepare_lfw, verification_pairs
-from facebench.data.synth_identities import synth_casia, synth_lfw
+from facebench.data.synth.identities import synth_casia, synth_lfw
 from tests.conftest import needs_published_weights
 
 
@@ -86,7 +86,7 @@ def test_a_failure_leaves_the_old_output(casia_root, tmp_path, monkeypatch):
 
 def test_lfw_protocol_on_the_prepared_pairs(tmp_path):
     """An embedding that knows who is who scores 100%; one that ignores the face scores chance."""
-    from facebench.metrics.verification import evaluate_pairs
+    from facebench.data.pair_sets import evaluate_pairs
 
     root = tmp_path / "lfw"
     synth_lfw(root, folds=3, pairs_per_fold=10, people_per_fold=4, seed=2, image_size=96)
@@ -236,7 +236,7 @@ def test_verification_pairs_by_hand():
 
 def test_val_pairs_score_with_the_lfw_protocol(casia_root, tmp_path):
     """evaluate_pairs reads CASIA's validation files by name: an oracle embedding scores 100%."""
-    from facebench.metrics.verification import evaluate_pairs
+    from facebench.data.pair_sets import evaluate_pairs
 
     prepare_casia(casia_root, tmp_path / "casia")
     val = read_samples(tmp_path / "casia" / "val_images.parquet")

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 import scipy.io
 
-from facebench.data import synth
 from facebench.data.landmark_layouts import AFLW19_FLIP, W300_CURVES, W300_FLIP
+from facebench.data.synth import faces, jobs, landmarks
 
 SIZE = 96
-TINY = {folder: 2 for folder in synth.W300_FOLDERS}
+TINY = {folder: 2 for folder in landmarks.W300_FOLDERS}
 
 
 def _read_pts(path: Path) -> np.ndarray:
@@ -39,13 +39,13 @@ def _tree_hash(root: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def w300_tree(tmp_path_factory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("w300") / "300w"
-    return root, synth.synth_w300(root, TINY, seed=3, image_size=SIZE)
+    return root, landmarks.synth_w300(root, TINY, seed=3, image_size=SIZE)
 
 
 @pytest.fixture(scope="module")
 def aflw_tree(tmp_path_factory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("aflw") / "aflw"
-    return root, synth.synth_aflw(root, 24, seed=3, image_size=SIZE)
+    return root, landmarks.synth_aflw(root, 24, seed=3, image_size=SIZE)
 
 
 # ----------------------------------------------------------------------------- layouts
@@ -66,10 +66,10 @@ def test_flip_permutations_match_the_documented_tables():
 
 
 def test_w300_counts_scale_the_real_ones():
-    assert synth.w300_counts(1.0) == synth.W300_REAL_COUNTS
-    assert sum(synth.w300_counts(1.0).values()) == 3837
-    assert set(synth.w300_counts(0.0).values()) == {2}
-    assert synth.w300_counts(0.5)["helen/trainset"] == 1000
+    assert landmarks.w300_counts(1.0) == landmarks.W300_REAL_COUNTS
+    assert sum(landmarks.w300_counts(1.0).values()) == 3837
+    assert set(landmarks.w300_counts(0.0).values()) == {2}
+    assert landmarks.w300_counts(0.5)["helen/trainset"] == 1000
 
 
 # ----------------------------------------------------------------------------- 300-W format
@@ -89,7 +89,7 @@ def test_w300_tree_layout_and_names(w300_tree):
             assert img.with_suffix(".pts").is_file()
             assert cv2.imread(str(img)).shape == (SIZE, SIZE, 3)
     assert sorted(p.name for p in (root / "Bounding Boxes").iterdir()) == sorted(
-        f"bounding_boxes_{f.replace('/', '_')}.mat" for f in synth.W300_FOLDERS)
+        f"bounding_boxes_{f.replace('/', '_')}.mat" for f in landmarks.W300_FOLDERS)
     assert not list(root.parent.glob(".*tmp*"))  # no staging folder left behind
 
 
@@ -111,7 +111,7 @@ def test_pts_files_parse_and_are_one_based(w300_tree):
 
 def test_bounding_box_mats(w300_tree):
     root, _ = w300_tree
-    for folder in synth.W300_FOLDERS:
+    for folder in landmarks.W300_FOLDERS:
         m = scipy.io.loadmat(root / "Bounding Boxes" / f"bounding_boxes_{folder.replace('/', '_')}.mat")
         cell = m["bounding_boxes"]
         assert cell.shape == (1, TINY[folder])
@@ -176,13 +176,13 @@ def test_aflw_points_follow_the_19_point_order(aflw_tree):
 # ----------------------------------------------------------------------------- geometry and pixels
 
 
-def _scene(seed: int, regime=synth.COMMON):
-    return synth.sample_scene(np.random.default_rng(seed), regime, SIZE)
+def _scene(seed: int, regime=faces.COMMON):
+    return faces.sample_scene(np.random.default_rng(seed), regime, SIZE)
 
 
 def test_landmark_semantics_on_a_frontal_face():
     scene = _scene(0)
-    s = synth.render_scene(replace(scene, pose=replace(scene.pose, yaw=0.0, pitch=0.0, roll=0.0)), SIZE)
+    s = faces.render_scene(replace(scene, pose=replace(scene.pose, yaw=0.0, pitch=0.0, roll=0.0)), SIZE)
     lm = s.landmarks68
     assert np.argmin(lm[:17, 0]) == 0 and np.argmax(lm[:17, 0]) == 16 and np.argmax(lm[:, 1]) == 8
     assert (np.diff(lm[27:31, 1]) > 0).all()  # bridge top to tip
@@ -196,12 +196,12 @@ def test_landmark_semantics_on_a_frontal_face():
 
 def test_frontal_faces_lie_inside_the_image():
     for seed in range(30):
-        scene = _scene(seed, synth.CHALLENGING)
+        scene = _scene(seed, faces.CHALLENGING)
         pose = replace(scene.pose, yaw=0.0, pitch=0.0, roll=0.0)
-        s = synth.render_scene(replace(scene, pose=pose), SIZE)
+        s = faces.render_scene(replace(scene, pose=pose), SIZE)
         assert s.landmarks68.min() >= 0 and s.landmarks68.max() <= SIZE - 1
         # Sampled poses are pulled inside as well.
-        sampled = synth.render_scene(scene, SIZE)
+        sampled = faces.render_scene(scene, SIZE)
         assert sampled.landmarks68.min() >= 0 and sampled.landmarks68.max() <= SIZE - 1
 
 
@@ -209,8 +209,8 @@ def test_frontal_faces_lie_inside_the_image():
 def test_mirrored_yaw_gives_permuted_mirrored_landmarks(yaw, pitch):
     scene = _scene(7)
     centre = (SIZE - 1) / 2
-    a = synth.render_scene(replace(scene, pose=replace(scene.pose, yaw=yaw, pitch=pitch, roll=0.0, cx=centre)), SIZE)
-    b = synth.render_scene(replace(scene, pose=replace(scene.pose, yaw=-yaw, pitch=pitch, roll=0.0, cx=centre)), SIZE)
+    a = faces.render_scene(replace(scene, pose=replace(scene.pose, yaw=yaw, pitch=pitch, roll=0.0, cx=centre)), SIZE)
+    b = faces.render_scene(replace(scene, pose=replace(scene.pose, yaw=-yaw, pitch=pitch, roll=0.0, cx=centre)), SIZE)
     for pts_a, pts_b, perm in ((a.landmarks68, b.landmarks68, W300_FLIP), (a.aflw19, b.aflw19, AFLW19_FLIP)):
         mirrored = pts_a.copy()
         mirrored[:, 0] = SIZE - 1 - mirrored[:, 0]
@@ -218,10 +218,10 @@ def test_mirrored_yaw_gives_permuted_mirrored_landmarks(yaw, pitch):
 
 
 def test_aflw_visibility_drops_far_side_points_at_large_yaw():
-    scene = replace(_scene(11, synth.AFLW), occluder=False)
-    frontal = synth.render_scene(replace(scene, pose=replace(scene.pose, yaw=0.0, pitch=0.0, roll=0.0)), SIZE)
+    scene = replace(_scene(11, faces.AFLW), occluder=False)
+    frontal = faces.render_scene(replace(scene, pose=replace(scene.pose, yaw=0.0, pitch=0.0, roll=0.0)), SIZE)
     assert frontal.visible19.all()
-    turned = synth.render_scene(replace(scene, pose=replace(scene.pose, yaw=70.0, roll=0.0)), SIZE)
+    turned = faces.render_scene(replace(scene, pose=replace(scene.pose, yaw=70.0, roll=0.0)), SIZE)
     assert not turned.visible19.all()
     # Positive yaw turns the nose to image-right, so the image-right half goes out of view.
     assert not turned.visible19[[5, 11]].any() and turned.visible19[[0, 6]].all()
@@ -238,7 +238,7 @@ def test_features_are_drawn_where_the_landmarks_are():
     diffs = []
     for seed in range(20):
         scene = replace(_scene(seed), occluder=False)
-        s = synth.render_scene(replace(scene, pose=replace(scene.pose, yaw=0.0)), SIZE)
+        s = faces.render_scene(replace(scene, pose=replace(scene.pose, yaw=0.0)), SIZE)
         grey = cv2.cvtColor(s.image, cv2.COLOR_BGR2GRAY).astype(float)
         at = lambda p: grey[int(round(p[1])), int(round(p[0]))]  # noqa: E731
         cheek = s.landmarks68[[2, 14]] * 0.6 + s.landmarks68[[31, 35]] * 0.4
@@ -252,27 +252,27 @@ def test_features_are_drawn_where_the_landmarks_are():
 def test_same_seed_gives_identical_bytes_in_and_out_of_process(tmp_path, monkeypatch, w300_tree):
     root, _ = w300_tree
     again = tmp_path / "again"
-    monkeypatch.setattr(synth, "PARALLEL_FROM", 1)  # the second run renders in worker processes
-    synth.synth_w300(again, TINY, seed=3, image_size=SIZE)
+    monkeypatch.setattr(jobs, "PARALLEL_FROM", 1)  # the second run renders in worker processes
+    landmarks.synth_w300(again, TINY, seed=3, image_size=SIZE)
     assert _tree_hash(again) == _tree_hash(root)
     other = tmp_path / "other"
-    monkeypatch.setattr(synth, "PARALLEL_FROM", 10**9)
-    synth.synth_w300(other, TINY, seed=4, image_size=SIZE)
+    monkeypatch.setattr(jobs, "PARALLEL_FROM", 10**9)
+    landmarks.synth_w300(other, TINY, seed=4, image_size=SIZE)
     assert _tree_hash(other) != _tree_hash(root)
 
 
 def test_aflw_same_seed_same_bytes(tmp_path, aflw_tree):
     root, _ = aflw_tree
-    synth.synth_aflw(tmp_path / "again", 24, seed=3, image_size=SIZE)
+    landmarks.synth_aflw(tmp_path / "again", 24, seed=3, image_size=SIZE)
     assert _tree_hash(tmp_path / "again") == _tree_hash(root)
 
 
 def test_a_crash_leaves_no_half_written_tree(tmp_path, monkeypatch):
     root = tmp_path / "aflw"
-    synth.synth_aflw(root, 4, seed=1, image_size=SIZE)
+    landmarks.synth_aflw(root, 4, seed=1, image_size=SIZE)
     before = _tree_hash(root)
     calls = {"n": 0}
-    real = synth._encode
+    real = jobs.encode
 
     def failing(img, ext):
         calls["n"] += 1
@@ -280,18 +280,18 @@ def test_a_crash_leaves_no_half_written_tree(tmp_path, monkeypatch):
             raise RuntimeError("disk full")
         return real(img, ext)
 
-    monkeypatch.setattr(synth, "_encode", failing)
+    monkeypatch.setattr(jobs, "encode", failing)
     with pytest.raises(RuntimeError):
-        synth.synth_aflw(root, 6, seed=2, image_size=SIZE)
+        landmarks.synth_aflw(root, 6, seed=2, image_size=SIZE)
     assert _tree_hash(root) == before  # the old complete tree is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["aflw"]  # no staging folder left
 
 
 def test_bad_arguments_are_refused(tmp_path):
     with pytest.raises(ValueError):
-        synth.synth_w300(tmp_path / "x", {"afw": 2}, seed=0)
+        landmarks.synth_w300(tmp_path / "x", {"afw": 2}, seed=0)
     with pytest.raises(ValueError):
-        synth.synth_aflw(tmp_path / "y", 10, seed=0, n_train=11)
+        landmarks.synth_aflw(tmp_path / "y", 10, seed=0, n_train=11)
 
 
 def test_written_coordinates_are_the_rendered_ones_plus_one(aflw_tree):
@@ -299,7 +299,7 @@ def test_written_coordinates_are_the_rendered_ones_plus_one(aflw_tree):
     root, _ = aflw_tree
     m = scipy.io.loadmat(root / "AFLWinfo_release.mat")
     for i in (0, 5):
-        sample = synth.render_random([3, 100, 1, i], synth.AFLW, SIZE)
+        sample = faces.render_random([3, 100, 1, i], faces.AFLW, SIZE)
         np.testing.assert_allclose(m["data"][i, :19] - 1.0, sample.aflw19[:, 0], atol=1e-9)
         np.testing.assert_allclose(m["data"][i, 19:] - 1.0, sample.aflw19[:, 1], atol=1e-9)
         np.testing.assert_array_equal(m["mask_new"][i] == 1, sample.visible19)

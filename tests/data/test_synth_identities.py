@@ -9,8 +9,8 @@ import pytest
 
 from facebench.data.formats.casia import LFW_OVERLAP_IDS, read_casia, read_landmark_list
 from facebench.data.formats.lfw import read_lfw
-from facebench.data.synth import sample_person, sample_person_scene
-from facebench.data.synth_identities import PORTRAIT, five_points, synth_casia, synth_lfw
+from facebench.data.synth.faces import sample_person, sample_person_scene
+from facebench.data.synth.identities import PORTRAIT, five_points, synth_casia, synth_lfw
 
 
 def _tree_hash(root) -> str:

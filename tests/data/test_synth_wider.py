@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 from facebench.data.formats.wider import read_bbx_gt
-from facebench.data.synth_wider import five_points, synth_wider
+from facebench.data.synth.wider import five_points, synth_wider
 
 
 def test_scenes_in_the_wider_layout_read_back(tmp_path):

@@ -74,14 +74,14 @@ def test_two_workers_train_track_and_write_outputs(ray_local, smoke_project, mon
 
 def test_world_size_and_resume_from_checkpoint(ray_local, smoke_project, tmp_path):
     params = load_params(smoke_project / "params.yaml", profile="smoke")
-    prepared = Paths(root=smoke_project).prepared("aflw")
+    paths = Paths(root=smoke_project)
     one = resolve_experiment(params, "aflw_cnn6_l1", num_workers=2, cpus_per_worker=1, epochs=1)
-    first = fit(one, prepared, tmp_path / "run")
+    first = fit(one, paths, tmp_path / "run")
     assert first.metrics["epoch"] == 1 and first.metrics["world_size"] == 2
 
     # the resumed run streams Ray Data shards (no device cache), the first read Parquet straight into it
     two = resolve_experiment(params, "aflw_cnn6_l1", num_workers=2, cpus_per_worker=1, epochs=2, device_cache_gib=0)
-    second = fit(two, prepared, tmp_path / "run")
+    second = fit(two, paths, tmp_path / "run")
     assert second.metrics["resumed_from"] == 1  # started from the first run's checkpoint
     assert second.metrics["epoch"] == 2
     assert set(second.evaluation) == {"test", "frontal"} or set(second.evaluation) == {"test"}

@@ -116,7 +116,7 @@ def _pair_set(folder, images_name: str, pairs_name: str, pairs: list[tuple[str, 
 def test_evaluate_pairs_reads_the_named_files(tmp_path):
     """LFW's file names by default; CASIA's validation files when named. A dark/bright embedding tells the two
     people apart, so both score 100% on their own pairs, and the pair counts show which files were read."""
-    from facebench.metrics.verification import evaluate_pairs
+    from facebench.data.pair_sets import evaluate_pairs
 
     lfw = [("a_1", "a_2", True, 0), ("a_1", "b_1", False, 0), ("b_1", "b_2", True, 1), ("a_2", "b_2", False, 1)]
     val = lfw + [("a_2", "a_1", True, 2), ("b_2", "a_1", False, 2)]

@@ -37,7 +37,7 @@ pytest.importorskip("facenet_pytorch", reason="the reference MTCNN (make setup i
 ref_steps = importlib.import_module("facenet_pytorch.models.utils.detect_face")
 
 from facebench.data.formats.wider import read_scenes  # noqa: E402
-from facebench.data.synth_wider import synth_wider  # noqa: E402
+from facebench.data.synth.wider import synth_wider  # noqa: E402
 from facebench.papers.mtcnn import MTCNNDetector  # noqa: E402
 from facebench.papers.mtcnn.boxes import calibrate, nms, square  # noqa: E402
 from facebench.papers.mtcnn.detect import cell_boxes, pyramid_scales  # noqa: E402

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from facebench.data.formats.wider import read_scenes
-from facebench.data.synth_wider import synth_wider
+from facebench.data.synth.wider import synth_wider
 from facebench.papers.mtcnn import default_weights_dir
 from facebench.papers.mtcnn.boxes import calibrate, iou
 from facebench.papers.mtcnn.loss import LANDMARK, NEGATIVE, PART, POSITIVE

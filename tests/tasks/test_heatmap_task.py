@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from facebench.config import HeatmapExperimentConfig, load_params, resolve_experiment
+from facebench.config import HeatmapExperimentConfig, Paths, load_params, resolve_experiment
 from facebench.papers.awing.heatmaps import input_to_heatmap, render_gaussian_heatmaps
 from facebench.papers.awing.task import HEATMAP_STRIDE, HeatmapTask, PointsFromHeatmaps
 
@@ -41,7 +41,7 @@ def _task(smoke_project, **flags) -> HeatmapTask:
     params.heatmap_experiments["aflw_hg_test"] = HeatmapExperimentConfig(
         paper="awing", task="heatmaps", dataset="aflw", model="hourglass", loss="awing", **flags)
     exp = resolve_experiment(params, "aflw_hg_test", augment=False)
-    return HeatmapTask(exp, smoke_project / "data" / "prepared" / "aflw")
+    return HeatmapTask(exp, Paths(root=smoke_project))
 
 
 def test_targets_peak_on_the_augmented_landmarks(smoke_project):

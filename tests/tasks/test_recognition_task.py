@@ -23,7 +23,7 @@ def _batch(task, n: int = 8) -> dict[str, torch.Tensor]:
 def test_every_head_trains_a_few_steps(recognition_project, head):
     params, paths = recognition_project
     exp = resolve_experiment(params, f"casia_{head}")
-    task = build_task(exp, paths.prepared("casia"))
+    task = build_task(exp, paths)
     assert task.num_classes == 4 and task.crop == (112, 96)  # 6 smoke identities, 2 held out for validation
     torch.manual_seed(0)
     model, loss_fn = task.build_model(), task.build_loss()
@@ -44,7 +44,7 @@ def test_every_head_trains_a_few_steps(recognition_project, head):
 
 def test_evaluation_runs_the_lfw_protocol(recognition_project):
     params, paths = recognition_project
-    task = build_task(resolve_experiment(params, "casia_cosface"), paths.prepared("casia"))
+    task = build_task(resolve_experiment(params, "casia_cosface"), paths)
     evaluation = task.evaluate(task.build_model(), torch.device("cpu"))
     metrics = task.summarise(evaluation)
     assert 0.0 <= metrics["lfw_accuracy"] <= 1.0 and evaluation["lfw"]["pairs"] == 24
@@ -58,4 +58,4 @@ def test_a_landmark_loss_is_refused(recognition_project):
     params.recognition_experiments["casia_bad"] = RecognitionExperimentConfig(
         paper="cosface", task="recognition", dataset="casia", model="sphereface", loss="wing", eval_dataset="lfw")
     with pytest.raises(ValueError, match="not a recognition head"):
-        build_task(resolve_experiment(params, "casia_bad"), paths.prepared("casia"))
+        build_task(resolve_experiment(params, "casia_bad"), paths)

@@ -17,12 +17,10 @@ prepared crop's pixels, so heatmap rows stand beside the Wing rows in one table.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 
-from facebench.config import HeatmapSettings, ResolvedExperiment
+from facebench.config import HeatmapSettings, Paths, ResolvedExperiment
 from facebench.papers.awing.heatmaps import (
     decode_heatmaps, heatmap_to_input, input_to_heatmap, render_boundary_heatmap, render_gaussian_heatmaps,
 )
@@ -45,12 +43,12 @@ def variant(settings: HeatmapSettings) -> str:
 
 
 class HeatmapTask(LandmarkTask):
-    def __init__(self, exp: ResolvedExperiment, prepared_dir: Path):
+    def __init__(self, exp: ResolvedExperiment, paths: Paths):
         if exp.heatmap is None:
             raise ValueError(f"{exp.key}: a heatmap experiment needs the profile's `heatmaps` settings")
         if exp.loss not in HEATMAP_LOSSES:
             raise ValueError(f"{exp.key}: loss {exp.loss!r} is not a heatmap loss; use one of {sorted(HEATMAP_LOSSES)}")
-        super().__init__(exp, prepared_dir, input_size=exp.heatmap.input_size)
+        super().__init__(exp, paths, input_size=exp.heatmap.input_size)
         self.settings = exp.heatmap
         self.heatmap_size = self.input_size // HEATMAP_STRIDE
 

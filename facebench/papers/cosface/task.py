@@ -6,7 +6,7 @@ crops (uint8, 112x96 or 112x112) and class labels; on the training device the cr
 SphereFace residual network with one of the five heads of ``papers/cosface/loss.py`` on top: its forward
 gives embeddings, or the head's logits when labels are passed, so one DDP forward covers both and
 the head's weights train with the backbone. Evaluation embeds every verification image with its
-mirror and runs the LFW protocol (``metrics/verification.py``).
+mirror and runs the LFW protocol (``data/pair_sets.py``, ``metrics/verification.py``).
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from facebench.config import ResolvedExperiment
+from facebench.config import Paths, ResolvedExperiment
 from facebench.data.parquet import read_metadata
-from facebench.metrics.verification import evaluate_pairs
-from facebench.papers.cosface.loss import HEAD_NAMES, ShardedMarginHead, make_head, make_sharded_head
+from facebench.data.pair_sets import evaluate_pairs
+from facebench.papers.cosface.loss import HEAD_NAMES, make_head, make_sharded_head
+from facebench.train.partial_fc import ShardedMarginHead
 from facebench.train.task import Description, Task, TrainSource, require_splits
 
 EMBEDDING_DIM = 512
@@ -50,15 +51,15 @@ def to_network_input(crops: torch.Tensor) -> torch.Tensor:
 
 
 class RecognitionTask(Task):
-    def __init__(self, exp: ResolvedExperiment, prepared_dir: Path):
+    def __init__(self, exp: ResolvedExperiment, paths: Paths):
         if exp.loss not in HEAD_NAMES:
             raise ValueError(f"{exp.key}: loss {exp.loss!r} is not a recognition head; use one of {HEAD_NAMES}")
         if exp.eval_dataset is None:
             raise ValueError(f"{exp.key}: a recognition experiment needs eval_dataset (an LFW-layout set)")
         self.exp = exp
-        self.prepared_dir = Path(prepared_dir)
+        self.prepared_dir = paths.training_data(exp)
         self.train_path = self.prepared_dir / "train.parquet"
-        self.eval_dir = self.prepared_dir.parent / exp.eval_dataset
+        self.eval_dir = paths.prepared(exp.eval_dataset)
         meta = read_metadata(self.train_path)
         self.num_classes = int(meta["num_classes"])
         self.crop = (int(meta["crop_height"]), int(meta["crop_width"]))

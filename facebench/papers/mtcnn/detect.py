@@ -52,7 +52,7 @@ What is ours is how it runs, not what it computes:
 - Images of one size run the pyramid and P-Net together; a batch of mixed sizes runs one front per size
   and the later stages together (results do not depend on what else is in the batch).
 - On CUDA the fixed-shape front (table, pyramid, P-Net) is replayed as one CUDA graph, and crops + R-Net,
-  crops + O-Net as one graph each per power-of-two bucket of boxes: at batch 1 a GPU cascade is bound by
+  crops + O-Net as one graph each per power-of-two bucket of boxes (cuda_graphs.py): at batch 1 a GPU cascade is bound by
   host-side kernel launches, not arithmetic. On CUDA, box generation divides by the scale as the
   reference's kernel does there (a * (1 / s) in float32; CPU tensors divide).
 
@@ -72,9 +72,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from facebench.papers.mtcnn.boxes import calibrate, nms, pair_overlap, square, take
+from facebench.papers.mtcnn.cuda_graphs import CaptureFailed, Captured
 from facebench.papers.mtcnn.model import ONET_SIZE, PNET_SIZE, RNET_SIZE, load_published
 
 PNET_STRIDE = 2
@@ -206,53 +206,6 @@ class _Sources:
     width: torch.Tensor
 
 
-class _NoNewHostTensors(TorchDispatchMode):
-    """Raises where code would make a tensor from host data (a literal, an index list): inside a CUDA graph
-    capture that is a pageable host-to-device copy, which the capture refuses. The CPU stand-in for a
-    capture runs under this, so the tests catch it without a GPU."""
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func is torch.ops.aten.lift_fresh.default:
-            raise RuntimeError("a tensor made from host data inside a captured MTCNN step")
-        return func(*args, **(kwargs or {}))
-
-
-class _CaptureFailed(Exception):
-    """A CUDA graph capture raised (the cause is chained)."""
-
-
-class _Captured:
-    """``fn(*inputs)`` captured once as a CUDA graph; ``replay()`` reruns it on the inputs' current contents
-    and returns the same output tensors. Off CUDA there is no graph and ``replay()`` calls ``fn`` again:
-    the tests use that to check the static-buffer logic (bucket padding, output slicing) on a CPU."""
-
-    def __init__(self, fn, inputs: tuple[torch.Tensor, ...], device: torch.device):
-        self.fn, self.inputs, self.graph = fn, inputs, None
-        self.sources: _Sources | None = None  # a front's crop sources, made once (box graphs read them)
-        if device.type == "cuda":
-            side = torch.cuda.Stream(device)
-            side.wait_stream(torch.cuda.current_stream(device))
-            with torch.cuda.stream(side):  # warm-up outside the graph: cuDNN plans, cached constants
-                fn(*inputs)
-            torch.cuda.current_stream(device).wait_stream(side)
-            self.graph = torch.cuda.CUDAGraph()
-            try:
-                with torch.cuda.graph(self.graph):
-                    self.outputs = fn(*inputs)
-            except RuntimeError as err:
-                raise _CaptureFailed() from err
-        else:
-            self.outputs = fn(*inputs)  # the warm-up, as on CUDA: caches fill here, not under the stand-in
-
-    def replay(self):
-        if self.graph is None:
-            with _NoNewHostTensors():
-                self.outputs = self.fn(*self.inputs)
-        else:
-            self.graph.replay()
-        return self.outputs
-
-
 def _run(net: torch.nn.Module, chunks) -> tuple[torch.Tensor, ...]:
     """``net`` on each chunk, its outputs concatenated (no copy when there is one chunk)."""
     outs = [net(c) for c in chunks]
@@ -305,7 +258,7 @@ class MTCNNDetector:
         # on P-Net's candidates per image, best first (None: no cap, the paper's cascade), bounds the NMS
         # that follows. Per image, so that a batch proposes what each of its images would alone.
         self.max_candidates: int | None = None
-        self._graphs: dict[tuple, _Captured] = {}
+        self._graphs: dict[tuple, Captured] = {}
         self._layouts: dict[tuple[int, int], _Layout] = {}
         self._constants: dict[tuple, torch.Tensor] = {}
         self._buffers: dict[tuple, torch.Tensor] = {}  # large work tensors, reused between calls on a CPU
@@ -482,7 +435,7 @@ class MTCNNDetector:
         if self.cuda_graphs and len(groups) == 1:
             try:
                 return self._stages(groups, graphed=True)
-            except _CaptureFailed as err:  # a capture this torch/driver refuses: run eagerly from now on
+            except CaptureFailed as err:  # a capture this torch/driver refuses: run eagerly from now on
                 warnings.warn(f"MTCNN: CUDA graph capture failed ({err.__cause__}); running the cascade eagerly")
                 self.cuda_graphs = False
                 self._graphs.clear()
@@ -581,7 +534,7 @@ class MTCNNDetector:
             torch.div(sums[1].sub_(sums[0]), t["rows"], out=out[i])
         return out.div_(t["cols"]).sub_(NORM_MEAN).mul_(NORM_SCALE)
 
-    def _front_graphed(self, batch: torch.Tensor, lay: _Layout) -> _Captured:
+    def _front_graphed(self, batch: torch.Tensor, lay: _Layout) -> Captured:
         """``_front`` as one captured graph per batch shape, replayed on ``batch``: the table, the pyramid
         and P-Net are ~100 kernel launches whose shapes never change, which at batch 1 cost more host time
         than GPU time. Its ``outputs`` are (table, prob, reg)."""
@@ -590,7 +543,7 @@ class MTCNNDetector:
         if entry is None:
             if len(self._graphs) >= 32:  # many batch shapes: start again (a box graph reads its front's table)
                 self._graphs.clear()
-            entry = self._graphs[key] = _Captured(lambda static: self._front(static, lay), (batch.clone(),),
+            entry = self._graphs[key] = Captured(lambda static: self._front(static, lay), (batch.clone(),),
                                                   self.device)
         else:
             entry.inputs[0].copy_(batch)
@@ -747,7 +700,7 @@ class MTCNNDetector:
             static_boxes[:, 2:] = PNET_SIZE
             static_img = img.new_zeros(bucket)
             static_boxes[:k], static_img[:k] = boxes, img
-            entry = self._graphs[key] = _Captured(crops_net, (static_boxes, static_img), self.device)
+            entry = self._graphs[key] = Captured(crops_net, (static_boxes, static_img), self.device)
         else:
             entry.inputs[0][:k] = boxes
             entry.inputs[1][:k] = img

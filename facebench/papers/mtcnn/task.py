@@ -32,9 +32,10 @@ STAGE_LABEL = {"pnet": "P-Net", "rnet": "R-Net", "onet": "O-Net"}
 
 
 class DetectionTask(Task):
-    def __init__(self, exp: ResolvedExperiment, prepared_dir: Path):
+    def __init__(self, exp: ResolvedExperiment, paths: Paths):
         self.exp = exp
-        self.prepared_dir = Path(prepared_dir)  # data/mtcnn/<experiment>
+        self.paths = paths
+        self.prepared_dir = paths.training_data(exp)  # data/mtcnn/<experiment>
         self.size = STAGE_SIZE[exp.model]
         self.landmarks = exp.model == "onet"
         self.reads: Counter = Counter()
@@ -44,9 +45,8 @@ class DetectionTask(Task):
         return Description(label=STAGE_LABEL.get(self.exp.model, self.exp.model))
 
     def _project(self) -> tuple[Paths, Path]:
-        """The project's paths and the WIDER root, from data/mtcnn/<experiment>."""
-        paths = Paths(root=self.prepared_dir.parents[2])
-        return paths, dataset_root(paths, self.exp.dataset, self.exp.dataset_config)
+        """The project's paths and the WIDER root."""
+        return self.paths, dataset_root(self.paths, self.exp.dataset, self.exp.dataset_config)
 
     def input_files(self) -> list[Path]:
         """The stage's crops; O-Net also reads the test scenes (index and images) and the earlier stages."""

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from facebench.config import ResolvedExperiment
+from facebench.config import Paths, ResolvedExperiment
 from facebench.data.parquet import ENCODED, decode_crops, read_metadata, read_samples
 from facebench.data.transforms import Augment, LandmarkBatchTransform
 from facebench.metrics import landmarks as lm
@@ -35,9 +35,9 @@ MODEL_LABEL = {"cnn6": "CNN-6", "cnn7": "CNN-6/7 (two-stage)", "resnet50": "ResN
 
 
 class LandmarkTask(Task):
-    def __init__(self, exp: ResolvedExperiment, prepared_dir: Path, input_size: int | None = None):
+    def __init__(self, exp: ResolvedExperiment, paths: Paths, input_size: int | None = None):
         self.exp = exp
-        self.prepared_dir = Path(prepared_dir)
+        self.prepared_dir = paths.training_data(exp)
         self.metadata = read_metadata(self.prepared_dir / "train.parquet")
         self.num_landmarks = int(self.metadata["num_landmarks"])
         self.flip_permutation = list(self.metadata["flip_permutation"])

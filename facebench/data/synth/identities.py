@@ -25,7 +25,8 @@ import numpy as np
 from facebench.atomic import build_dir
 from facebench.data.formats.casia import LFW_OVERLAP_IDS
 from facebench.data.formats.lfw import lfw_image
-from facebench.data.synth import Regime, _Job, _run_jobs, _seed_word
+from facebench.data.synth.faces import Regime
+from facebench.data.synth.jobs import Job, run_jobs, seed_word
 
 # Web photos of people: mostly near frontal, some profile, little occlusion, faces filling the frame
 # (CASIA and LFW images are 250x250 crops around a detected face).
@@ -47,8 +48,8 @@ def _points_text(points: np.ndarray) -> str:
 def _render(tmp: Path, jobs: list[tuple[str, tuple[int, ...], tuple[int, ...]]], image_size: int,
             label: str) -> list[np.ndarray]:
     """Render (relative path, image seed, person seed) jobs under ``tmp``; the 68 points of each."""
-    work = [_Job(seed, PORTRAIT, image_size, tmp / rel, ".jpg", person_seed=person) for rel, seed, person in jobs]
-    return [lm68 for lm68, _, _ in _run_jobs(work, label)]
+    work = [Job(seed, PORTRAIT, image_size, tmp / rel, ".jpg", person_seed=person) for rel, seed, person in jobs]
+    return [lm68 for lm68, _, _ in run_jobs(work, label)]
 
 
 def casia_ids(n: int, rng: np.random.Generator) -> list[str]:
@@ -68,7 +69,7 @@ def synth_casia(root: Path, n_identities: int, images_per_identity: tuple[int, i
     if n_identities < 1 or not 1 <= lo <= hi:
         raise ValueError(f"need n_identities >= 1 and 1 <= min <= max images, got {n_identities}, {lo}..{hi}")
     root = Path(root)
-    s = _seed_word(seed)
+    s = seed_word(seed)
     rng = np.random.default_rng([s, _CASIA_STREAM, 0])
     ids = casia_ids(n_identities, rng)
     counts = [int(rng.integers(lo, hi + 1)) for _ in ids]
@@ -99,7 +100,7 @@ def synth_lfw(root: Path, folds: int, pairs_per_fold: int, people_per_fold: int,
         raise ValueError(f"need folds >= 1, pairs_per_fold >= 1 and people_per_fold >= 2, got "
                          f"{folds}, {pairs_per_fold}, {people_per_fold}")
     root = Path(root)
-    s = _seed_word(seed)
+    s = seed_word(seed)
     rng = np.random.default_rng([s, _LFW_STREAM, 0])
     people: list[tuple[str, int]] = []  # (name, image count)
     pair_lines: list[str] = [f"{folds}\t{pairs_per_fold}"]

@@ -26,9 +26,9 @@ import cv2
 import numpy as np
 
 from facebench.atomic import build_dir
-from facebench.data import face3d
-from facebench.data.synth import (
-    AFLW, JPEG_QUALITY, _background, _occluder, sample_expression, sample_identity, sample_pose, sample_style,
+from facebench.data.synth import face3d
+from facebench.data.synth.faces import (
+    AFLW, JPEG_QUALITY, background, occluder, sample_expression, sample_identity, sample_pose, sample_style,
 )
 
 EVENTS = ("0--Parade", "1--Handshaking", "2--Demonstration", "3--Riot", "4--Dancing", "5--Car_Accident")
@@ -63,7 +63,7 @@ def _overlaps(box: np.ndarray, others: list[np.ndarray], limit: float = 0.2) -> 
 def render_wider_scene(rng: np.random.Generator, width: int, height: int, max_faces: int, min_face: float,
                        max_face: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One scene: BGR image, boxes (n, 4) x1 y1 w h, attributes (n, 6), five points (n, 5, 2)."""
-    img = np.ascontiguousarray(_background(rng, max(width, height))[:height, :width])
+    img = np.ascontiguousarray(background(rng, max(width, height))[:height, :width])
     boxes, attrs, points = [], [], []
     for _ in range(int(rng.integers(0, max_faces + 1))):
         face_px = float(np.exp(rng.uniform(np.log(min_face), np.log(max_face))))
@@ -87,7 +87,7 @@ def render_wider_scene(rng: np.random.Generator, width: int, height: int, max_fa
             blur = max(blur, 2 if sigma > 0.08 * box[2] else 1)
         occlusion = 0
         if rng.random() < 0.2:
-            mask = _occluder(rng, img, lm68, face_px, (120.0, 140.0, 180.0))
+            mask = occluder(rng, img, lm68, face_px, (120.0, 140.0, 180.0))
             x1, y1 = int(box[0]), int(box[1])
             covered = float(np.mean(mask[y1:y1 + int(box[3]) + 1, x1:x1 + int(box[2]) + 1] > 0))
             occlusion = 0 if covered < 0.02 else (2 if covered > 0.35 else 1)

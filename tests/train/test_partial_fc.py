@@ -10,7 +10,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from facebench.papers.cosface.loss import make_head, make_sharded_head, shard_range
+from facebench.papers.cosface.loss import make_head, make_sharded_head
+from facebench.train.partial_fc import shard_range
 
 WORLD = 2
 C, D = 7, 5  # 7 classes split 4 + 3
