@@ -16,11 +16,18 @@ import numpy as np
 import pandas as pd
 
 from facebench.atomic import atomic_write_bytes, atomic_write_text
-from facebench.report import render
-from facebench.report import detection, recognition, summary, wing_tables
+from facebench.report import cells, cosface, document, figures, mtcnn, page, summary, sweeps, wing
 from facebench.report.leaderboard import (
-    baseline_ced, baseline_errors, baseline_frame, collect_runs, collect_sweeps, current_code_hashes, load_ced,
-    load_curve, mark_other_code, splits_of,
+    baseline_ced,
+    baseline_errors,
+    baseline_frame,
+    collect_runs,
+    collect_sweeps,
+    current_code_hashes,
+    load_ced,
+    load_curve,
+    mark_other_code,
+    splits_of,
 )
 
 __all__ = ["build_report"]
@@ -30,13 +37,13 @@ LANDMARK_TASKS = ("landmarks", "heatmaps")  # coordinate and heatmap regression 
 
 def _ced_figures(tracking_uri: str, runs: pd.DataFrame, baselines: pd.DataFrame,
                  errors: dict[str, dict[str, dict[str, np.ndarray]]], datasets: list[str], with_profile: bool
-                 ) -> tuple[dict[str, bytes], dict[str, list[render.Image]], list[str]]:
+                 ) -> tuple[dict[str, bytes], dict[str, list[document.Image]], list[str]]:
     """One CED figure per dataset/split: a curve per run (from its artifact) plus the baseline.
 
     Returns the PNG bytes by file name, the figures per dataset, and the run:split curves missing.
     """
     pngs: dict[str, bytes] = {}
-    figures: dict[str, list[render.Image]] = {}
+    images: dict[str, list[document.Image]] = {}
     missing: list[str] = []
     for dataset in sorted(datasets):
         ours = runs[runs["dataset"] == dataset] if not runs.empty else runs
@@ -49,30 +56,30 @@ def _ced_figures(tracking_uri: str, runs: pd.DataFrame, baselines: pd.DataFrame,
                 except FileNotFoundError:
                     missing.append(f"{run['experiment']}:{split}")
                     continue
-                curves.append((render.run_label(run, with_profile), table,
-                               render.curve_style(run["loss"], bool(run["pdb"]), str(run.get("variant", "") or ""),
+                curves.append((cells.run_label(run, with_profile), table,
+                               figures.curve_style(run["loss"], bool(run["pdb"]), str(run.get("variant", "") or ""),
                                                   run["model"])))
             if split in errors.get(dataset, {}):
                 curves.append(("mean shape (baseline)", baseline_ced(errors[dataset][split]["nme"]),
-                               render.BASELINE_STYLE))
+                               figures.BASELINE_STYLE))
             if not curves:
                 continue
             name = f"ced_{dataset}_{split}.png"
-            kind = render.OUR_LABEL[render.PRIMARY.get(dataset, "primary")]
-            title = f"{render.DATASET_LABEL.get(dataset, dataset)} {split}: CED, NME {kind}"
-            pngs[name] = render.ced_figure(title, curves)
-            figures.setdefault(dataset, []).append(render.Image(name, (
+            kind = cells.OUR_LABEL[cells.PRIMARY.get(dataset, "primary")]
+            title = f"{cells.DATASET_LABEL.get(dataset, dataset)} {split}: CED, NME {kind}"
+            pngs[name] = figures.ced_figure(title, curves)
+            images.setdefault(dataset, []).append(document.Image(name, (
                 f"{title}: the fraction of {split} faces whose NME is below x. One colour per loss, one line style"
                 " per system (the same in every figure); grey dashes: the mean-shape baseline; dotted verticals:"
                 " the 8% and 10% thresholds of the AUC and failure-rate table.")))
-    return pngs, figures, missing
+    return pngs, images, missing
 
 
 def _recognition_figures(tracking_uri: str, runs: pd.DataFrame, with_profile: bool
-                         ) -> tuple[dict[str, bytes], list[render.Image], list[str]]:
+                         ) -> tuple[dict[str, bytes], list[document.Image], list[str]]:
     """The ROC figure of the recognition runs (the curves they logged)."""
     pngs: dict[str, bytes] = {}
-    figures: list[render.Image] = []
+    images: list[document.Image] = []
     missing: list[str] = []
     curves = []
     for _, run in runs.iterrows():
@@ -81,32 +88,32 @@ def _recognition_figures(tracking_uri: str, runs: pd.DataFrame, with_profile: bo
         except FileNotFoundError:
             missing.append(f"{run['experiment']}:roc")
             continue
-        text = recognition.HEAD_LABEL.get(run["loss"], run["loss"]) + (f" [{run['profile']}]" if with_profile else "")
+        text = cosface.HEAD_LABEL.get(run["loss"], run["loss"]) + (f" [{run['profile']}]" if with_profile else "")
         curves.append((text, run["loss"], table))
     if curves:
-        pngs["roc_lfw.png"] = recognition.roc_figure(curves)
-        figures.append(render.Image("roc_lfw.png", "LFW-protocol ROC of each head: true accept rate against"
+        pngs["roc_lfw.png"] = cosface.roc_figure(curves)
+        images.append(document.Image("roc_lfw.png", "LFW-protocol ROC of each head: true accept rate against"
                                     " false accept rate over all pairs (log axis), one colour per head."))
-    return pngs, figures, missing
+    return pngs, images, missing
 
 
-def _sweep_figures(trials: pd.DataFrame) -> tuple[dict[str, bytes], dict[tuple[str, str], render.Image]]:
+def _sweep_figures(trials: pd.DataFrame) -> tuple[dict[str, bytes], dict[tuple[str, str], document.Image]]:
     """One figure per sweep (and profile) whose grid varies one or two parameters."""
     pngs: dict[str, bytes] = {}
-    figures: dict[tuple[str, str], render.Image] = {}
+    images: dict[tuple[str, str], document.Image] = {}
     if trials.empty:
-        return pngs, figures
+        return pngs, images
     for (sweep, profile), group in trials.groupby(["sweep", "profile"], sort=True):
-        png = render.sweep_figure(sweep, group)
+        png = sweeps.sweep_figure(sweep, group)
         if png is not None:
             name = f"sweep_{sweep}_{profile}.png"
             pngs[name] = png
-            metric = render.METRIC_LABEL.get(str(group["metric"].iloc[0]), str(group["metric"].iloc[0]))
-            figures[(sweep, profile)] = render.Image(name, (
+            metric = sweeps.METRIC_LABEL.get(str(group["metric"].iloc[0]), str(group["metric"].iloc[0]))
+            images[(sweep, profile)] = document.Image(name, (
                 f"Sweep `{sweep}` (profile `{profile}`): {metric} on the validation split against the first varied"
                 " loss parameter, one line per value of the second. Circles joined by a line: trials that ran every"
                 " epoch; crosses, not joined: trials ASHA stopped early (scored after fewer epochs)."))
-    return pngs, figures
+    return pngs, images
 
 
 def _newest_date(shown: pd.DataFrame) -> str:
@@ -133,12 +140,12 @@ def build_report(tracking_uri: str, prepared_root: Path, out_dir: Path, profile:
     runs = every
     if not runs.empty:
         runs = runs[runs["task"].isin(LANDMARK_TASKS) & runs["dataset"].isin(datasets)].reset_index(drop=True)
-    rec_runs = recognition.recognition_runs(every)
-    det_runs = detection.detection_runs(every)
+    rec_runs = cosface.recognition_runs(every)
+    det_runs = mtcnn.detection_runs(every)
     trials = collect_sweeps(tracking_uri, profile)
     errors = baseline_errors(Path(prepared_root), datasets)
     baselines = baseline_frame(errors)
-    pngs, figures, missing = _ced_figures(tracking_uri, runs, baselines, errors, datasets, profile is None)
+    pngs, ced_images, missing = _ced_figures(tracking_uri, runs, baselines, errors, datasets, profile is None)
     rec_pngs, rec_figures, rec_missing = _recognition_figures(tracking_uri, rec_runs, profile is None)
     pngs.update(rec_pngs)
     sweep_pngs, sweep_figures = _sweep_figures(trials)
@@ -154,24 +161,24 @@ def build_report(tracking_uri: str, prepared_root: Path, out_dir: Path, profile:
     cost_image = None
     if panels:
         pngs["cost.png"] = summary.cost_figure(panels)
-        cost_image = render.Image("cost.png", "Accuracy against training cost: each row's test metric (MTCNN: each"
+        cost_image = document.Image("cost.png", "Accuracy against training cost: each row's test metric (MTCNN: each"
                                   " stage's validation accuracy) against the wall time of its training, a panel per"
                                   " paper; colour is the loss or head, marker the model.")
 
-    doc = render.build_document(runs, baselines, trials, profile, datasets, figures,
-                                recognition=(recognition.recognition_section(rec_runs, rec_figures, profile is None)
-                                             + detection.detection_section(det_runs)),
-                                listed=shown, sweep_figures=sweep_figures,
-                                paper_tables=wing_tables.wing_section(runs, synthetic=profile != "paper"),
-                                summary=summary.summary_section(runs, rec_runs, det_runs, cost_image),
-                                provenance=provenance)
-    markdown, page = render.to_markdown(doc, mlflow_ui), render.to_html(doc, pngs, mlflow_ui)
+    doc = page.build_document(runs, baselines, trials, profile, datasets, ced_images,
+                              recognition=(cosface.recognition_section(rec_runs, rec_figures, profile is None)
+                                           + mtcnn.detection_section(det_runs)),
+                              listed=shown, sweep_figures=sweep_figures,
+                              paper_tables=wing.wing_section(runs, synthetic=profile != "paper"),
+                              summary=summary.summary_section(runs, rec_runs, det_runs, cost_image),
+                              provenance=provenance)
+    markdown, html = document.to_markdown(doc, mlflow_ui), document.to_html(doc, pngs, mlflow_ui)
     written = []
     for name, data in sorted(pngs.items()):
         atomic_write_bytes(out_dir / "figures" / name, data)
         written.append(str(out_dir / "figures" / name))
     atomic_write_text(out_dir / "leaderboard.md", markdown)
-    atomic_write_text(out_dir / "leaderboard.html", page)
+    atomic_write_text(out_dir / "leaderboard.html", html)
 
     def run_key(row: pd.Series) -> str:
         return row["experiment"] if profile else f"{row['experiment']}@{row['profile']}"

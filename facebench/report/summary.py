@@ -13,12 +13,12 @@ import math
 
 import pandas as pd
 
+from facebench.report.cells import DASH, model_label, run_metric
+from facebench.report.document import Block, Heading, Image, Para, Table, anchor
+from facebench.report.figures import LOSS_COLOR, new_figure, png_bytes
 from facebench.report.paper_numbers import RECOGNITION_NUMBERS, lookup
-from facebench.report.render import (
-    DASH, LOSS_COLOR, Block, Heading, Image, Para, Table, anchor, model_label, new_figure, png_bytes, run_metric,
-)
 
-WING_DETAIL = "Wing loss paper: the paper's tables"  # the headings the claims link to (render, wing_tables)
+WING_DETAIL = "Wing loss paper: the paper's tables"  # the headings the claims link to (landmarks.py, wing.py)
 AWING_DETAIL = "300-W (`w300`)"
 COSFACE_DETAIL = "Face recognition: CASIA-WebFace to LFW (CosFace paper)"
 MTCNN_DETAIL = "MTCNN (WIDER-format scenes)"

@@ -570,7 +570,7 @@ def test_other_code_reasons():
 
 def test_sweep_figure_joins_only_finished_trials():
     """Lines join the trials that ran every epoch; a stopped trial is a point of its own; failed ones are out."""
-    from facebench.report.render import sweep_figure, sweep_points
+    from facebench.report.sweeps import sweep_figure, sweep_points
 
     group = pd.DataFrame({
         "loss.w": [5.0, 10.0, 15.0, 20.0, 5.0, 10.0, 15.0, 20.0],

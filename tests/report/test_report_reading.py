@@ -16,7 +16,7 @@ from PIL import Image as PILImage
 from facebench import tracking
 from facebench.config import load_params, resolve_experiment
 from facebench.papers.awing.task import variant
-from facebench.report import build_report, render
+from facebench.report import build_report, cells, document, figures, sweeps
 from facebench.report.summary import verdict
 from facebench.train import identity
 from facebench.train.ray_trainer import TrainOutcome
@@ -41,7 +41,7 @@ def test_verdict_weighs_the_difference_against_the_seeds_spread():
         "**yes** (by 2.00, spread 1.10)"
     # higher is better (accuracy)
     assert verdict(_row(acc=0.9), _row(acc=0.8), "acc", False).startswith("**yes** (by 10.00")
-    assert verdict(_row(acc=0.9), pd.Series(dtype=float), "acc", False) == render.DASH
+    assert verdict(_row(acc=0.9), pd.Series(dtype=float), "acc", False) == cells.DASH
 
 
 def test_cost_of_a_training_is_summed_over_its_epochs():
@@ -62,23 +62,23 @@ def test_cost_of_a_training_is_summed_over_its_epochs():
 
 
 def test_cost_cell_and_wall_text():
-    assert render.cost_cell(_row(train_wall_s=95.0, train_images_per_s=412.4)) == "95 s, 412 img/s"
-    assert render.cost_cell(_row(train_wall_s=600.0, train_images_per_s=1500.0, gpu_hours=0.3333)) == \
+    assert cells.cost_cell(_row(train_wall_s=95.0, train_images_per_s=412.4)) == "95 s, 412 img/s"
+    assert cells.cost_cell(_row(train_wall_s=600.0, train_images_per_s=1500.0, gpu_hours=0.3333)) == \
         "10.0 min, 1,500 img/s, 0.333 GPU-h"
-    assert render.cost_cell(_row(val_nme=0.1)) == render.DASH
-    assert render.wall_text(9000.0) == "2.5 h"
+    assert cells.cost_cell(_row(val_nme=0.1)) == cells.DASH
+    assert cells.wall_text(9000.0) == "2.5 h"
 
 
 def test_run_links_resolve_to_the_ui_or_stay_plain_text():
-    doc = [render.Heading(2, "Runs"), render.Para("run " + render.short("abcdef0123456789", "7") + " and [x](#runs)"
-                                                  + " and " + render.short("0123456789abcdef"))]
-    md = render.to_markdown(doc, "http://127.0.0.1:5000/")
+    doc = [document.Heading(2, "Runs"), document.Para("run " + cells.short("abcdef0123456789", "7") + " and [x](#runs)"
+                                                  + " and " + cells.short("0123456789abcdef"))]
+    md = document.to_markdown(doc, "http://127.0.0.1:5000/")
     url = "http://127.0.0.1:5000/#/experiments/7/runs/abcdef0123456789?workflowType=machine_learning"
     assert f"[`abcdef01`]({url})" in md  # the run page, in the UI's model-training view
     assert "[`01234567`](http://127.0.0.1:5000/#/runs/0123456789abcdef)" in md  # experiment unknown: the UI finds it
     assert "[x](#runs)" in md  # an anchor link stays as it is
-    assert "run `abcdef01` and" in render.to_markdown(doc)  # no UI configured: plain run id
-    page = render.to_html(doc, {}, "http://127.0.0.1:5000")
+    assert "run `abcdef01` and" in document.to_markdown(doc)  # no UI configured: plain run id
+    page = document.to_html(doc, {}, "http://127.0.0.1:5000")
     assert f'<a href="{url}"><code>abcdef01</code></a>' in page
     assert '<h2 id="runs">Runs</h2>' in page and '<a href="#runs">x</a>' in page
 
@@ -89,15 +89,15 @@ def test_run_links_resolve_to_the_ui_or_stay_plain_text():
     ("Face recognition: CASIA-WebFace to LFW (CosFace paper)", "face-recognition-casia-webface-to-lfw-cosface-paper"),
 ])
 def test_anchors_are_githubs(text, expected):
-    assert render.anchor(text) == expected
+    assert document.anchor(text) == expected
 
 
 def test_ties_in_a_sweep_are_said_outright():
     group = pd.DataFrame({"loss.m": [0.0, 0.15, 0.25], "loss.s": [64.0, 64.0, 64.0]})
     scored = pd.Series([0.69, 0.6957, 0.6957])
-    (note,) = render.tie_note(group, ["loss.m", "loss.s"], scored)
+    (note,) = sweeps.tie_note(group, ["loss.m", "loss.s"], scored)
     assert note.text.startswith("Ties: 2 trials score exactly 69.57 (m=0.15, s=64; m=0.25, s=64).")
-    assert render.tie_note(group, ["loss.m", "loss.s"], pd.Series([0.1, 0.2, 0.3])) == []
+    assert sweeps.tie_note(group, ["loss.m", "loss.s"], pd.Series([0.1, 0.2, 0.3])) == []
 
 
 def _ced(nme: float) -> pd.DataFrame:
@@ -107,8 +107,8 @@ def _ced(nme: float) -> pd.DataFrame:
 
 def test_a_long_legend_widens_the_image_instead_of_being_cut():
     def png(label: str) -> PILImage.Image:
-        curves = [(f"{label} {i}", _ced(0.02 + 0.01 * i), render.curve_style("l2", False)) for i in range(13)]
-        return PILImage.open(io.BytesIO(render.ced_figure("t", curves))).convert("L")
+        curves = [(f"{label} {i}", _ced(0.02 + 0.01 * i), figures.curve_style("l2", False)) for i in range(13)]
+        return PILImage.open(io.BytesIO(figures.ced_figure("t", curves))).convert("L")
 
     short, long = png("CNN-6 L2"), png("Hourglass, no CoordConv AWing (heatmap) " * 4)
     assert long.width > short.width  # the image grows with the legend rather than cutting it
@@ -124,7 +124,7 @@ def test_every_default_curve_has_its_own_colour_and_line_style():
         if exp.task not in ("landmarks", "heatmaps"):
             continue
         resolved = resolve_experiment(params, key)
-        style = render.curve_style(exp.loss, bool(getattr(exp, "pdb", False)), variant(resolved.heatmap) if resolved.heatmap else "", exp.model)
+        style = figures.curve_style(exp.loss, bool(getattr(exp, "pdb", False)), variant(resolved.heatmap) if resolved.heatmap else "", exp.model)
         styles.setdefault((exp.dataset, str(style)), []).append(key)
     assert {k: v for k, v in styles.items() if len(v) > 1} == {}
 

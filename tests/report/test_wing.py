@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from facebench.report.render import to_markdown
-from facebench.report.wing_tables import aflw_loss_table, findings, wing_section
+from facebench.report.document import to_markdown
+from facebench.report.wing import aflw_loss_table, findings, wing_section
 
 
 def _rows(nme: dict[tuple[str, bool, str], float]) -> pd.DataFrame:

@@ -14,11 +14,19 @@ from __future__ import annotations
 
 import pandas as pd
 
-from facebench.report.paper_numbers import PaperNumber, lookup
-from facebench.report.render import (
-    DASH, LOSS_LABEL, PAPER_MODEL, Block, Bullets, Heading, Para, Table, metric_cell, other_code_note, paper_cell,
-    run_cell, run_metric, sources,
+from facebench.report.cells import (
+    DASH,
+    LOSS_LABEL,
+    PAPER_MODEL,
+    metric_cell,
+    other_code_note,
+    paper_cell,
+    run_cell,
+    run_metric,
 )
+from facebench.report.document import Block, Bullets, Heading, Para, Table
+from facebench.report.landmarks import sources
+from facebench.report.paper_numbers import PaperNumber, lookup
 
 LOSSES = ("l2", "l1", "smooth_l1", "wing")
 SYSTEMS = (("cnn6", False), ("cnn6", True), ("cnn7", False), ("cnn7", True))  # (model, PDB)

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from facebench.report.render import (
-    DASH, Block, Heading, Para, Table, cost_cell, cost_note, other_code_note, pct, run_cell, run_metric,
-)
+from facebench.report.cells import DASH, cost_cell, cost_note, other_code_note, pct, run_cell, run_metric
+from facebench.report.document import Block, Heading, Para, Table
 
 STAGES = ("pnet", "rnet", "onet")
 STAGE_LABEL = {"pnet": "P-Net (12 px)", "rnet": "R-Net (24 px)", "onet": "O-Net (48 px)"}

@@ -4,18 +4,27 @@ Rows are the newest finished recognition runs, one per head: the validation accu
 pairs of the training set's held-out identities, after the last epoch), then LFW-protocol accuracy (10 folds, threshold
 chosen on the other nine, image + mirror embeddings, cosine score), its spread over the folds, TAR at
 FAR 1e-3 and 1e-4 over all pairs, and the paper's LFW figure for that head where it gives one.
-Figure: the ROC curve of every head (the margin sweep is drawn with the other sweeps, render.sweep_figure).
+Figure: the ROC curve of every head (the margin sweep is drawn with the other sweeps, sweeps.sweep_figure).
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-from facebench.report.paper_numbers import RECOGNITION_NUMBERS, recognition_lookup
-from facebench.report.render import (
-    DAGGER, DASH, Block, Heading, Image, Para, Table, cited_cell, cost_cell, cost_note, new_figure, other_code_note,
-    png_bytes, pct, run_cell, run_metric,
+from facebench.report.cells import (
+    DAGGER,
+    DASH,
+    cited_cell,
+    cost_cell,
+    cost_note,
+    other_code_note,
+    pct,
+    run_cell,
+    run_metric,
 )
+from facebench.report.document import Block, Heading, Image, Para, Table
+from facebench.report.figures import new_figure, png_bytes
+from facebench.report.paper_numbers import RECOGNITION_NUMBERS, recognition_lookup
 
 HEAD_ORDER = ("softmax", "nsl", "sphereface", "cosface", "arcface")
 HEAD_LABEL = {"softmax": "Softmax", "nsl": "NSL (normalised softmax)", "sphereface": "A-Softmax (SphereFace)",
