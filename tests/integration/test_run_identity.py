@@ -70,7 +70,7 @@ def test_a_finished_run_is_reused_and_stays_finished(private_project):
 def test_a_changed_source_file_the_training_imports_starts_a_new_run(private_project, monkeypatch, tmp_path):
     first = _train(private_project)
     # A module the training does not import (the report) changes: the same run.
-    _edit_module(monkeypatch, tmp_path, "facebench.report.render")
+    _edit_module(monkeypatch, tmp_path, "facebench.report.document")
     assert _train(private_project)["run"] == "reused"
     # The loss the training imports changes: a new run, trained from epoch 1; the old one stays as it was.
     _edit_module(monkeypatch, tmp_path, "facebench.papers.wing.loss")
