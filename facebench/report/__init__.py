@@ -18,16 +18,8 @@ import pandas as pd
 from facebench.atomic import atomic_write_bytes, atomic_write_text
 from facebench.report import cells, cosface, document, figures, mtcnn, page, summary, sweeps, wing
 from facebench.report.leaderboard import (
-    baseline_ced,
-    baseline_errors,
-    baseline_frame,
-    collect_runs,
-    collect_sweeps,
-    current_code_hashes,
-    load_ced,
-    load_curve,
-    mark_other_code,
-    splits_of,
+    baseline_ced, baseline_errors, baseline_frame, collect_runs, collect_sweeps, current_code_hashes, load_ced,
+    load_curve, mark_other_code, splits_of,
 )
 
 __all__ = ["build_report"]

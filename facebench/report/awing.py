@@ -14,7 +14,6 @@ from facebench.report.leaderboard import splits_of
 ABLATION_PARAMS = ("params.heatmap.weight_map", "params.heatmap.boundary", "params.heatmap.coordconv")
 
 
-
 def ablation_table(dataset: str, runs: pd.DataFrame) -> Table | None:
     """The Adaptive Wing ablation: AWing hourglass rows, which parts were on, NME per split (primary)."""
     rows_in = runs[(runs["model"] == "hourglass") & (runs["loss"] == "awing")] if not runs.empty else runs
@@ -28,7 +27,6 @@ def ablation_table(dataset: str, runs: pd.DataFrame) -> Table | None:
         rows.append([_on_off(row.get(name)) for name in ABLATION_PARAMS] + [run_cell(row)]
                     + [pct(run_metric(row, "val_nme"))] + [pct(run_metric(row, f"test_{s}_nme")) for s in splits])
     return Table(headers, rows, [False] * 4 + [True] * (1 + len(splits)))
-
 
 
 def _on_off(param: object) -> str:

@@ -13,26 +13,16 @@ from facebench.report.paper_numbers import PaperNumber
 
 DATASET_LABEL = {"w300": "300-W", "aflw": "AFLW-Full"}
 
-
-
 # Primary normaliser kind per dataset (the kind a paper figure must share to stand beside ours).
 PRIMARY = {"w300": "inter_ocular", "aflw": "face_size"}
-
-
 
 # How a column header names each kind (ours on AFLW: the box width, the author's "face size").
 OUR_LABEL = {"inter_ocular": "io (outer corners)", "inter_pupil": "ip (eye centres)", "face_size": "(box width)",
              "primary": "(primary)"}
 
-
-
 PAPER_LABEL = {"inter_ocular": "io (outer corners)", "inter_pupil": "ip (eye centres)", "face_size": "(face size)"}
 
-
-
 KIND_NAME = {"inter_ocular": "io (outer corners)", "inter_pupil": "ip (eye centres)", "face_size": "face size"}
-
-
 
 NORMALISER_TEXT = {
     "inter_ocular": "the inter-ocular distance (outer eye corners, points 37 and 46)",
@@ -40,37 +30,22 @@ NORMALISER_TEXT = {
     "face_size": "the face-box width (the Wing author's AFLW-Full protocol)",
 }
 
-
-
 MODEL_LABEL = {"cnn6": "CNN-6", "cnn6/7": "CNN-6/7 (two-stage)", "cnn7": "CNN-6/7 (two-stage)",
                "resnet50": "ResNet-50", "hourglass": "Hourglass", "mean_shape": "mean shape (baseline)"}
-
-
 
 # A run's model -> the paper figures' name for it: a CNN-7 row is the second stage of the two-stage system.
 PAPER_MODEL = {"cnn7": "cnn6/7"}
 
-
-
 LOSS_LABEL = {"l2": "L2", "l1": "L1", "smooth_l1": "smooth L1", "wing": "Wing",
               "hm_mse": "MSE (heatmap)", "hm_l1": "L1 (heatmap)", "hm_wing": "Wing (heatmap)", "awing": "AWing"}
 
-
-
 TRAINED_MODELS = ("cnn6", "hourglass")  # paper figures for other models go apart, unless a run has one
-
-
 
 DASH = "—"
 
-
-
 DAGGER = "†"
 
-
-
 OTHER_CODE = "‡"  # beside a run trained with other code than the report's (leaderboard.mark_other_code)
-
 
 
 def pct(value: float | None) -> str:
@@ -82,16 +57,13 @@ def pct(value: float | None) -> str:
     return f"{100.0 * value:.2f}"
 
 
-
 def cited_cell(value: float, verified: bool) -> str:
     """A published figure, daggered when we could not check it against the paper."""
     return f"{value:.2f}" + ("" if verified else DAGGER)
 
 
-
 def paper_cell(number: PaperNumber | None) -> str:
     return DASH if number is None else cited_cell(number.nme_percent, number.verified)
-
 
 
 def short(run_id: str, experiment_id: object = "") -> str:
@@ -101,12 +73,10 @@ def short(run_id: str, experiment_id: object = "") -> str:
     return f"[`{run_id[:8]}`](run:{experiment}/{run_id})" if run_id else DASH
 
 
-
 def wall_text(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f} s"
     return f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
-
 
 
 def cost_cell(row: pd.Series) -> str:
@@ -119,11 +89,9 @@ def cost_cell(row: pd.Series) -> str:
     return text + (f", {gpu:.3g} GPU-h" if gpu is not None else "")
 
 
-
 def device_cell(row: pd.Series) -> str:
     device = row.get("device", "")
     return device if isinstance(device, str) and device else DASH
-
 
 
 def cost_note(runs: pd.DataFrame) -> list[Block]:
@@ -137,13 +105,11 @@ def cost_note(runs: pd.DataFrame) -> list[Block]:
                  f" on GPUs, GPU-hours; {where}.")]
 
 
-
 def run_metric(row: pd.Series, name: str) -> float | None:
     value = row.get(f"metrics.{name}")
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     return float(value)
-
 
 
 def metric_cell(row: pd.Series, name: str) -> str:
@@ -155,12 +121,10 @@ def metric_cell(row: pd.Series, name: str) -> str:
     return text
 
 
-
 def code_reason(row: pd.Series) -> str:
     """Why the row's runs were trained with other code than this report's ("" when they were not)."""
     reason = row.get("other_code", "")
     return reason if isinstance(reason, str) else ""
-
 
 
 def run_cell(row: pd.Series) -> str:
@@ -170,7 +134,6 @@ def run_cell(row: pd.Series) -> str:
     many = seeds is not None and not (isinstance(seeds, float) and math.isnan(seeds)) and int(seeds) > 1
     return (short(row["run_id"], row.get("experiment_id", "")) + (f" ({int(seeds)} seeds)" if many else "")
             + (f" {OTHER_CODE}" if code_reason(row) else ""))
-
 
 
 def other_code_note(runs: pd.DataFrame) -> list[Block]:
@@ -189,7 +152,6 @@ def other_code_note(runs: pd.DataFrame) -> list[Block]:
                  + ". Retrain (`facebench train <experiment>`) before comparing with the other rows.")]
 
 
-
 def code_cell(row: pd.Series) -> str:
     """The commit a run was trained at, short, ``-dirty`` when the facebench sources differed from it."""
     code = str(row.get("code_version", "") or "")
@@ -201,10 +163,8 @@ def code_cell(row: pd.Series) -> str:
     return text + (f" {OTHER_CODE}" if code_reason(row) else "")
 
 
-
 def label(mapping: dict[str, str], key: str) -> str:
     return mapping.get(key, key) if key else DASH
-
 
 
 def model_label(row: pd.Series) -> str:
@@ -218,12 +178,10 @@ def model_label(row: pd.Series) -> str:
     return f"{text}, {variant}" if isinstance(variant, str) and variant else text
 
 
-
 def run_label(row: pd.Series, with_profile: bool) -> str:
     """A run as a legend names it: model, loss, PDB (and profile when several are shown)."""
     text = f"{model_label(row)} {label(LOSS_LABEL, row['loss'])}" + (" + PDB" if row["pdb"] else "")
     return text + (f" [{row['profile']}]" if with_profile else "")
-
 
 
 def row_head(row: pd.Series, baseline: bool, with_profile: bool, cost: bool = False) -> list[str]:
@@ -237,15 +195,12 @@ def row_head(row: pd.Series, baseline: bool, with_profile: bool, cost: bool = Fa
     return head
 
 
-
 def head_columns(with_profile: bool, cost: bool = False) -> list[str]:
     return ["model", "loss", "PDB"] + (["profile"] if with_profile else []) + ["run"] + (["cost"] if cost else [])
 
 
-
 def nan_to_none(value) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
-
 
 
 def value_text(value) -> str:

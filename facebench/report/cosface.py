@@ -12,15 +12,7 @@ from __future__ import annotations
 import pandas as pd
 
 from facebench.report.cells import (
-    DAGGER,
-    DASH,
-    cited_cell,
-    cost_cell,
-    cost_note,
-    other_code_note,
-    pct,
-    run_cell,
-    run_metric,
+    DAGGER, DASH, cited_cell, cost_cell, cost_note, other_code_note, pct, run_cell, run_metric,
 )
 from facebench.report.document import Block, Heading, Image, Para, Table
 from facebench.report.figures import new_figure, png_bytes

@@ -21,17 +21,14 @@ class Heading:
     text: str
 
 
-
 @dataclass
 class Para:
     text: str
 
 
-
 @dataclass
 class Bullets:
     items: list[str]
-
 
 
 @dataclass
@@ -41,20 +38,14 @@ class Table:
     right: list[bool] = field(default_factory=list)  # right-align (numeric) per column
 
 
-
 @dataclass
 class Image:
     name: str      # file name under figures/
     caption: str
 
-
-
 Block = Heading | Para | Bullets | Table | Image
 
-
-
 _LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
-
 
 
 def anchor(text: str) -> str:
@@ -64,7 +55,6 @@ def anchor(text: str) -> str:
     return re.sub(r"[^\w\- ]", "", plain).replace(" ", "-")
 
 
-
 def run_page(ui: str, experiment_id: str, run_id: str) -> str:
     """The MLflow UI's page of a run, in its model-training view (MLflow 3 opens GenAI views by default)."""
     if not experiment_id:
@@ -72,11 +62,9 @@ def run_page(ui: str, experiment_id: str, run_id: str) -> str:
     return f"{ui.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
 
 
-
 def experiment_page(ui: str, experiment_id: str) -> str:
     """The MLflow UI's page of an experiment, opened on its runs (the model-training view)."""
     return f"{ui.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
-
 
 
 def resolve_links(text: str, ui: str | None) -> str:
@@ -92,7 +80,6 @@ def resolve_links(text: str, ui: str | None) -> str:
         experiment, _, run_id = url[4:].rpartition("/")
         return f"[{label}]({run_page(ui, experiment, run_id)})" if ui else label
     return _LINK.sub(one, text)
-
 
 
 def to_markdown(doc: list[Block], ui: str | None = None) -> str:
@@ -114,22 +101,15 @@ def to_markdown(doc: list[Block], ui: str | None = None) -> str:
             parts.append(f"![{block.caption}](figures/{block.name})\n\n*{block.caption}*")
     return "\n\n".join(parts) + "\n"
 
-
-
 _CODE = re.compile(r"`([^`]+)`")
 
-
-
 _BOLD = re.compile(r"\*\*([^*]+)\*\*")
-
 
 
 def _inline(text: str, ui: str | None = None) -> str:
     text = _BOLD.sub(r"<strong>\1</strong>", _CODE.sub(r"<code>\1</code>", html.escape(resolve_links(text, ui),
                                                                                      quote=False)))
     return _LINK.sub(lambda m: f'<a href="{m.group(2).replace(chr(34), "%22")}">{m.group(1)}</a>', text)
-
-
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2rem auto; max-width: 75rem;
@@ -147,7 +127,6 @@ figure { display: inline-block; margin: .5rem 1rem .5rem 0; }
 figure img { max-width: 100%; border: 1px solid #d0d7de; }
 figcaption { font-size: .8rem; color: #57606a; }
 """.strip()
-
 
 
 def to_html(doc: list[Block], images: dict[str, bytes], ui: str | None = None) -> str:

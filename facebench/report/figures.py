@@ -18,7 +18,6 @@ def new_figure(width: float, height: float) -> Figure:
     return fig
 
 
-
 def png_bytes(fig: Figure) -> bytes:
     """The figure as PNG, its metadata cleared so the bytes depend only on the data. Saved with a tight
     bounding box: a legend outside the axes is inside the image, never cut."""
@@ -27,16 +26,10 @@ def png_bytes(fig: Figure) -> bytes:
     fig.savefig(buf, format="png", metadata={"Software": None}, bbox_inches="tight", pad_inches=0.1)
     return buf.getvalue()
 
-
-
 LOSS_COLOR = {"l2": "tab:blue", "l1": "tab:orange", "smooth_l1": "tab:green", "wing": "tab:red",
               "hm_mse": "tab:cyan", "hm_l1": "tab:olive", "hm_wing": "tab:pink", "awing": "tab:brown"}
 
-
-
 BASELINE_STYLE = ("0.45", "--")
-
-
 
 # One line style per system (model, what an ablation turned off, PDB), the same in every figure; colour is the loss.
 SYSTEM_STYLE = {("cnn6", "", False): "-", ("cnn6", "", True): (0, (6, 2)), ("cnn7", "", False): "--",
@@ -44,16 +37,12 @@ SYSTEM_STYLE = {("cnn6", "", False): "-", ("cnn6", "", True): (0, (6, 2)), ("cnn
                 ("hourglass", "no weight map", False): (0, (1, 1)), ("hourglass", "no boundary", False): (0, (3, 1, 1, 1)),
                 ("hourglass", "no CoordConv", False): (0, (5, 1, 1, 1, 1, 1))}
 
-
-
 THRESHOLDS = (0.08, 0.10)  # the robustness tables' AUC/FR thresholds (the AWing paper's 300-W FR@8%, FR@10%)
-
 
 
 def curve_style(loss: str, pdb: bool, variant: str = "", model: str = "cnn6") -> tuple[str, object]:
     """(colour, line style): one colour per loss and one line style per system in every figure."""
     return LOSS_COLOR.get(loss, "tab:purple"), SYSTEM_STYLE.get((model, variant, pdb), (0, (4, 1, 1, 1, 1, 1, 1, 1)))
-
 
 
 def ced_figure(title: str, curves: list[tuple[str, pd.DataFrame, tuple[str, object]]]) -> bytes:

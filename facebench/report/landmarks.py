@@ -9,24 +9,8 @@ import pandas as pd
 
 from facebench.report.awing import ablation_table
 from facebench.report.cells import (
-    DAGGER,
-    DATASET_LABEL,
-    KIND_NAME,
-    LOSS_LABEL,
-    MODEL_LABEL,
-    NORMALISER_TEXT,
-    OUR_LABEL,
-    PAPER_LABEL,
-    PAPER_MODEL,
-    PRIMARY,
-    TRAINED_MODELS,
-    cost_note,
-    head_columns,
-    label,
-    metric_cell,
-    other_code_note,
-    paper_cell,
-    row_head,
+    DAGGER, DATASET_LABEL, KIND_NAME, LOSS_LABEL, MODEL_LABEL, NORMALISER_TEXT, OUR_LABEL, PAPER_LABEL, PAPER_MODEL,
+    PRIMARY, TRAINED_MODELS, cost_note, head_columns, label, metric_cell, other_code_note, paper_cell, row_head,
     run_metric,
 )
 from facebench.report.document import Block, Bullets, Heading, Image, Para, Table
@@ -42,16 +26,13 @@ def _kinds(dataset: str, frames: list[pd.DataFrame]) -> list[tuple[str, str]]:
     return kinds
 
 
-
 def _papered(dataset: str, kind: str) -> bool:
     """Whether the paper publishes any figure of this kind on this dataset (else no paper column)."""
     return any(n.dataset == dataset and n.normaliser == kind for n in PAPER_NUMBERS)
 
 
-
 def _rows(runs: pd.DataFrame, baseline: pd.DataFrame) -> list[tuple[pd.Series, bool]]:
     return [(r, False) for _, r in runs.iterrows()] + [(r, True) for _, r in baseline.iterrows()]
-
 
 
 def _val_kinds(dataset: str, frames: list[pd.DataFrame]) -> list[tuple[str, str]]:
@@ -59,7 +40,6 @@ def _val_kinds(dataset: str, frames: list[pd.DataFrame]) -> list[tuple[str, str]
     on 300-W, ``val_nme_ip``."""
     return [(suffix, kind) for suffix, kind in (("nme", PRIMARY.get(dataset, "primary")), ("nme_ip", "inter_pupil"))
             if any(f"metrics.val_{suffix}" in f.columns and f[f"metrics.val_{suffix}"].notna().any() for f in frames)]
-
 
 
 def nme_table(dataset: str, runs: pd.DataFrame, baseline: pd.DataFrame, with_profile: bool
@@ -95,7 +75,6 @@ def nme_table(dataset: str, runs: pd.DataFrame, baseline: pd.DataFrame, with_pro
     return Table(headers, rows, [False] * n_head + [True] * (len(headers) - n_head)), cited
 
 
-
 def robustness_table(dataset: str, runs: pd.DataFrame, baseline: pd.DataFrame, with_profile: bool) -> Table:
     """AUC and failure rate at 0.08 and 0.10 (primary normaliser), one row per (split, row)."""
     splits = splits_of(dataset, [runs, baseline])
@@ -112,7 +91,6 @@ def robustness_table(dataset: str, runs: pd.DataFrame, baseline: pd.DataFrame, w
     return Table(headers, rows, [False] * n_head + [True] * (len(headers) - n_head))
 
 
-
 def other_models_table(dataset: str, trained: set[str] = frozenset()) -> Table | None:
     """The paper's figures for models no run here trains: shown apart, never beside a CNN-6 row."""
     shown = set(TRAINED_MODELS) | {PAPER_MODEL.get(m, m) for m in trained}
@@ -125,7 +103,6 @@ def other_models_table(dataset: str, trained: set[str] = frozenset()) -> Table |
                  [False, False, False, False, True, False])
 
 
-
 def sources(cited: list[PaperNumber]) -> list[str]:
     items = []
     for n in cited:
@@ -134,7 +111,6 @@ def sources(cited: list[PaperNumber]) -> list[str]:
         note = f" ({n.note})" if n.note else ""
         items.append(f"{what}, {n.split}: {paper_cell(n)} — {n.source}{note}.{mark}")
     return items
-
 
 
 def dataset_section(dataset: str, runs: pd.DataFrame, baseline: pd.DataFrame, figures: list[Image],

@@ -7,16 +7,7 @@ from __future__ import annotations
 import pandas as pd
 
 from facebench.report.cells import (
-    DAGGER,
-    DASH,
-    DATASET_LABEL,
-    OTHER_CODE,
-    code_cell,
-    device_cell,
-    other_code_note,
-    run_metric,
-    short,
-    wall_text,
+    DAGGER, DASH, DATASET_LABEL, OTHER_CODE, code_cell, device_cell, other_code_note, run_metric, short, wall_text,
 )
 from facebench.report.document import Block, Heading, Image, Para, Table
 from facebench.report.landmarks import dataset_section
@@ -25,11 +16,9 @@ from facebench.report.sweeps import sweep_section
 OTHER_COMMIT = "§"  # beside a run trained at another commit than the report's
 
 
-
 def other_commit(row: pd.Series, commit: str | None) -> bool:
     code = str(row.get("code_version", "") or "")
     return bool(commit) and code != commit
-
 
 
 def runs_section(runs: pd.DataFrame, commit: str | None = None) -> list[Block]:
@@ -67,7 +56,6 @@ def runs_section(runs: pd.DataFrame, commit: str | None = None) -> list[Block]:
     return blocks + other_code_note(runs)
 
 
-
 def provenance_text(profile: str | None, provenance: dict[str, str] | None) -> str:
     """The header's line: which commit made the report, the profile, where the data came from, and when
     the newest run shown finished (a date from the runs, not the clock: the same runs, the same bytes)."""
@@ -82,7 +70,6 @@ def provenance_text(profile: str | None, provenance: dict[str, str] | None) -> s
     where = ("; MLflow: " + ", ".join(f"[`{name}`](experiment:{eid})" for name, eid in sorted(experiments.items()))
              if experiments else "")
     return "Report of " + "; ".join(parts) + where + "."
-
 
 
 def header(profile: str | None, provenance: dict[str, str] | None = None) -> list[Block]:
@@ -118,7 +105,6 @@ def header(profile: str | None, provenance: dict[str, str] | None = None) -> lis
                            " procedurally generated (synthetic) faces and short schedules. They check the pipeline"
                            " end to end; they are not comparable with the paper's figures."))
     return blocks
-
 
 
 def build_document(runs: pd.DataFrame, baselines: pd.DataFrame, trials: pd.DataFrame, profile: str | None,

@@ -12,10 +12,7 @@ from facebench.report.figures import new_figure, png_bytes
 
 METRIC_LABEL = {"val_nme": "val NME (%)", "val_accuracy": "val accuracy (%)"}
 
-
-
 SPLIT_NAME = {"val": "the validation split"}
-
 
 
 def _epochs_cell(trial: pd.Series) -> str:
@@ -24,7 +21,6 @@ def _epochs_cell(trial: pd.Series) -> str:
     if done is None:
         return DASH
     return f"{done:g} of {total:g}" if total is not None and done < total else f"{done:g}"
-
 
 
 def sweep_section(trials: pd.DataFrame, figures: dict[tuple[str, str], Image] | None = None) -> list[Block]:
@@ -70,7 +66,6 @@ def sweep_section(trials: pd.DataFrame, figures: dict[tuple[str, str], Image] | 
     return blocks
 
 
-
 def tie_note(group: pd.DataFrame, hyper: list[str], scored: pd.Series) -> list[Block]:
     """Trials with exactly the same score: said outright, since a grid that cannot tell them apart
     chooses among them by order alone (e.g. margins that leave every validation pair on the same side)."""
@@ -86,13 +81,11 @@ def tie_note(group: pd.DataFrame, hyper: list[str], scored: pd.Series) -> list[B
                  " and validation size: its **best** among them is the first in grid order, not a finding.")]
 
 
-
 def _trial_status(group: pd.DataFrame) -> pd.Series:
     """Each trial's verdict (``status``; sweeps collected without one: from ``stopped_early``)."""
     if "status" in group:
         return group["status"]
     return group["stopped_early"].map({True: "stopped early", False: "finished"})
-
 
 
 def sweep_points(group: pd.DataFrame) -> tuple[str, str | None, list[tuple[str | None, pd.DataFrame, pd.DataFrame]]]:
@@ -115,7 +108,6 @@ def sweep_points(group: pd.DataFrame) -> tuple[str, str | None, list[tuple[str |
         out.append((name, points[status[part.index] == "finished"].reset_index(drop=True),
                     points[status[part.index] == "stopped early"].reset_index(drop=True)))
     return x, series, out
-
 
 
 def sweep_figure(sweep: str, group: pd.DataFrame) -> bytes | None:

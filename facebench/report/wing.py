@@ -15,14 +15,7 @@ from __future__ import annotations
 import pandas as pd
 
 from facebench.report.cells import (
-    DASH,
-    LOSS_LABEL,
-    PAPER_MODEL,
-    metric_cell,
-    other_code_note,
-    paper_cell,
-    run_cell,
-    run_metric,
+    DASH, LOSS_LABEL, PAPER_MODEL, metric_cell, other_code_note, paper_cell, run_cell, run_metric,
 )
 from facebench.report.document import Block, Bullets, Heading, Para, Table
 from facebench.report.landmarks import sources

@@ -6,12 +6,7 @@ import numpy as np
 import pytest
 
 from facebench.metrics.verification import (
-    best_threshold,
-    combine_flip,
-    cosine_scores,
-    kfold_accuracy,
-    roc_curve,
-    tar_at_far,
+    best_threshold, combine_flip, cosine_scores, kfold_accuracy, roc_curve, tar_at_far,
 )
 
 
