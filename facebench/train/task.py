@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from facebench.config import TASK_CLASSES, Paths, ResolvedExperiment
+from facebench.train.identity import task_module
 
 
 @dataclass(frozen=True)
@@ -94,11 +95,8 @@ def build_task(exp: ResolvedExperiment, paths: Paths) -> Task:
 
     The trainer reaches a paper's code only through this name, so shared code imports no paper
     (tests/test_layers.py); the table in config.py is the one place that says where each task lives."""
-    path = TASK_CLASSES.get(exp.task)
-    if path is None:
-        raise ValueError(f"unknown task {exp.task!r} (known: {', '.join(TASK_CLASSES)})")
-    module, name = path.rsplit(".", 1)
-    return getattr(importlib.import_module(module), name)(exp, paths)
+    module = task_module(exp.task)  # an unknown task is an error naming the known ones
+    return getattr(importlib.import_module(module), TASK_CLASSES[exp.task].rsplit(".", 1)[1])(exp, paths)
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,7 @@
 """MTCNN (Zhang et al., 2016): face detection and 5-point landmarks. model.py (P-, R-, O-Net), loss.py,
 task.py (a stage's training and evaluation); beside them box operations, the batched cascade, the training
 crops of each stage, the AP evaluation, the published-weights reference and the detect command.
-
-The networks themselves live in ``facebench.papers.mtcnn.model``; alignment to recognition templates in
-``facebench.data.align``.
+Alignment to recognition templates is shared: ``facebench.data.align``.
 """
 
 from __future__ import annotations
