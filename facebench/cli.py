@@ -243,6 +243,31 @@ def report(params_file: Path = ParamsOpt, profile: Optional[str] = ProfileOpt,
 
 
 @app.command()
+def study(question: str = typer.Argument(..., help="wing, cosface or awing"), params_file: Path = ParamsOpt) -> None:
+    """Run one question of the claims study (params.yaml `study:`): train or reuse every cell, each seed, in
+    the MLflow experiment facebench-study/<question>; write study/<question>.json with the computed findings."""
+    params, paths = _setup(params_file, None)
+    if params.study is None:
+        raise ConfigError(f"{params_file}: no `study:` section (the claims study's settings)")
+    if params.study.profile != params.profile:
+        params, paths = _setup(params_file, params.study.profile)
+    from facebench.study import run_study
+
+    _print(run_study(params, question, paths))
+
+
+@app.command()
+def claims(params_file: Path = ParamsOpt, out: Optional[Path] = typer.Option(
+        None, help="output folder (default: the project's reports/)")) -> None:
+    """Write the claims study's report (reports/claims.md and .html, figures in reports/claims/) from
+    study/*.json: for each question, its figure and its computed findings."""
+    params, paths = _setup(params_file, None)
+    from facebench.report.claims import build_claims
+
+    _print(build_claims(paths.root / "study", out or paths.reports, params.mlflow_ui))
+
+
+@app.command()
 def register(params_file: Path = ParamsOpt, profile: Optional[str] = ProfileOpt) -> None:
     """Register each (paper, dataset, model)'s best run on validation in the MLflow model registry with the
     aliases `champion` and the profile's name; writes models/registry.json (facebench/registry.py)."""

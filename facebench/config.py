@@ -181,6 +181,8 @@ class DatasetConfig(Strict):
                                 "images (landmark sets), identities (CASIA; their pairs built like LFW's) or "
                                 "WIDER_train scenes (wider); LFW is a test set and holds none out")
     seed: int = 0
+    synth: dict[str, Any] = Field(default_factory=dict, description="synthetic sets: overrides of the profile's "
+                                  "synth settings for this set alone (the claims study's smaller or larger sets)")
 
     def applicable(self) -> dict[str, Any]:
         """The settings that apply to this set's format (what a run logs as its ``data.*`` params): a landmark
@@ -203,6 +205,12 @@ class DatasetConfig(Strict):
             if self.template != "112x112" or self.points != "list":
                 raise ValueError(f"a {self.format} dataset holds faces aligned to 112x112: template must be "
                                  "'112x112' and points 'list' (nothing to detect)")
+        if self.synth:
+            try:
+                SynthSettings.model_validate({"w300_scale": 1.0, "aflw_faces": 1, **self.synth})
+            except ValidationError as exc:
+                raise ValueError("synth: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                                       for e in exc.errors())) from None
         return self
 
 
@@ -294,6 +302,49 @@ class SweepConfig(Strict):
     grid: dict[str, list[float]] = Field(description="loss parameter -> values (grid search)")
 
 
+class WingStudy(Strict):
+    """Wing against L1 and L2 (CNN-6) as training lengthens: ``rows`` of ``experiments`` retrained on
+    ``datasets`` (a row's dataset -> the study's set) for each multiple of their epochs in ``lengths``."""
+
+    rows: list[str]
+    datasets: dict[str, str]
+    lengths: list[int] = Field(min_length=1)
+
+
+class CosfaceStudy(Strict):
+    """The heads against the class count and the scale: ``rows`` of ``recognition_experiments`` retrained on
+    each set of ``identities`` (class count -> dataset) with each scale ``s`` in ``scales`` (Softmax has
+    none); and CosFace's margin ``m`` over ``margins`` on ``margin_identities`` at ``margin_length`` x epochs."""
+
+    rows: list[str]
+    identities: dict[int, str]
+    scales: list[float] = Field(min_length=1)
+    margins: list[float] = Field(default_factory=list)
+    margin_identities: int
+    margin_length: int = Field(default=1, gt=0)
+
+
+class AwingStudy(Strict):
+    """The AWing ablations against network size and length: ``rows`` of ``heatmap_experiments`` retrained on
+    ``datasets`` with each hourglass width in ``features`` and each multiple of their epochs in ``lengths``."""
+
+    rows: list[str]
+    datasets: dict[str, str]
+    features: list[int] = Field(min_length=1)
+    lengths: list[int] = Field(min_length=1)
+
+
+class StudyConfig(Strict):
+    """The claims study (facebench/study.py, study/dvc.yaml): rows of the tables retrained under the study's
+    changes, each question in its own MLflow experiment, under the profile ``profile``."""
+
+    profile: str
+    seeds: list[int] = Field(min_length=1)
+    wing: WingStudy
+    cosface: CosfaceStudy
+    awing: AwingStudy
+
+
 class Params(Strict):
     profile: str
     seed: int = 0
@@ -312,6 +363,7 @@ class Params(Strict):
     sweeps: dict[str, SweepConfig] = Field(default_factory=dict)
     heatmap_sweeps: dict[str, SweepConfig] = Field(default_factory=dict)
     recognition_sweeps: dict[str, SweepConfig] = Field(default_factory=dict)
+    study: StudyConfig | None = None
 
     @model_validator(mode="after")
     def _cross_references(self) -> "Params":
@@ -369,7 +421,36 @@ class Params(Strict):
                 if sweep.experiment not in experiments:
                     raise ValueError(f"{section}.{key}.experiment {sweep.experiment!r} is not one of {sorted(experiments)}")
         _no_shared_keys(sweep_tables)
+        if self.study is not None:
+            self._check_study(self.study)
         return self
+
+    def _check_study(self, study: StudyConfig) -> None:
+        """The study names rows of the right tables, datasets that exist and a profile params.yaml has."""
+        if study.profile not in self.profiles:
+            raise ValueError(f"study.profile {study.profile!r} is not one of {sorted(self.profiles)}")
+        for section, rows, table in (("wing", study.wing.rows, self.experiments),
+                                     ("cosface", study.cosface.rows, self.recognition_experiments),
+                                     ("awing", study.awing.rows, self.heatmap_experiments)):
+            for row in rows:
+                if row not in table:
+                    raise ValueError(f"study.{section}.rows: {row!r} is not one of {sorted(table)}")
+        for section, names in (("wing.datasets", study.wing.datasets.values()),
+                               ("cosface.identities", study.cosface.identities.values()),
+                               ("awing.datasets", study.awing.datasets.values())):
+            for name in names:
+                if name not in self.datasets:
+                    raise ValueError(f"study.{section}: dataset {name!r} is not one of {sorted(self.datasets)}")
+        for section, mapping, rows, table in (("wing", study.wing.datasets, study.wing.rows, self.experiments),
+                                              ("awing", study.awing.datasets, study.awing.rows,
+                                               self.heatmap_experiments)):
+            for row in rows:
+                if table[row].dataset not in mapping:
+                    raise ValueError(f"study.{section}.datasets: no study set for {row}'s dataset "
+                                     f"{table[row].dataset!r}")
+        if study.cosface.margin_identities not in study.cosface.identities:
+            raise ValueError(f"study.cosface.margin_identities {study.cosface.margin_identities} is not one of "
+                             f"the identities {sorted(study.cosface.identities)}")
 
     @model_validator(mode="after")
     def _values_a_worker_would_refuse(self) -> "Params":

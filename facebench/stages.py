@@ -19,7 +19,8 @@ def synth_dataset(params: Params, name: str, paths: Paths) -> dict[str, Any]:
     cfg = _dataset(params, name)
     if cfg.source != "synth":
         raise ConfigError(f"params.yaml: datasets.{name}.source is {cfg.source!r}; synth writes only 'synth' sets")
-    s = params.active.synth
+    # the set's own overrides (checked when params.yaml is read) over the profile's sizes
+    s = params.active.synth.model_copy(update=cfg.synth)
     root = dataset_root(paths, name, cfg)
     seed = params.seed * 1000 + cfg.seed
     print(f"[synth {name}] writing {cfg.format} layout under {root}", file=sys.stderr, flush=True)

@@ -49,11 +49,18 @@ def experiment_name(paper: str) -> str:
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
-def get_or_create_experiment(client: MlflowClient, paper: str, root: Path) -> str:
-    """The paper's experiment, marked as model training. A local SQLite store keeps artifacts under the
-    project (``mlartifacts/<paper>``); any other store (an ``mlflow server`` with ``--serve-artifacts``) gets
-    the server's own artifact location, so clients on other machines log through the server."""
-    name = experiment_name(paper)
+def study_experiment_name(question: str) -> str:
+    """A claims-study question's experiment (facebench/study.py): apart from the papers' experiments, which
+    the leaderboard and the registry read (``facebench/%``)."""
+    return f"facebench-study/{question}"
+
+
+def get_or_create_experiment(client: MlflowClient, paper: str, root: Path, name: str | None = None) -> str:
+    """The paper's experiment (or the one ``name`` gives), marked as model training. A local SQLite store keeps
+    artifacts under the project (``mlartifacts/<paper>``); any other store (an ``mlflow server`` with
+    ``--serve-artifacts``) gets the server's own artifact location, so clients on other machines log through
+    the server."""
+    name = name or experiment_name(paper)
     found = client.get_experiment_by_name(name)
     if found is not None:
         if found.tags.get("mlflow.experimentKind") != EXPERIMENT_KIND["mlflow.experimentKind"]:
@@ -62,7 +69,7 @@ def get_or_create_experiment(client: MlflowClient, paper: str, root: Path) -> st
         return found.experiment_id
     artifacts = None
     if client.tracking_uri.startswith("sqlite:"):
-        artifacts = (local_artifacts(root) / paper).as_uri()
+        artifacts = (local_artifacts(root) / name.removeprefix("facebench/").replace("/", "-")).as_uri()
     return client.create_experiment(name, artifact_location=artifacts, tags=EXPERIMENT_KIND)
 
 

@@ -85,10 +85,12 @@ def run_params(exp: ResolvedExperiment, about: Description) -> dict[str, Any]:
 
 
 def train_experiment(exp: ResolvedExperiment, paths: Paths, write_outputs: bool = True,
-                     force: bool = False) -> dict[str, Any]:
+                     force: bool = False, mlflow_experiment: str | None = None) -> dict[str, Any]:
     """Train one experiment (or reuse / resume its run of the same identity), track it, and write
     models/<exp>/, metrics/<exp>.json, plots/<exp>/ (the DVC outputs; ``write_outputs=False`` for an extra
-    seed, which only MLflow keeps). Returns the run id, the final metrics and how the run was obtained."""
+    seed or a study cell, which only MLflow keeps). The run goes to the paper's MLflow experiment, or to
+    ``mlflow_experiment`` (the claims study's). Returns the run id, the final metrics and how the run was
+    obtained."""
     prepared = paths.training_data(exp)
     task = build_task(exp, paths)
     task.check_inputs()  # a missing or empty split is an error here, before Ray or MLflow start
@@ -96,7 +98,7 @@ def train_experiment(exp: ResolvedExperiment, paths: Paths, write_outputs: bool 
     identity = identity_of(exp, task.input_files(), cache_file=paths.storage / ".input-hashes.json")
     uri = tracking.tracking_uri(paths.root)
     client = MlflowClient(uri)
-    experiment_id = tracking.get_or_create_experiment(client, exp.paper, paths.root)
+    experiment_id = tracking.get_or_create_experiment(client, exp.paper, paths.root, mlflow_experiment)
     runs = [] if force else tracking.find_runs(client, experiment_id, identity.id)
     finished = next((r for r in runs if r.info.status == "FINISHED"), None)
     if finished is not None:
@@ -108,7 +110,7 @@ def train_experiment(exp: ResolvedExperiment, paths: Paths, write_outputs: bool 
         run_id, how = tracking.start_run(client, experiment_id, exp.key, run_tags(exp, about, paths.root, identity=identity)), "new"
     run_dir = paths.run_dir(exp.key, run_id)
     print(f"[{exp.key}] MLflow run {run_id} ({how}; identity {identity.id}) in "
-          f"{tracking.experiment_name(exp.paper)} ({uri})", flush=True)
+          f"{mlflow_experiment or tracking.experiment_name(exp.paper)} ({uri})", flush=True)
     try:
         tracking.log_params(client, run_id, run_params(exp, about))
         tracking.log_dataset(client, run_id, exp.dataset, identity.data, prepared, exp.dataset_config.source)

@@ -1,0 +1,280 @@
+"""The claims study: does each paper's central ordering appear in this setting, and if so where?
+
+The default leaderboard trains each row once, briefly. A reader of it asks first whether a paper's
+claim fails because of the method or because of the setting. This module retrains rows of params.yaml's
+tables under controlled changes (params.yaml ``study:``), every cell with each of the study's seeds:
+
+- ``wing``: CNN-6 with L2, L1 and Wing on AFLW- and 300-W-style sets at 1x, 4x and 16x the rows' epochs;
+- ``cosface``: Softmax, NSL, CosFace (LMCL) and ArcFace against the number of identities, at two scales
+  s, and CosFace's margin m at a longer length;
+- ``awing``: the AWing hourglass with and without the boundary map, CoordConv and the weighted loss map,
+  at two widths and two lengths.
+
+Each cell is an ordinary training (train/experiment.py: Ray Train, the run identity, reuse of a finished
+run of the same identity, so an interrupted study carries on where it stopped), tracked in the question's
+own MLflow experiment (``facebench-study/<question>``), never in the papers' experiments the leaderboard
+reads. Cells report the test metric of the model at the end of its length, and the validation metric
+beside it; nothing is chosen on test.
+
+The findings are computed here, not written by hand (``compare``): at each point of a claim's axis, the
+mean difference between the two systems over the seeds against their spread, sqrt(sd_a^2 + sd_b^2)
+(sample standard deviations): a difference no larger than the spread is "no difference". The JSON
+(study/<question>.json) holds every cell and every finding; report/claims.py words and draws them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from facebench.atomic import atomic_write_text
+from facebench.config import ConfigError, Params, Paths, ResolvedExperiment, resolve_experiment
+
+QUESTIONS = ("wing", "cosface", "awing")
+
+# What a question's cells are scored on: (validation metric, test metric, True when higher is better),
+# by the study set's format (tasks' summarise: AFLW's test split is "test", 300-W's union is "full").
+LANDMARK_METRICS = {"aflw_full": ("val_nme", "test_test_nme", False), "w300": ("val_nme", "test_full_nme", False)}
+RECOGNITION_METRICS = ("val_accuracy", "lfw_accuracy", True)
+
+LOSS_NAMES = {"l2": "L2", "l1": "L1", "wing": "Wing", "softmax": "Softmax", "nsl": "NSL", "cosface": "CosFace",
+              "arcface": "ArcFace"}
+VARIANT_NAMES = {(True, True, True): "AWing (full)", (True, False, True): "no boundary",
+                 (True, True, False): "no CoordConv", (False, True, True): "no weight map"}
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training of the study: ``system`` (a line of the question's figure) at ``x`` (its axis) in
+    ``panel`` (a panel of the figure), with one seed."""
+
+    panel: str
+    system: str
+    x: float
+    seed: int
+    exp: ResolvedExperiment
+
+
+def _cell_exp(params: Params, row: str, key: str, seed: int, length: int = 1, dataset: str | None = None,
+              loss_params: dict[str, float] | None = None, features: int | None = None) -> ResolvedExperiment:
+    """``row`` as resolved under the study's profile, with the cell's seed, length, set and settings."""
+    base = resolve_experiment(params, row)
+    exp = resolve_experiment(params, row, epochs=base.train.epochs * length, seed=seed, export_model=False)
+    update: dict[str, Any] = {"key": key}
+    if dataset is not None:
+        update.update(dataset=dataset, dataset_config=params.datasets[dataset])
+    if loss_params:
+        update["loss_params"] = {**exp.loss_params, **loss_params}
+    if features is not None:
+        update["heatmap"] = exp.heatmap.model_copy(update={"features": features})
+    return exp.model_copy(update=update)
+
+
+def wing_cells(params: Params) -> list[Cell]:
+    study = params.study
+    out = []
+    for row in study.wing.rows:
+        source = params.experiments[row]
+        dataset = study.wing.datasets[source.dataset]
+        for length in study.wing.lengths:
+            for seed in study.seeds:
+                key = f"study-{row}-{dataset}-x{length}-seed{seed}"
+                out.append(Cell(dataset, LOSS_NAMES.get(source.loss, source.loss), float(length), seed,
+                                _cell_exp(params, row, key, seed, length, dataset)))
+    return out
+
+
+def cosface_cells(params: Params) -> list[Cell]:
+    study = params.study.cosface
+    out = []
+    for row in study.rows:
+        loss = params.recognition_experiments[row].loss
+        scales = [s for s in study.scales] if "s" in params.losses[loss] else [None]
+        for n, dataset in study.identities.items():
+            for s in scales:
+                for seed in params.study.seeds:
+                    name = LOSS_NAMES.get(loss, loss)
+                    key = f"study-{row}-{n}ids" + (f"-s{s:g}" if s is not None else "") + f"-seed{seed}"
+                    panels = [f"s={t:g}" for t in study.scales] if s is None else [f"s={s:g}"]
+                    exp = _cell_exp(params, row, key, seed, dataset=dataset,
+                                    loss_params=None if s is None else {"s": s})
+                    out += [Cell(panel, name, float(n), seed, exp) for panel in panels]
+    if study.margins:
+        cosface = next((r for r in study.rows if params.recognition_experiments[r].loss == "cosface"), None)
+        if cosface is None:
+            raise ConfigError("params.yaml: study.cosface.margins needs a CosFace row in study.cosface.rows")
+        dataset = study.identities[study.margin_identities]
+        for m in study.margins:
+            for seed in params.study.seeds:
+                key = f"study-{cosface}-{study.margin_identities}ids-m{m:g}-x{study.margin_length}-seed{seed}"
+                out.append(Cell("margin", "CosFace", float(m), seed,
+                                _cell_exp(params, cosface, key, seed, study.margin_length, dataset, {"m": m})))
+    return out
+
+
+def awing_cells(params: Params) -> list[Cell]:
+    study = params.study.awing
+    out = []
+    for row in study.rows:
+        source = params.heatmap_experiments[row]
+        dataset = study.datasets[source.dataset]
+        name = VARIANT_NAMES[(source.weight_map, source.boundary, source.coordconv)]
+        for features in study.features:
+            for length in study.lengths:
+                for seed in params.study.seeds:
+                    key = f"study-{row}-{dataset}-f{features}-x{length}-seed{seed}"
+                    out.append(Cell(f"{features} features", name, float(length), seed,
+                                    _cell_exp(params, row, key, seed, length, dataset, features=features)))
+    return out
+
+
+def cells_of(params: Params, question: str) -> list[Cell]:
+    if params.study is None:
+        raise ConfigError("params.yaml: no `study:` section (the claims study's settings)")
+    builders = {"wing": wing_cells, "cosface": cosface_cells, "awing": awing_cells}
+    if question not in builders:
+        raise ConfigError(f"no study question {question!r}; known: {', '.join(QUESTIONS)}")
+    return builders[question](params)
+
+
+# The claims each question tests: (panel or None for every panel, the system the paper puts first, the one it
+# puts after), in the words of the paper (Feng et al. 2018; Wang et al. 2018 (CosFace); Wang et al. 2019).
+CLAIMS = {
+    "wing": [(None, "Wing", "L2"), (None, "Wing", "L1"), (None, "L1", "L2")],
+    "cosface": [(None, "CosFace", "Softmax"), (None, "CosFace", "NSL"), (None, "NSL", "Softmax"),
+                (None, "ArcFace", "Softmax")],
+    "awing": [(None, "AWing (full)", "no boundary"), (None, "AWing (full)", "no CoordConv"),
+              (None, "AWing (full)", "no weight map")],
+}
+
+
+def metric_of(question: str, cell: Cell) -> tuple[str, str, bool]:
+    if question == "cosface":
+        return RECOGNITION_METRICS
+    return LANDMARK_METRICS[cell.exp.dataset_config.format]
+
+
+def summary(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def compare(first: list[float], second: list[float], higher_is_better: bool) -> dict[str, Any]:
+    """Is ``first`` better than ``second``? The mean difference in the paper's favour (positive: the
+    paper's way) against the spread sqrt(sd_1^2 + sd_2^2): "yes" beyond it, "reversed" beyond it the other
+    way, "no difference" within it (always with one seed each: no spread to weigh a difference against
+    is no evidence either way, so a single seed never decides)."""
+    m1, s1 = summary(first)
+    m2, s2 = summary(second)
+    gain = (m1 - m2) if higher_is_better else (m2 - m1)
+    spread = math.hypot(s1, s2)
+    if min(len(first), len(second)) < 2:
+        verdict = "one seed"
+    elif abs(gain) <= spread:
+        verdict = "no difference"
+    else:
+        verdict = "yes" if gain > 0 else "reversed"
+    return {"first_mean": m1, "first_sd": s1, "second_mean": m2, "second_sd": s2, "gain": gain, "spread": spread,
+            "verdict": verdict, "seeds": min(len(first), len(second))}
+
+
+def finding(points: list[dict[str, Any]]) -> str:
+    """A claim's answer over its axis: where its ordering appears (and stays), or that it does not."""
+    holds = [p["x"] for p in points if p["verdict"] == "yes"]
+    reversed_ = [p["x"] for p in points if p["verdict"] == "reversed"]
+    xs = [p["x"] for p in points]
+    if holds and all(p["verdict"] == "yes" for p in points if p["x"] >= holds[0]):
+        return "holds everywhere" if holds[0] == xs[0] else f"holds from {holds[0]:g} on"
+    if holds:
+        return "holds at " + ", ".join(f"{x:g}" for x in holds) + " only"
+    if reversed_:
+        return "reversed at " + ", ".join(f"{x:g}" for x in reversed_) + ("" if len(reversed_) == len(xs) else
+                                                                          "; no difference elsewhere")
+    return "no difference anywhere" if any(p["verdict"] == "no difference" for p in points) else "undecided"
+
+
+def findings(question: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every claim of ``question`` in every panel where both systems have cells, point by point."""
+    out = []
+    panels = sorted({r["panel"] for r in records}, key=lambda p: [r["panel"] for r in records].index(p))
+    for panel_filter, first, second in CLAIMS[question]:
+        for panel in panels:
+            if panel_filter is not None and panel != panel_filter:
+                continue
+            rows = [r for r in records if r["panel"] == panel]
+            points = []
+            for x in sorted({r["x"] for r in rows}):
+                a = [r["test"] for r in rows if r["system"] == first and r["x"] == x and r["test"] is not None]
+                b = [r["test"] for r in rows if r["system"] == second and r["x"] == x and r["test"] is not None]
+                if a and b:
+                    points.append({"x": x, **compare(a, b, rows[0]["higher_is_better"])})
+            if points:
+                out.append({"panel": panel, "first": first, "second": second, "metric": rows[0]["metric"],
+                            "points": points, "finding": finding(points)})
+    return out
+
+
+def best_on_validation(records: list[dict[str, Any]], panel: str) -> dict[str, Any] | None:
+    """The point of ``panel`` (one system, e.g. the margin sweep) whose seeds' mean validation score is best,
+    with its test score: what a sweep would choose, chosen on validation."""
+    rows = [r for r in records if r["panel"] == panel and r["val"] is not None]
+    if not rows:
+        return None
+    higher = rows[0]["higher_is_better"]
+    by_x: dict[float, list[dict]] = {}
+    for r in rows:
+        by_x.setdefault(r["x"], []).append(r)
+    x = (max if higher else min)(by_x, key=lambda k: statistics.fmean(r["val"] for r in by_x[k]))
+    return {"x": x, "val_mean": statistics.fmean(r["val"] for r in by_x[x]),
+            "test_mean": statistics.fmean(r["test"] for r in by_x[x])}
+
+
+def run_study(params: Params, question: str, paths: Paths) -> dict[str, Any]:
+    """Train (or reuse) every cell of ``question`` and write study/<question>.json with the cells and findings."""
+    from mlflow.tracking import MlflowClient
+
+    from facebench import tracking
+    from facebench.train.experiment import train_experiment
+
+    cells = cells_of(params, question)
+    experiment = tracking.study_experiment_name(question)
+    client = MlflowClient(tracking.tracking_uri(paths.root))
+    records, started, done = [], time.monotonic(), {}
+    for i, cell in enumerate(cells, 1):
+        if cell.exp.key not in done:  # a cell drawn in two panels (Softmax has no scale) trains once
+            print(f"[study {question}] cell {i}/{len(cells)}: {cell.exp.key} "
+                  f"({time.monotonic() - started:.0f} s in)", file=sys.stderr, flush=True)
+            done[cell.exp.key] = train_experiment(cell.exp, paths, write_outputs=False,
+                                                  mlflow_experiment=experiment)
+        result = done[cell.exp.key]
+        run = client.get_run(result["run_id"])
+        val_metric, test_metric, higher = metric_of(question, cell)
+        records.append({
+            "key": cell.exp.key, "panel": cell.panel, "system": cell.system, "x": cell.x, "seed": cell.seed,
+            "dataset": cell.exp.dataset, "epochs": cell.exp.train.epochs, "loss_params": cell.exp.loss_params,
+            "features": cell.exp.heatmap.features if cell.exp.heatmap else None,
+            "run_id": result["run_id"], "run": result["run"], "experiment_id": run.info.experiment_id,
+            "code_version": run.data.tags.get("facebench.code_version", ""),
+            "code_hash": run.data.tags.get("facebench.code_hash", ""),
+            "metric": test_metric, "higher_is_better": higher,
+            "val": run.data.metrics.get(val_metric), "test": result.get(test_metric),
+            "train_wall_s": run.data.metrics.get("train_wall_s"),
+        })
+    out = {"question": question, "profile": params.study.profile, "seeds": params.study.seeds,
+           "mlflow_experiment": experiment, "cells": records, "findings": findings(question, records)}
+    if question == "cosface" and any(r["panel"] == "margin" for r in records):
+        out["margin_choice"] = best_on_validation(records, "margin")
+    atomic_write_text(study_file(paths, question), json.dumps(out, indent=2, sort_keys=True) + "\n")
+    return {"question": question, "cells": len(records), "findings": [
+        f"{f['panel']}: {f['first']} before {f['second']}: {f['finding']}" for f in out["findings"]]}
+
+
+def study_file(paths: Paths, question: str) -> Path:
+    """study/<question>.json, beside study/dvc.yaml (outside metrics/, which the main report depends on)."""
+    return paths.root / "study" / f"{question}.json"
