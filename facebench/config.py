@@ -320,7 +320,7 @@ class CosfaceStudy(Strict):
     identities: dict[int, str]
     scales: list[float] = Field(min_length=1)
     margins: list[float] = Field(default_factory=list)
-    margin_identities: int
+    margin_identities: int | None = None
     margin_length: int = Field(default=1, gt=0)
 
 
@@ -340,9 +340,9 @@ class StudyConfig(Strict):
 
     profile: str
     seeds: list[int] = Field(min_length=1)
-    wing: WingStudy
-    cosface: CosfaceStudy
-    awing: AwingStudy
+    wing: WingStudy | None = None  # None: the question is not part of the study
+    cosface: CosfaceStudy | None = None
+    awing: AwingStudy | None = None
 
 
 class Params(Strict):
@@ -429,28 +429,28 @@ class Params(Strict):
         """The study names rows of the right tables, datasets that exist and a profile params.yaml has."""
         if study.profile not in self.profiles:
             raise ValueError(f"study.profile {study.profile!r} is not one of {sorted(self.profiles)}")
-        for section, rows, table in (("wing", study.wing.rows, self.experiments),
-                                     ("cosface", study.cosface.rows, self.recognition_experiments),
-                                     ("awing", study.awing.rows, self.heatmap_experiments)):
-            for row in rows:
+        tables = {"wing": self.experiments, "cosface": self.recognition_experiments,
+                  "awing": self.heatmap_experiments}
+        for section, table in tables.items():
+            question = getattr(study, section)
+            if question is None:
+                continue
+            for row in question.rows:
                 if row not in table:
                     raise ValueError(f"study.{section}.rows: {row!r} is not one of {sorted(table)}")
-        for section, names in (("wing.datasets", study.wing.datasets.values()),
-                               ("cosface.identities", study.cosface.identities.values()),
-                               ("awing.datasets", study.awing.datasets.values())):
-            for name in names:
+            sets = question.identities if section == "cosface" else question.datasets
+            field = "identities" if section == "cosface" else "datasets"
+            for name in sets.values():
                 if name not in self.datasets:
-                    raise ValueError(f"study.{section}: dataset {name!r} is not one of {sorted(self.datasets)}")
-        for section, mapping, rows, table in (("wing", study.wing.datasets, study.wing.rows, self.experiments),
-                                              ("awing", study.awing.datasets, study.awing.rows,
-                                               self.heatmap_experiments)):
-            for row in rows:
-                if table[row].dataset not in mapping:
-                    raise ValueError(f"study.{section}.datasets: no study set for {row}'s dataset "
-                                     f"{table[row].dataset!r}")
-        if study.cosface.margin_identities not in study.cosface.identities:
-            raise ValueError(f"study.cosface.margin_identities {study.cosface.margin_identities} is not one of "
-                             f"the identities {sorted(study.cosface.identities)}")
+                    raise ValueError(f"study.{section}.{field}: dataset {name!r} is not one of {sorted(self.datasets)}")
+            if section != "cosface":
+                for row in question.rows:
+                    if table[row].dataset not in sets:
+                        raise ValueError(f"study.{section}.datasets: no study set for {row}'s dataset "
+                                         f"{table[row].dataset!r}")
+            elif question.margins and question.margin_identities not in sets:
+                raise ValueError(f"study.cosface.margin_identities {question.margin_identities} is not one of "
+                                 f"the identities {sorted(sets)}")
 
     @model_validator(mode="after")
     def _values_a_worker_would_refuse(self) -> "Params":

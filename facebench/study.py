@@ -17,15 +17,15 @@ reads. Cells report the test metric of the model at the end of its length, and t
 beside it; nothing is chosen on test.
 
 The findings are computed here, not written by hand (``compare``): at each point of a claim's axis, the
-mean difference between the two systems over the seeds against their spread, sqrt(sd_a^2 + sd_b^2)
-(sample standard deviations): a difference no larger than the spread is "no difference". The JSON
+mean difference between the two systems over the seeds against their spread, sd_a + sd_b (sample standard
+deviations, as the leaderboard's summary weighs a row's seeds): a difference no larger than the spread is
+"no difference". The JSON
 (study/<question>.json) holds every cell and every finding; report/claims.py words and draws them.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import statistics
 import sys
 import time
@@ -140,6 +140,8 @@ def cells_of(params: Params, question: str) -> list[Cell]:
     builders = {"wing": wing_cells, "cosface": cosface_cells, "awing": awing_cells}
     if question not in builders:
         raise ConfigError(f"no study question {question!r}; known: {', '.join(QUESTIONS)}")
+    if getattr(params.study, question) is None:
+        raise ConfigError(f"params.yaml: study.{question} is not set (the question's settings)")
     return builders[question](params)
 
 
@@ -167,13 +169,13 @@ def summary(values: list[float]) -> tuple[float, float]:
 
 def compare(first: list[float], second: list[float], higher_is_better: bool) -> dict[str, Any]:
     """Is ``first`` better than ``second``? The mean difference in the paper's favour (positive: the
-    paper's way) against the spread sqrt(sd_1^2 + sd_2^2): "yes" beyond it, "reversed" beyond it the other
-    way, "no difference" within it (always with one seed each: no spread to weigh a difference against
-    is no evidence either way, so a single seed never decides)."""
+    paper's way) against the seeds' spread sd_1 + sd_2: "yes" beyond it, "reversed" beyond it the other
+    way, "no difference" within it. With one seed there is no spread to weigh a difference against, and
+    the verdict says so ("one seed") instead of deciding."""
     m1, s1 = summary(first)
     m2, s2 = summary(second)
     gain = (m1 - m2) if higher_is_better else (m2 - m1)
-    spread = math.hypot(s1, s2)
+    spread = s1 + s2
     if min(len(first), len(second)) < 2:
         verdict = "one seed"
     elif abs(gain) <= spread:
@@ -261,7 +263,8 @@ def run_study(params: Params, question: str, paths: Paths) -> dict[str, Any]:
             "features": cell.exp.heatmap.features if cell.exp.heatmap else None,
             "run_id": result["run_id"], "run": result["run"], "experiment_id": run.info.experiment_id,
             "code_version": run.data.tags.get("facebench.code_version", ""),
-            "code_hash": run.data.tags.get("facebench.code_hash", ""),
+            "code_hash": run.data.tags.get("facebench.code_hash", ""), "task": cell.exp.task,
+            "device": run.data.tags.get("facebench.device", ""),
             "metric": test_metric, "higher_is_better": higher,
             "val": run.data.metrics.get(val_metric), "test": result.get(test_metric),
             "train_wall_s": run.data.metrics.get("train_wall_s"),

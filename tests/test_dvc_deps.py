@@ -1,6 +1,6 @@
 """Every DVC stage lists, as deps, every facebench module its command imports (DESIGN.md, "The pipeline").
 
-For each stage of dvc.yaml (as DVC resolves it, foreach expanded), the modules its command runs are found
+For each stage of dvc.yaml and study/dvc.yaml (as DVC resolves it, foreach expanded), the modules its command runs are found
 by reading import statements (facebench/train/identity.py: the same graph the run identity hashes), from
 the modules that verb's dispatch picks for that stage's dataset or experiment. A module is covered when a
 dep names its file or a folder holding it. A stage that leaves one out would not re-run after that module
@@ -26,6 +26,7 @@ PREPARE = {"w300": ["facebench.data.prepare", "facebench.data.formats.w300"],
            "casia": ["facebench.data.prepare_identity"], "lfw": ["facebench.data.prepare_identity"],
            "wider": ["facebench.data.formats.wider"]}
 TASKS = ("landmarks", "heatmaps", "recognition", "detection")
+STUDY_TASK = {"wing": "landmarks", "cosface": "recognition", "awing": "heatmaps"}
 
 
 def command_roots(cmd: str, params) -> list[str]:
@@ -59,6 +60,10 @@ def verb_roots(cmd: str, params) -> list[str]:
         return ["facebench.registry"]
     if verb == "report":  # it hashes every task's training sources to flag rows trained with other code
         return ["facebench.report", *[m for task in TASKS for m in training_modules(task)]]
+    if verb == "study":  # study/dvc.yaml: a question's cells train through its task
+        return ["facebench.study", *training_modules(STUDY_TASK[name])]
+    if verb == "claims":  # like the report, it flags cells trained with other code
+        return ["facebench.report.claims", *[m for task in STUDY_TASK.values() for m in training_modules(task)]]
     raise AssertionError(f"no rule for `facebench {verb}` (stage command {cmd!r}): add one here")
 
 

@@ -43,6 +43,8 @@ TRAINED_MODELS = ("cnn6", "hourglass")  # paper figures for other models go apar
 
 DASH = "—"
 
+CLAIMS_LINK = "claims.md"  # the claims study's report, beside the leaderboard (report/claims.py)
+
 DAGGER = "†"
 
 OTHER_CODE = "‡"  # beside a run trained with other code than the report's (leaderboard.mark_other_code)

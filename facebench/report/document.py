@@ -82,7 +82,8 @@ def resolve_links(text: str, ui: str | None) -> str:
     return _LINK.sub(one, text)
 
 
-def to_markdown(doc: list[Block], ui: str | None = None) -> str:
+def to_markdown(doc: list[Block], ui: str | None = None, folder: str = "figures") -> str:
+    """The document as Markdown; images are files in ``folder`` beside it."""
     parts = []
     for block in doc:
         if isinstance(block, Heading):
@@ -98,7 +99,7 @@ def to_markdown(doc: list[Block], ui: str | None = None) -> str:
             lines += ["| " + " | ".join(resolve_links(c, ui) for c in row) + " |" for row in block.rows]
             parts.append("\n".join(lines))
         elif isinstance(block, Image):
-            parts.append(f"![{block.caption}](figures/{block.name})\n\n*{block.caption}*")
+            parts.append(f"![{block.caption}]({folder}/{block.name})\n\n*{block.caption}*")
     return "\n\n".join(parts) + "\n"
 
 _CODE = re.compile(r"`([^`]+)`")
@@ -109,7 +110,15 @@ _BOLD = re.compile(r"\*\*([^*]+)\*\*")
 def _inline(text: str, ui: str | None = None) -> str:
     text = _BOLD.sub(r"<strong>\1</strong>", _CODE.sub(r"<code>\1</code>", html.escape(resolve_links(text, ui),
                                                                                      quote=False)))
-    return _LINK.sub(lambda m: f'<a href="{m.group(2).replace(chr(34), "%22")}">{m.group(1)}</a>', text)
+    return _LINK.sub(lambda m: f'<a href="{_html_target(m.group(2)).replace(chr(34), "%22")}">{m.group(1)}</a>', text)
+
+
+def _html_target(url: str) -> str:
+    """A link to a sibling Markdown page (``claims.md#...``) points at its HTML twin in the HTML page."""
+    path, hash_, fragment = url.partition("#")
+    if "://" not in path and path.endswith(".md"):
+        return path[:-3] + ".html" + hash_ + fragment
+    return url
 
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2rem auto; max-width: 75rem;
@@ -129,11 +138,12 @@ figcaption { font-size: .8rem; color: #57606a; }
 """.strip()
 
 
-def to_html(doc: list[Block], images: dict[str, bytes], ui: str | None = None) -> str:
+def to_html(doc: list[Block], images: dict[str, bytes], ui: str | None = None,
+            title: str = "facebench leaderboard") -> str:
     """One self-contained page: inline CSS, figures as base64 data URIs, no scripts; the only links out are
     the run ids', to the MLflow UI (``ui``; none without it)."""
     out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
-           "<title>facebench leaderboard</title>", f"<style>\n{CSS}\n</style>", "</head>", "<body>"]
+           f"<title>{html.escape(title)}</title>", f"<style>\n{CSS}\n</style>", "</head>", "<body>"]
     for block in doc:
         if isinstance(block, Heading):
             out.append(f'<h{block.level} id="{anchor(block.text)}">{_inline(block.text)}</h{block.level}>')

@@ -13,7 +13,7 @@ import math
 
 import pandas as pd
 
-from facebench.report.cells import DASH, model_label, run_metric
+from facebench.report.cells import CLAIMS_LINK, DASH, model_label, run_metric
 from facebench.report.document import Block, Heading, Image, Para, Table, anchor
 from facebench.report.figures import LOSS_COLOR, new_figure, png_bytes
 from facebench.report.paper_numbers import RECOGNITION_NUMBERS, lookup
@@ -167,7 +167,10 @@ def summary_section(landmarks: pd.DataFrame, recognition: pd.DataFrame, detectio
                                 " is better; LFW accuracy %, higher is better), ours on the test split, and whether"
                                 " our difference goes the paper's way. A difference within the seeds' spread is no"
                                 " difference; with one seed per row there is no spread to weigh it against."
-                                " Figures a paper does not give are dashes. Evidence links to the detail.")]
+                                " Figures a paper does not give are dashes. Evidence links to the detail. Where"
+                                " an ordering fails here, whether it appears with longer training, more identities"
+                                " or a larger network, with several seeds, is the claims study's question:"
+                                f" [claims.md]({CLAIMS_LINK}).")]
     for title, rows in (("Wing loss (Feng et al., CVPR 2018)", wing_claims(landmarks)),
                         ("Adaptive Wing loss (Wang et al., ICCV 2019)", awing_claims(landmarks)),
                         ("CosFace (Wang et al., CVPR 2018)", cosface_claims(recognition)),

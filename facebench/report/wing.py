@@ -15,7 +15,7 @@ from __future__ import annotations
 import pandas as pd
 
 from facebench.report.cells import (
-    DASH, LOSS_LABEL, PAPER_MODEL, metric_cell, other_code_note, paper_cell, run_cell, run_metric,
+    CLAIMS_LINK, DASH, LOSS_LABEL, PAPER_MODEL, metric_cell, other_code_note, paper_cell, run_cell, run_metric,
 )
 from facebench.report.document import Block, Bullets, Heading, Para, Table
 from facebench.report.landmarks import sources
@@ -206,8 +206,6 @@ def wing_section(runs: pd.DataFrame, synthetic: bool) -> list[Block]:
                   " deviation).")
         blocks.append(Para(
             "Whether the synthetic data reproduces the paper's ordering is read off the findings above, not"
-            " assumed. Where it does not, the likely reasons (not tested one by one here): the synthetic faces and"
-            " the short CPU schedules leave every row far above the paper's errors, where large errors dominate"
-            " and L1 and L2 are strong; Wing's advantage, by the paper's own argument, comes from the small and"
-            f" medium errors that remain late in training. {spread}"))
+            " assumed. Why it does not here, and where it does (longer training, more seeds): the claims study,"
+            f" [claims.md]({CLAIMS_LINK}), tests it with computed findings. {spread}"))
     return blocks
