@@ -247,12 +247,11 @@ def study(question: str = typer.Argument(..., help="wing, cosface or awing"), pa
     """Run one question of the claims study (params.yaml `study:`): train or reuse every cell, each seed, in
     the MLflow experiment facebench-study/<question>; write study/<question>.json with the computed findings."""
     params, paths = _setup(params_file, None)
-    if params.study is None:
-        raise ConfigError(f"{params_file}: no `study:` section (the claims study's settings)")
-    if params.study.profile != params.profile:
-        params, paths = _setup(params_file, params.study.profile)
-    from facebench.study import run_study
+    from facebench.study import run_study, study_settings
 
+    wanted = study_settings(params).profile  # a missing or wrong `study:` is an error here
+    if wanted != params.profile:
+        params, paths = _setup(params_file, wanted)
     _print(run_study(params, question, paths))
 
 

@@ -26,6 +26,7 @@ deviations, as the leaderboard's summary weighs a row's seeds): a difference no 
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import sys
 import time
@@ -33,8 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field, ValidationError
+
 from facebench.atomic import atomic_write_text
-from facebench.config import ConfigError, Params, Paths, ResolvedExperiment, resolve_experiment
+from facebench.config import ConfigError, Params, Paths, ResolvedExperiment, Strict, resolve_experiment
 
 QUESTIONS = ("wing", "cosface", "awing")
 
@@ -47,6 +50,99 @@ LOSS_NAMES = {"l2": "L2", "l1": "L1", "wing": "Wing", "softmax": "Softmax", "nsl
               "arcface": "ArcFace"}
 VARIANT_NAMES = {(True, True, True): "AWing (full)", (True, False, True): "no boundary",
                  (True, True, False): "no CoordConv", (False, True, True): "no weight map"}
+
+
+class WingStudy(Strict):
+    """Wing against L1 and L2 (CNN-6) as training lengthens: ``rows`` of ``experiments`` retrained on
+    ``datasets`` (a row's dataset -> the study's set) for each multiple of their epochs in ``lengths``."""
+
+    rows: list[str]
+    datasets: dict[str, str]
+    lengths: list[int] = Field(min_length=1)
+    lrs: list[float] = Field(default_factory=list, description="learning rates tried on the rows of "
+                             "``lr_dataset`` at ``lr_length`` x epochs: is the loss's lr the cause?")
+    lr_dataset: str | None = None
+    lr_length: int = Field(default=1, gt=0)
+
+
+class CosfaceStudy(Strict):
+    """The heads against the class count and the scale: ``rows`` of ``recognition_experiments`` retrained on
+    each set of ``identities`` (class count -> dataset) with each scale ``s`` in ``scales`` (Softmax has
+    none); and CosFace's margin ``m`` over ``margins`` on ``margin_identities`` at ``margin_length`` x epochs."""
+
+    rows: list[str]
+    identities: dict[int, str]
+    scales: list[float] = Field(min_length=1)
+    margins: list[float] = Field(default_factory=list)
+    margin_identities: int | None = None
+    margin_length: int = Field(default=1, gt=0)
+
+
+class AwingStudy(Strict):
+    """The AWing ablations against network size and length: ``rows`` of ``heatmap_experiments`` retrained on
+    ``datasets`` with each hourglass width in ``features`` and each multiple of their epochs in ``lengths``."""
+
+    rows: list[str]
+    datasets: dict[str, str]
+    features: list[int] = Field(min_length=1)
+    lengths: list[int] = Field(min_length=1)
+    boundary_weights: list[float] = Field(default_factory=list, description="the boundary map's loss weight, "
+                                          "for the rows with and without the boundary at the first width, "
+                                          "``boundary_length`` x epochs: is our weighting the cause?")
+    boundary_length: int = Field(default=1, gt=0)
+
+
+class StudyConfig(Strict):
+    """The claims study (facebench/study.py, study/dvc.yaml): rows of the tables retrained under the study's
+    changes, each question in its own MLflow experiment, under the profile ``profile``."""
+
+    profile: str
+    seeds: list[int] = Field(min_length=1)
+    wing: WingStudy | None = None  # None: the question is not part of the study
+    cosface: CosfaceStudy | None = None
+    awing: AwingStudy | None = None
+
+
+def study_settings(params: Params) -> StudyConfig:
+    """params.yaml's ``study:`` checked: known keys, rows of the right tables, datasets and a profile that exist
+    (a ConfigError naming the key). The study's settings live apart from config.py's, so that a change to
+    them changes no training's code hash: cells already trained stay reusable."""
+    if params.study is None:
+        raise ConfigError("params.yaml: no `study:` section (the claims study's settings)")
+    try:
+        study = StudyConfig.model_validate(params.study)
+    except ValidationError as exc:
+        raise ConfigError("params.yaml: " + "; ".join(f"study.{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                                      for e in exc.errors())) from None
+    if study.profile not in params.profiles:
+        raise ConfigError(f"params.yaml: study.profile {study.profile!r} is not one of {sorted(params.profiles)}")
+    tables = {"wing": params.experiments, "cosface": params.recognition_experiments,
+              "awing": params.heatmap_experiments}
+    for section, table in tables.items():
+        question = getattr(study, section)
+        if question is None:
+            continue
+        for row in question.rows:
+            if row not in table:
+                raise ConfigError(f"params.yaml: study.{section}.rows: {row!r} is not one of {sorted(table)}")
+        sets = question.identities if section == "cosface" else question.datasets
+        field = "identities" if section == "cosface" else "datasets"
+        for name in sets.values():
+            if name not in params.datasets:
+                raise ConfigError(f"params.yaml: study.{section}.{field}: dataset {name!r} is not one of "
+                                  f"{sorted(params.datasets)}")
+        if section != "cosface":
+            for row in question.rows:
+                if table[row].dataset not in sets:
+                    raise ConfigError(f"params.yaml: study.{section}.datasets: no study set for {row}'s "
+                                      f"dataset {table[row].dataset!r}")
+        if section == "wing" and question.lrs and question.lr_dataset not in sets.values():
+            raise ConfigError(f"params.yaml: study.wing.lr_dataset {question.lr_dataset!r} is not one of the "
+                              f"study's sets {sorted(sets.values())}")
+        if section == "cosface" and question.margins and question.margin_identities not in sets:
+            raise ConfigError(f"params.yaml: study.cosface.margin_identities {question.margin_identities} is not "
+                              f"one of the identities {sorted(sets)}")
+    return study
 
 
 @dataclass(frozen=True)
@@ -76,29 +172,41 @@ def _cell_exp(params: Params, row: str, key: str, seed: int, length: int = 1, da
     return exp.model_copy(update=update)
 
 
-def wing_cells(params: Params) -> list[Cell]:
-    study = params.study
+def wing_cells(params: Params, study: StudyConfig) -> list[Cell]:
+    """Each row on its study set at each length; then, on ``lr_dataset``, each learning rate at ``lr_length``
+    (the profile's own lr at that length is the length panel's cell, under the same key: one training)."""
+    wing = study.wing
     out = []
-    for row in study.wing.rows:
+    for row in wing.rows:
         source = params.experiments[row]
-        dataset = study.wing.datasets[source.dataset]
-        for length in study.wing.lengths:
+        dataset = wing.datasets[source.dataset]
+        name = LOSS_NAMES.get(source.loss, source.loss)
+        for length in wing.lengths:
             for seed in study.seeds:
                 key = f"study-{row}-{dataset}-x{length}-seed{seed}"
-                out.append(Cell(dataset, LOSS_NAMES.get(source.loss, source.loss), float(length), seed,
-                                _cell_exp(params, row, key, seed, length, dataset)))
+                out.append(Cell(dataset, name, float(length), seed, _cell_exp(params, row, key, seed, length, dataset)))
+        if dataset != wing.lr_dataset:
+            continue
+        base_lr = resolve_experiment(params, row).train.lr
+        for lr in wing.lrs:
+            for seed in study.seeds:
+                key = (f"study-{row}-{dataset}-x{wing.lr_length}" + (f"-lr{lr:g}" if lr != base_lr else "")
+                       + f"-seed{seed}")
+                exp = _cell_exp(params, row, key, seed, wing.lr_length, dataset)
+                exp = exp.model_copy(update={"train": exp.train.model_copy(update={"lr": lr})})
+                out.append(Cell(f"lr ({dataset}, {wing.lr_length}x)", name, lr, seed, exp))
     return out
 
 
-def cosface_cells(params: Params) -> list[Cell]:
-    study = params.study.cosface
+def cosface_cells(params: Params, settings: StudyConfig) -> list[Cell]:
+    study = settings.cosface
     out = []
     for row in study.rows:
         loss = params.recognition_experiments[row].loss
         scales = [s for s in study.scales] if "s" in params.losses[loss] else [None]
         for n, dataset in study.identities.items():
             for s in scales:
-                for seed in params.study.seeds:
+                for seed in settings.seeds:
                     name = LOSS_NAMES.get(loss, loss)
                     key = f"study-{row}-{n}ids" + (f"-s{s:g}" if s is not None else "") + f"-seed{seed}"
                     panels = [f"s={t:g}" for t in study.scales] if s is None else [f"s={s:g}"]
@@ -111,15 +219,18 @@ def cosface_cells(params: Params) -> list[Cell]:
             raise ConfigError("params.yaml: study.cosface.margins needs a CosFace row in study.cosface.rows")
         dataset = study.identities[study.margin_identities]
         for m in study.margins:
-            for seed in params.study.seeds:
+            for seed in settings.seeds:
                 key = f"study-{cosface}-{study.margin_identities}ids-m{m:g}-x{study.margin_length}-seed{seed}"
                 out.append(Cell("margin", "CosFace", float(m), seed,
                                 _cell_exp(params, cosface, key, seed, study.margin_length, dataset, {"m": m})))
     return out
 
 
-def awing_cells(params: Params) -> list[Cell]:
-    study = params.study.awing
+def awing_cells(params: Params, settings: StudyConfig) -> list[Cell]:
+    """Each row at each width and length; then the full model and the one without the boundary, at the first
+    width and ``boundary_length``, against the boundary map's loss weight (the row without a boundary has
+    none: one training per seed, drawn at every weight; the profile's weight is the first panels' cell)."""
+    study = settings.awing
     out = []
     for row in study.rows:
         source = params.heatmap_experiments[row]
@@ -127,22 +238,34 @@ def awing_cells(params: Params) -> list[Cell]:
         name = VARIANT_NAMES[(source.weight_map, source.boundary, source.coordconv)]
         for features in study.features:
             for length in study.lengths:
-                for seed in params.study.seeds:
+                for seed in settings.seeds:
                     key = f"study-{row}-{dataset}-f{features}-x{length}-seed{seed}"
                     out.append(Cell(f"{features} features", name, float(length), seed,
                                     _cell_exp(params, row, key, seed, length, dataset, features=features)))
+        if not study.boundary_weights or not source.weight_map or not source.coordconv:
+            continue  # the panel sets the full model against the one without the boundary only
+        features, length = study.features[0], study.boundary_length
+        panel = f"boundary weight ({features} features, {length}x)"
+        for weight in study.boundary_weights:
+            for seed in settings.seeds:
+                exp = _cell_exp(params, row, f"study-{row}-{dataset}-f{features}-x{length}-seed{seed}", seed, length,
+                                dataset, features=features)
+                if source.boundary and weight != exp.heatmap.boundary_weight:
+                    exp = exp.model_copy(update={
+                        "key": f"study-{row}-{dataset}-f{features}-x{length}-bw{weight:g}-seed{seed}",
+                        "heatmap": exp.heatmap.model_copy(update={"boundary_weight": weight})})
+                out.append(Cell(panel, name, weight, seed, exp))
     return out
 
 
 def cells_of(params: Params, question: str) -> list[Cell]:
-    if params.study is None:
-        raise ConfigError("params.yaml: no `study:` section (the claims study's settings)")
     builders = {"wing": wing_cells, "cosface": cosface_cells, "awing": awing_cells}
     if question not in builders:
         raise ConfigError(f"no study question {question!r}; known: {', '.join(QUESTIONS)}")
-    if getattr(params.study, question) is None:
+    study = study_settings(params)
+    if getattr(study, question) is None:
         raise ConfigError(f"params.yaml: study.{question} is not set (the question's settings)")
-    return builders[question](params)
+    return builders[question](params, study)
 
 
 # The claims each question tests: (panel or None for every panel, the system the paper puts first, the one it
@@ -257,6 +380,8 @@ def run_study(params: Params, question: str, paths: Paths) -> dict[str, Any]:
         result = done[cell.exp.key]
         run = client.get_run(result["run_id"])
         val_metric, test_metric, higher = metric_of(question, cell)
+        test, val = result.get(test_metric), run.data.metrics.get(val_metric)
+        diverged = test is None or not math.isfinite(test)  # a NaN or inf score: drawn and compared as missing
         records.append({
             "key": cell.exp.key, "panel": cell.panel, "system": cell.system, "x": cell.x, "seed": cell.seed,
             "dataset": cell.exp.dataset, "epochs": cell.exp.train.epochs, "loss_params": cell.exp.loss_params,
@@ -266,10 +391,12 @@ def run_study(params: Params, question: str, paths: Paths) -> dict[str, Any]:
             "code_hash": run.data.tags.get("facebench.code_hash", ""), "task": cell.exp.task,
             "device": run.data.tags.get("facebench.device", ""),
             "metric": test_metric, "higher_is_better": higher,
-            "val": run.data.metrics.get(val_metric), "test": result.get(test_metric),
+            "val": val if val is not None and math.isfinite(val) else None, "test": None if diverged else test,
+            "diverged": diverged,
             "train_wall_s": run.data.metrics.get("train_wall_s"),
         })
-    out = {"question": question, "profile": params.study.profile, "seeds": params.study.seeds,
+    study = study_settings(params)
+    out = {"question": question, "profile": study.profile, "seeds": study.seeds,
            "mlflow_experiment": experiment, "cells": records, "findings": findings(question, records)}
     if question == "cosface" and any(r["panel"] == "margin" for r in records):
         out["margin_choice"] = best_on_validation(records, "margin")

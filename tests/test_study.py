@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from facebench.config import ConfigError, Params, load_params
-from facebench.study import best_on_validation, cells_of, compare, finding, findings
+from facebench.study import best_on_validation, cells_of, compare, finding, findings, study_settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -83,9 +83,21 @@ def test_best_on_validation_chooses_on_validation_not_test():
 
 
 def test_wing_cells(params):
-    study = params.study
-    cells = cells_of(params, "wing")
+    study = study_settings(params)
+    everything = cells_of(params, "wing")
+    cells = [c for c in everything if not c.panel.startswith("lr")]
     assert len(cells) == len(study.wing.rows) * len(study.wing.lengths) * len(study.seeds)
+    # the learning-rate panel: the rows on lr_dataset at lr_length, each lr; the profile's own lr is the
+    # length panel's cell under the same key (one training, drawn twice)
+    lr_cells = [c for c in everything if c.panel.startswith("lr")]
+    on_set = [r for r in study.wing.rows if study.wing.datasets[params.experiments[r].dataset] == study.wing.lr_dataset]
+    assert len(lr_cells) == len(on_set) * len(study.wing.lrs) * len(study.seeds)
+    base = params.profiles[study.profile].train
+    for c in lr_cells:
+        assert c.exp.train.lr == c.x and c.exp.train.epochs == base.epochs * study.wing.lr_length
+        same = [d for d in cells if d.exp.key == c.exp.key]
+        assert len(same) == (1 if c.x == base.lr else 0)
+        assert not same or same[0].exp == c.exp
     for cell in cells:
         row = params.experiments[cell.exp.key.split("-")[1]]
         assert cell.exp.dataset == study.wing.datasets[row.dataset] == cell.panel
@@ -97,12 +109,12 @@ def test_wing_cells(params):
 
 
 def test_cosface_cells(params):
-    study = params.study.cosface
+    study = study_settings(params).cosface
     cells = cells_of(params, "cosface")
     softmax = [c for c in cells if c.system == "Softmax"]
     # Softmax has no scale: one training per (identities, seed), drawn in every scale's panel
-    assert len(softmax) == len(study.identities) * len(params.study.seeds) * len(study.scales)
-    assert len({c.exp.key for c in softmax}) == len(study.identities) * len(params.study.seeds)
+    assert len(softmax) == len(study.identities) * len(study_settings(params).seeds) * len(study.scales)
+    assert len({c.exp.key for c in softmax}) == len(study.identities) * len(study_settings(params).seeds)
     for c in cells:
         if c.panel.startswith("s="):
             assert c.exp.dataset == study.identities[int(c.x)]
@@ -112,20 +124,38 @@ def test_cosface_cells(params):
     assert sorted({c.x for c in margin}) == sorted(study.margins)
     assert all(c.exp.loss == "cosface" and c.exp.loss_params["m"] == c.x for c in margin)
     assert all(c.exp.dataset == study.identities[study.margin_identities] for c in margin)
-    base = params.profiles[params.study.profile].recognition.train["epochs"]
+    base = params.profiles[study_settings(params).profile].recognition.train["epochs"]
     assert all(c.exp.train.epochs == base * study.margin_length for c in margin)
 
 
 def test_awing_cells(params):
-    study = params.study.awing
-    cells = cells_of(params, "awing")
-    assert len(cells) == len(study.rows) * len(study.features) * len(study.lengths) * len(params.study.seeds)
+    study = study_settings(params).awing
+    seeds = study_settings(params).seeds
+    everything = cells_of(params, "awing")
+    cells = [c for c in everything if not c.panel.startswith("boundary weight")]
+    assert len(cells) == len(study.rows) * len(study.features) * len(study.lengths) * len(seeds)
     assert {c.system for c in cells} == {"AWing (full)", "no boundary", "no CoordConv", "no weight map"}
     for c in cells:
         assert c.panel == f"{c.exp.heatmap.features} features"
         row = params.heatmap_experiments[c.exp.key.split("-")[1]]
         assert (c.exp.heatmap.boundary, c.exp.heatmap.coordconv, c.exp.heatmap.weight_map) == (
             row.boundary, row.coordconv, row.weight_map)
+        assert c.exp.heatmap.boundary_weight == 1.0
+    # the boundary-weight panel: the full model at each weight against the one without a boundary (one
+    # training per seed, drawn at every weight); the profile's weight is the first width's cell
+    panel = [c for c in everything if c.panel.startswith("boundary weight")]
+    assert {c.system for c in panel} == {"AWing (full)", "no boundary"}
+    assert len(panel) == 2 * len(study.boundary_weights) * len(seeds)
+    for c in panel:
+        assert c.exp.heatmap.features == study.features[0]
+        assert c.exp.train.epochs == params.profiles["default"].heatmaps.train["epochs"] * study.boundary_length
+        if c.system == "AWing (full)":
+            assert c.exp.heatmap.boundary_weight == c.x
+    full_keys = {c.exp.key for c in panel if c.system == "AWing (full)"}
+    assert len(full_keys) == len(study.boundary_weights) * len(seeds)
+    assert len({c.exp.key for c in panel if c.system == "no boundary"}) == len(seeds)
+    assert full_keys & {c.exp.key for c in cells} == {c.exp.key for c in panel if c.x == 1.0 and
+                                                       c.system == "AWing (full)"}
 
 
 def _raw() -> dict:
@@ -142,15 +172,19 @@ def test_study_settings_are_checked(tmp_path):
     raw = copy.deepcopy(_raw())
     raw["study"]["wing"]["rows"].append("aflw_cnn6_nope")
     with pytest.raises(ConfigError, match=r"study.wing.rows: 'aflw_cnn6_nope' is not one of"):
-        _load(tmp_path, raw)
+        study_settings(_load(tmp_path, raw))
     raw = copy.deepcopy(_raw())
     raw["study"]["cosface"]["identities"][999] = "casia_999"
     with pytest.raises(ConfigError, match=r"study.cosface.identities: dataset 'casia_999' is not one of"):
-        _load(tmp_path, raw)
+        study_settings(_load(tmp_path, raw))
     raw = copy.deepcopy(_raw())
     del raw["study"]["wing"]["datasets"]["w300"]
     with pytest.raises(ConfigError, match=r"no study set for w300_cnn6_l2's dataset 'w300'"):
-        _load(tmp_path, raw)
+        study_settings(_load(tmp_path, raw))
+    raw = copy.deepcopy(_raw())
+    raw["study"]["awing"]["lenghts"] = [1]
+    with pytest.raises(ConfigError, match=r"study.awing.lenghts: Extra inputs are not permitted"):
+        study_settings(_load(tmp_path, raw))
 
 
 def test_a_sets_synth_overrides_are_checked(tmp_path):

@@ -96,6 +96,15 @@ def figure(question: str, result: dict[str, Any]) -> bytes:
             ax.fill_between(xs, low, high, color=color, alpha=0.15, linewidth=0)
         if panel == "margin":
             ax.set_xlabel("CosFace margin m")
+        elif panel.startswith("boundary weight"):
+            ax.set_xlabel("boundary map's loss weight")
+            ax.set_xscale("log")
+            xs = sorted({c["x"] for c in cells if c["panel"] == panel})
+            ax.set_xticks(xs, [f"{x:.3g}" for x in xs])
+            ax.minorticks_off()
+        elif panel.startswith("lr"):
+            ax.set_xlabel("learning rate (Adam)")
+            ax.set_xscale("log")
         else:
             ax.set_xlabel(AXIS[question])
             ax.set_xscale("log", base=2)

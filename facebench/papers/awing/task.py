@@ -9,8 +9,9 @@ prepared crop's pixels, so heatmap rows stand beside the Wing rows in one table.
 * the network: the stacked hourglass (``papers/awing/model.py``) with CoordConv and the boundary
   head, each switchable for the paper's ablation; every stack is supervised;
 * the loss: a per-pixel loss (MSE, L1, Wing or Adaptive Wing) with or without the weighted loss
-  map, on the landmark heatmaps and on the boundary map, the two means added (our choice: the authors'
-  release has no training code; this weighs the one boundary map like all L landmark maps together);
+  map, on the landmark heatmaps and on the boundary map, the two means added, the boundary's times
+  ``boundary_weight`` (our choice: the authors' release has no training code; the default 1 weighs the
+  one boundary map like all L landmark maps together, 1/L like one of them: the claims study tries both);
 * prediction: the last stack's heatmaps, argmax with the released code's quarter-pixel shift,
   mapped back to input pixels. No test-time flip: we could not confirm that the paper uses one.
 """
@@ -83,7 +84,9 @@ class HeatmapTask(LandmarkTask):
         out = model(batch["image"])
         loss = stacked_loss(loss_fn, [h.float() for h in out["heatmaps"]], batch["heatmaps"])
         if out["boundary"] is not None:
-            loss = loss + stacked_loss(loss_fn, [b.float() for b in out["boundary"]], batch["boundary"])
+            boundary = stacked_loss(loss_fn, [b.float() for b in out["boundary"]], batch["boundary"])
+            weight = self.settings.boundary_weight
+            loss = loss + (boundary if weight == 1.0 else weight * boundary)
         return loss
 
     def predict(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
