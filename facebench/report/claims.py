@@ -129,17 +129,32 @@ def _point_cell(point: dict[str, Any]) -> str:
             f"({'+' if point['gain'] >= 0 else '−'}{100 * abs(point['gain']):.2f}, spread {100 * point['spread']:.2f})")
 
 
-def findings_table(question: str, result: dict[str, Any]) -> Table:
-    """One row per claim and panel: the verdict at each point of the axis, then the answer over the axis."""
-    xs = sorted({p["x"] for f in result["findings"] for p in f["points"]})
-    headers = ["claim", "panel"] + [(f"{x:g} identities" if question == "cosface" else f"{x:g}x") for x in xs
-                                    ] + ["answer"]
-    rows = []
-    for f in result["findings"]:
-        at = {p["x"]: p for p in f["points"]}
-        rows.append([f"{f['first']} before {f['second']}", f["panel"]]
-                    + [_point_cell(at[x]) if x in at else DASH for x in xs] + [f"**{f['finding']}**"])
-    return Table(headers, rows)
+def x_label(question: str, panel: str, x: float) -> str:
+    """A point of a panel's axis as a column names it."""
+    if panel == "margin":
+        return f"m = {x:g}"
+    if panel.startswith("lr"):
+        return f"lr {x:g}"
+    if panel.startswith("boundary weight"):
+        return f"weight {x:.3g}"
+    return f"{x:g} identities" if question == "cosface" else f"{x:g}x"
+
+
+def findings_tables(question: str, result: dict[str, Any]) -> list[Block]:
+    """Per panel, one row per claim: the verdict at each point of the panel's axis, then the answer."""
+    blocks: list[Block] = []
+    for panel in panels_of(result["cells"]):
+        found = [f for f in result["findings"] if f["panel"] == panel]
+        if not found:
+            continue
+        xs = sorted({p["x"] for f in found for p in f["points"]})
+        rows = []
+        for f in found:
+            at = {p["x"]: p for p in f["points"]}
+            rows.append([f"{f['first']} before {f['second']}"] + [_point_cell(at[x]) if x in at else DASH for x in xs]
+                        + [f"**{f['finding']}**"])
+        blocks.append(Table([panel] + [x_label(question, panel, x) for x in xs] + ["answer"], rows))
+    return blocks
 
 
 def means_table(question: str, result: dict[str, Any]) -> Table:
@@ -158,11 +173,10 @@ def means_table(question: str, result: dict[str, Any]) -> Table:
             val = "{:.2f} ± {:.2f}".format(*(100 * v for v in _mean_sd(vals))) if vals else DASH
             runs = " ".join(f"[`{c['run_id'][:8]}`](run:{c.get('experiment_id', '')}/{c['run_id']})"
                             + (f" {OTHER_CODE}" if c.get("other_code") else "") for c in group)
-            rows.append([panel, system, f"{x:g}", str(group[0]["epochs"]), str(len(group)), val, test, runs])
-    axis = "m" if question == "cosface" else "length"
-    headers = ["panel", "system", "identities / m" if question == "cosface" else axis, "epochs", "seeds",
-               "val (%)", "test (%)", "runs"]
-    return Table(headers, rows, [False, False, True, True, True, True, True, False])
+            rows.append([panel, system, x_label(question, panel, x), str(group[0]["epochs"]), str(len(group)), val,
+                         test, runs])
+    headers = ["panel", "system", "at", "epochs", "seeds", "val (%)", "test (%)", "runs"]
+    return Table(headers, rows, [False, False, False, True, True, True, True, False])
 
 
 def mark_other_code(result: dict[str, Any]) -> list[str]:
@@ -204,8 +218,7 @@ def question_section(question: str, result: dict[str, Any], image: str) -> list[
              " beyond the seeds' spread (the sum of the two standard deviations), and by how much (+ the paper's"
              " way). The answer reads along the axis: where the paper's ordering appears and stays, or that it"
              " does not within the study's range."),
-        findings_table(question, result),
-    ]
+    ] + findings_tables(question, result)
     choice = result.get("margin_choice")
     if choice:
         blocks.append(Para(f"The margin chosen on validation (mean over the seeds): m = {choice['x']:g} (validation "

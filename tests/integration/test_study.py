@@ -91,5 +91,5 @@ def test_study_trains_tracks_finds_and_reuses(tmp_path):
 
     _run(["facebench", "claims"], project, env)
     md = (project / "reports" / "claims.md").read_text()
-    assert "## Wing against L1 and L2 as training lengthens" in md and "| Wing before L2 | aflw |" in md
+    assert "## Wing against L1 and L2 as training lengthens" in md and "| Wing before L2 |" in md
     assert (project / "reports" / "claims" / "wing.png").stat().st_size > 0

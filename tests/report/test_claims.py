@@ -37,7 +37,8 @@ def test_claims_report(tmp_path):
     md = (tmp_path / "reports" / "claims.md").read_text()
     assert md.startswith("# Do the papers' claims hold here?")
     # the computed finding and its two points, in the table's words
-    assert "| Wing before L2 | aflw_small | 20.00 vs 10.00: **reversed** (−10.00, spread 2.00) |" in md
+    assert "| Wing before L2 | 20.00 vs 10.00: **reversed** (−10.00, spread 2.00) |" in md
+    assert "| aflw_small | 1x | 4x | answer |" in md  # one findings table per panel, its axis in the header
     assert "5.00 vs 8.00: **yes** (+3.00, spread 2.00) | **holds from 4 on** |" in md
     assert "![" in md and "(claims/wing.png)" in md
     png = tmp_path / "reports" / "claims" / "wing.png"
