@@ -68,12 +68,19 @@ def _mean_sd(values: list[float]) -> tuple[float, float]:
     return summary(values)
 
 
+EXTRA_PANELS = ("lr", "boundary weight", "margin")  # a cause tested beside the main axis: drawn after it
+
+
 def panels_of(cells: list[dict[str, Any]]) -> list[str]:
+    """The panels in the order the cells come, the main axis's first and the tested causes after."""
     seen: list[str] = []
     for c in cells:
         if c["panel"] not in seen:
             seen.append(c["panel"])
-    return seen
+    return sorted(seen, key=lambda p: (p.startswith(EXTRA_PANELS), seen.index(p)))
+
+
+NICE_TICKS = (1, 1.5, 2, 3, 4, 6, 8, 10, 15, 20, 30, 40, 60)
 
 
 def figure(question: str, result: dict[str, Any]) -> bytes:
@@ -105,11 +112,20 @@ def figure(question: str, result: dict[str, Any]) -> bytes:
         elif panel.startswith("lr"):
             ax.set_xlabel("learning rate (Adam)")
             ax.set_xscale("log")
+            xs = sorted({c["x"] for c in cells if c["panel"] == panel})
+            ax.set_xticks(xs, [f"{x:g}" for x in xs])
+            ax.minorticks_off()
         else:
             ax.set_xlabel(AXIS[question])
             ax.set_xscale("log", base=2)
             xs = sorted({c["x"] for c in cells if c["panel"] == panel})
             ax.set_xticks(xs, [f"{x:g}" for x in xs])
+            ax.minorticks_off()
+        if metric != "lfw_accuracy":  # NME falls by orders of magnitude with length: a log axis keeps ratios
+            ax.set_yscale("log")
+            low, high = ax.get_ylim()
+            ticks = [t for t in NICE_TICKS if low <= t <= high]
+            ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
             ax.minorticks_off()
         ax.set_title(panel, fontsize=9)
         ax.grid(True, alpha=0.3)
@@ -202,14 +218,18 @@ def question_section(question: str, result: dict[str, Any], image: str) -> list[
     seeds = ", ".join(str(s) for s in result["seeds"])
     stale = mark_other_code(result)
     commits = sorted({c["code_version"][:8] for c in cells if c.get("code_version")})
+    hashes = sorted({c["code_hash"][:12] for c in cells if c.get("code_hash")})
     devices = sorted({c["device"] for c in cells if c.get("device")})
     blocks: list[Block] = [
         Heading(2, TITLE[question]),
         Para(PAPER_SAYS[question]),
         Para(f"{len({c['key'] for c in cells})} trainings: every point is the mean over seeds {seeds} and the band "
              f"one standard deviation; the score is the test split's after the cell's last epoch (validation "
-             f"beside it in the table below). MLflow experiment `{result['mlflow_experiment']}`; code "
-             + ", ".join(f"`{c}`" for c in commits) + (f"; device {', '.join(devices)}" if devices else "") + "."),
+             f"beside it in the table below). MLflow experiment `{result['mlflow_experiment']}`; training code "
+             + " and ".join(f"`{h}`" for h in hashes) + " (the runs' code hash"
+             + (", the same for every cell" if len(hashes) == 1 else "s") + "; trained at commit "
+             + ", ".join(f"`{c}`" for c in commits) + ")" + (f"; device {', '.join(devices)}" if devices else "")
+             + "."),
         Image(image, f"{TITLE[question]}: test score against {AXIS[question]}"
               + ("; the margin panel: CosFace at s=64 against m" if question == "cosface" else "")
               + ", mean over the seeds, band ± one standard deviation."),
