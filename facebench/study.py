@@ -90,6 +90,8 @@ class AwingStudy(Strict):
                                           "for the rows with and without the boundary at the first width, "
                                           "``boundary_length`` x epochs: is our weighting the cause?")
     boundary_length: int = Field(default=1, gt=0)
+    seeds: list[int] | None = Field(default=None, min_length=1, description="this question's seeds (None: the "
+                                    "study's): the 128-feature hourglass is the study's dearest cell on a CPU")
 
 
 class StudyConfig(Strict):
@@ -231,6 +233,7 @@ def awing_cells(params: Params, settings: StudyConfig) -> list[Cell]:
     width and ``boundary_length``, against the boundary map's loss weight (the row without a boundary has
     none: one training per seed, drawn at every weight; the profile's weight is the first panels' cell)."""
     study = settings.awing
+    seeds = study.seeds or settings.seeds
     out = []
     for row in study.rows:
         source = params.heatmap_experiments[row]
@@ -238,7 +241,7 @@ def awing_cells(params: Params, settings: StudyConfig) -> list[Cell]:
         name = VARIANT_NAMES[(source.weight_map, source.boundary, source.coordconv)]
         for features in study.features:
             for length in study.lengths:
-                for seed in settings.seeds:
+                for seed in seeds:
                     key = f"study-{row}-{dataset}-f{features}-x{length}-seed{seed}"
                     out.append(Cell(f"{features} features", name, float(length), seed,
                                     _cell_exp(params, row, key, seed, length, dataset, features=features)))
@@ -247,7 +250,7 @@ def awing_cells(params: Params, settings: StudyConfig) -> list[Cell]:
         features, length = study.features[0], study.boundary_length
         panel = f"boundary weight ({features} features, {length}x)"
         for weight in study.boundary_weights:
-            for seed in settings.seeds:
+            for seed in seeds:
                 exp = _cell_exp(params, row, f"study-{row}-{dataset}-f{features}-x{length}-seed{seed}", seed, length,
                                 dataset, features=features)
                 if source.boundary and weight != exp.heatmap.boundary_weight:
@@ -342,6 +345,15 @@ def findings(question: str, records: list[dict[str, Any]]) -> list[dict[str, Any
             if points:
                 out.append({"panel": panel, "first": first, "second": second, "metric": rows[0]["metric"],
                             "points": points, "finding": finding(points)})
+    # the margin sweep: each margin m > 0 against m = 0 (NSL), the paper's case for a margin at all
+    rows = [r for r in records if r["panel"] == "margin" and r["test"] is not None]
+    zero = [r["test"] for r in rows if r["x"] == 0.0]
+    if zero:
+        points = [{"x": m, **compare([r["test"] for r in rows if r["x"] == m], zero, rows[0]["higher_is_better"])}
+                  for m in sorted({r["x"] for r in rows} - {0.0})]
+        if points:
+            out.append({"panel": "margin", "first": "CosFace, m > 0", "second": "m = 0 (NSL)",
+                        "metric": rows[0]["metric"], "points": points, "finding": finding(points)})
     return out
 
 
@@ -396,7 +408,8 @@ def run_study(params: Params, question: str, paths: Paths) -> dict[str, Any]:
             "train_wall_s": run.data.metrics.get("train_wall_s"),
         })
     study = study_settings(params)
-    out = {"question": question, "profile": study.profile, "seeds": study.seeds,
+    seeds = sorted({r["seed"] for r in records})
+    out = {"question": question, "profile": study.profile, "seeds": seeds,
            "mlflow_experiment": experiment, "cells": records, "findings": findings(question, records)}
     if question == "cosface" and any(r["panel"] == "margin" for r in records):
         out["margin_choice"] = best_on_validation(records, "margin")

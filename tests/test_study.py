@@ -130,7 +130,7 @@ def test_cosface_cells(params):
 
 def test_awing_cells(params):
     study = study_settings(params).awing
-    seeds = study_settings(params).seeds
+    seeds = study.seeds or study_settings(params).seeds  # the question's own seeds, else the study's
     everything = cells_of(params, "awing")
     cells = [c for c in everything if not c.panel.startswith("boundary weight")]
     assert len(cells) == len(study.rows) * len(study.features) * len(study.lengths) * len(seeds)
@@ -209,3 +209,13 @@ def test_a_question_left_out(tmp_path):
     with pytest.raises(ConfigError, match=r"study.awing is not set"):
         cells_of(params, "awing")
     assert cells_of(params, "wing")  # the others are unaffected
+
+
+def test_the_margin_sweep_is_set_against_m_zero():
+    # m = 0: 0.70 +- 0.01; m = 0.35: 0.75 +- 0.01 (yes); m = 0.5: 0.705 +- 0.01 (within the spread 0.02)
+    records = [_record("margin", "CosFace", m, s, base + d, higher=True)
+               for m, base in ((0.0, 0.70), (0.35, 0.75), (0.5, 0.705)) for s, d in enumerate((-0.01, 0.0, 0.01))]
+    got = [f for f in findings("cosface", records) if f["panel"] == "margin"]
+    assert len(got) == 1 and (got[0]["first"], got[0]["second"]) == ("CosFace, m > 0", "m = 0 (NSL)")
+    assert [(p["x"], p["verdict"]) for p in got[0]["points"]] == [(0.35, "yes"), (0.5, "no difference")]
+    assert got[0]["points"][0]["gain"] == pytest.approx(0.05) and got[0]["finding"] == "holds at 0.35 only"
