@@ -82,6 +82,9 @@ def panels_of(cells: list[dict[str, Any]]) -> list[str]:
 
 NICE_TICKS = (1, 1.5, 2, 3, 4, 6, 8, 10, 15, 20, 30, 40, 60)
 
+# The tested causes' panels: (panel name start, axis label, log base); the main axis is AXIS[question], base 2.
+LOG_AXES = (("boundary weight", "boundary map's loss weight", 10), ("lr", "learning rate (Adam)", 10))
+
 
 def figure(question: str, result: dict[str, Any]) -> bytes:
     """The question's figure: a panel per study set, width, scale or the margin sweep; the test metric (%)
@@ -103,21 +106,11 @@ def figure(question: str, result: dict[str, Any]) -> bytes:
             ax.fill_between(xs, low, high, color=color, alpha=0.15, linewidth=0)
         if panel == "margin":
             ax.set_xlabel("CosFace margin m")
-        elif panel.startswith("boundary weight"):
-            ax.set_xlabel("boundary map's loss weight")
-            ax.set_xscale("log")
-            xs = sorted({c["x"] for c in cells if c["panel"] == panel})
-            ax.set_xticks(xs, [f"{x:.3g}" for x in xs])
-            ax.minorticks_off()
-        elif panel.startswith("lr"):
-            ax.set_xlabel("learning rate (Adam)")
-            ax.set_xscale("log")
-            xs = sorted({c["x"] for c in cells if c["panel"] == panel})
-            ax.set_xticks(xs, [f"{x:g}" for x in xs])
-            ax.minorticks_off()
-        else:
-            ax.set_xlabel(AXIS[question])
-            ax.set_xscale("log", base=2)
+        else:  # lengths, class counts, learning rates, loss weights: ratios apart, on a log axis at the points
+            label, base = next(((text, b) for start, text, b in LOG_AXES if panel.startswith(start)),
+                               (AXIS[question], 2))
+            ax.set_xlabel(label)
+            ax.set_xscale("log", base=base)
             xs = sorted({c["x"] for c in cells if c["panel"] == panel})
             ax.set_xticks(xs, [f"{x:g}" for x in xs])
             ax.minorticks_off()
