@@ -205,7 +205,7 @@ def cosface_cells(params: Params, settings: StudyConfig) -> list[Cell]:
     out = []
     for row in study.rows:
         loss = params.recognition_experiments[row].loss
-        scales = [s for s in study.scales] if "s" in params.losses[loss] else [None]
+        scales = list(study.scales) if "s" in params.losses[loss] else [None]
         for n, dataset in study.identities.items():
             for s in scales:
                 for seed in settings.seeds:
@@ -271,14 +271,12 @@ def cells_of(params: Params, question: str) -> list[Cell]:
     return builders[question](params, study)
 
 
-# The claims each question tests: (panel or None for every panel, the system the paper puts first, the one it
-# puts after), in the words of the paper (Feng et al. 2018; Wang et al. 2018 (CosFace); Wang et al. 2019).
+# The claims each question tests, in every panel: (the system the paper puts first, the one it puts after),
+# in the words of the paper (Feng et al. 2018; Wang et al. 2018 (CosFace); Wang et al. 2019).
 CLAIMS = {
-    "wing": [(None, "Wing", "L2"), (None, "Wing", "L1"), (None, "L1", "L2")],
-    "cosface": [(None, "CosFace", "Softmax"), (None, "CosFace", "NSL"), (None, "NSL", "Softmax"),
-                (None, "ArcFace", "Softmax")],
-    "awing": [(None, "AWing (full)", "no boundary"), (None, "AWing (full)", "no CoordConv"),
-              (None, "AWing (full)", "no weight map")],
+    "wing": [("Wing", "L2"), ("Wing", "L1"), ("L1", "L2")],
+    "cosface": [("CosFace", "Softmax"), ("CosFace", "NSL"), ("NSL", "Softmax"), ("ArcFace", "Softmax")],
+    "awing": [("AWing (full)", "no boundary"), ("AWing (full)", "no CoordConv"), ("AWing (full)", "no weight map")],
 }
 
 
@@ -330,11 +328,9 @@ def finding(points: list[dict[str, Any]]) -> str:
 def findings(question: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every claim of ``question`` in every panel where both systems have cells, point by point."""
     out = []
-    panels = sorted({r["panel"] for r in records}, key=lambda p: [r["panel"] for r in records].index(p))
-    for panel_filter, first, second in CLAIMS[question]:
+    panels = list(dict.fromkeys(r["panel"] for r in records))  # in the order the cells come
+    for first, second in CLAIMS[question]:
         for panel in panels:
-            if panel_filter is not None and panel != panel_filter:
-                continue
             rows = [r for r in records if r["panel"] == panel]
             points = []
             for x in sorted({r["x"] for r in rows}):

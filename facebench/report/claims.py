@@ -18,6 +18,7 @@ from facebench.report import document
 from facebench.report.cells import DASH, OTHER_CODE
 from facebench.report.document import Block, Heading, Image, Para, Table
 from facebench.report.figures import new_figure, png_bytes
+from facebench.study import summary
 
 QUESTIONS = ("wing", "cosface", "awing")
 FOLDER = "claims"  # the figures' folder under reports/
@@ -62,12 +63,6 @@ def _series(cells: list[dict[str, Any]], panel: str) -> dict[str, dict[float, li
     return out
 
 
-def _mean_sd(values: list[float]) -> tuple[float, float]:
-    from facebench.study import summary
-
-    return summary(values)
-
-
 EXTRA_PANELS = ("lr", "boundary weight", "margin")  # a cause tested beside the main axis: drawn after it
 
 
@@ -97,7 +92,7 @@ def figure(question: str, result: dict[str, Any]) -> bytes:
         ax = fig.add_subplot(1, len(panels), i + 1)
         for system, by_x in _series(cells, panel).items():
             xs = sorted(by_x)
-            stats = [_mean_sd(by_x[x]) for x in xs]
+            stats = [summary(by_x[x]) for x in xs]
             mean = [100 * m for m, _ in stats]
             low = [100 * (m - s) for m, s in stats]
             high = [100 * (m + s) for m, s in stats]
@@ -178,8 +173,8 @@ def means_table(question: str, result: dict[str, Any]) -> Table:
         for (system, x), group in groups.items():
             tests = [c["test"] for c in group if c["test"] is not None]
             vals = [c["val"] for c in group if c["val"] is not None]
-            test = "{:.2f} ± {:.2f}".format(*(100 * v for v in _mean_sd(tests))) if tests else DASH
-            val = "{:.2f} ± {:.2f}".format(*(100 * v for v in _mean_sd(vals))) if vals else DASH
+            test = "{:.2f} ± {:.2f}".format(*(100 * v for v in summary(tests))) if tests else DASH
+            val = "{:.2f} ± {:.2f}".format(*(100 * v for v in summary(vals))) if vals else DASH
             runs = " ".join(f"[`{c['run_id'][:8]}`](run:{c.get('experiment_id', '')}/{c['run_id']})"
                             + (f" {OTHER_CODE}" if c.get("other_code") else "") for c in group)
             rows.append([panel, system, x_label(question, panel, x), str(group[0]["epochs"]), str(len(group)), val,
